@@ -1,0 +1,218 @@
+"""Siesta's own API under ``/api/v1``: list, load, unload, set timeouts and settings, events.
+
+The API can change timeouts and a few settings; it can never create a recipe or run a
+command. Bodies are small JSON objects; anything else is refused with a message that
+names the request and the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from app import __version__
+from app.core.durations import DurationError, parse_duration
+from app.core.manager import DEFAULT, ModelManager, PersistError, SettingFixed, UnknownModel
+from app.core.model import ModelState, ModelUnavailable
+from app.core.settings import RUNTIME_SETTABLE
+
+from .errors import error_response, unavailable_response
+
+MAX_BODY = 64 * 1024
+
+
+class _BadRequest(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+async def _json_body(request: web.Request, *, required: bool = True) -> dict[str, Any]:
+    what = f"{request.method} {request.path}"
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise _BadRequest(error_response(413, "body_too_large", f"{what}: body larger than {MAX_BODY} bytes"))
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise _BadRequest(error_response(413, "body_too_large", f"{what}: body larger than {MAX_BODY} bytes"))
+    if not raw.strip():
+        if required:
+            raise _BadRequest(error_response(400, "empty_body", f"{what}: expected a JSON object body"))
+        return {}
+    if request.content_type not in ("application/json", "application/octet-stream", ""):
+        raise _BadRequest(error_response(415, "unsupported_content_type",
+                                         f"{what}: expected Content-Type application/json, got {request.content_type}"))
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadRequest(error_response(400, "invalid_json", f"{what}: body is not valid JSON: {exc}")) from None
+    if not isinstance(data, dict):
+        raise _BadRequest(error_response(400, "invalid_body", f"{what}: body must be a JSON object"))
+    return data
+
+
+class ManagementApi:
+    """Handlers for ``/api/v1``."""
+
+    def __init__(self, manager: ModelManager, *, shutdown: asyncio.Event | None = None) -> None:
+        self.manager = manager
+        self.shutdown = shutdown
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.get("/api/v1/health", self.health),
+            web.get("/api/v1/models", self.list_models),
+            web.get("/api/v1/models/{name}", self.get_model),
+            web.patch("/api/v1/models/{name}", self.patch_model),
+            web.post("/api/v1/load", self.load),
+            web.post("/api/v1/unload", self.unload),
+            web.get("/api/v1/settings", self.get_settings),
+            web.patch("/api/v1/settings", self.patch_settings),
+            web.get("/api/v1/events", self.events),
+        ]
+
+    async def health(self, request: web.Request) -> web.Response:
+        server = self.manager.llama_server_path()
+        return web.json_response({
+            "status": "ok",
+            "version": __version__,
+            "config_dir": str(self.manager.paths.config_dir),
+            "log_dir": str(self.manager.paths.log_dir),
+            "llama_server": str(server) if server else None,
+            "settings": self.manager.loaded_settings.describe(),
+            "models": [m.snapshot() for m in self.manager.models.values() if m.state is not ModelState.UNLOADED],
+        })
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": self.manager.snapshots()})
+
+    async def get_model(self, request: web.Request) -> web.Response:
+        try:
+            return web.json_response(self.manager.get(request.match_info["name"]).snapshot())
+        except UnknownModel as exc:
+            return error_response(404, "model_not_found", str(exc))
+
+    async def load(self, request: web.Request) -> web.Response:
+        try:
+            data = await _json_body(request)
+            name = _model_field(request, data)
+            model = await self.manager.load(name)
+        except _BadRequest as bad:
+            return bad.response
+        except UnknownModel as exc:
+            return error_response(404, "model_not_found", str(exc))
+        except ModelUnavailable as exc:
+            return unavailable_response(exc)
+        return web.json_response(model.snapshot())
+
+    async def unload(self, request: web.Request) -> web.Response:
+        try:
+            data = await _json_body(request)
+            if data.get("all") is True:
+                names = await self.manager.unload_all()
+                return web.json_response({"unloaded": names})
+            name = _model_field(request, data, hint='or {"all": true}')
+            model = await self.manager.unload(name)
+        except _BadRequest as bad:
+            return bad.response
+        except UnknownModel as exc:
+            return error_response(404, "model_not_found", str(exc))
+        return web.json_response(model.snapshot())
+
+    async def patch_model(self, request: web.Request) -> web.Response:
+        try:
+            data = await _json_body(request)
+            if set(data) != {"unload_timeout"}:
+                raise _BadRequest(error_response(
+                    400, "invalid_body",
+                    f'{request.method} {request.path}: expected {{"unload_timeout": "10m" | "never" | "default"}}'))
+            raw = data["unload_timeout"]
+            value: Any = DEFAULT if raw == DEFAULT else _duration(request, "unload_timeout", raw)
+            model = await self.manager.set_model_timeout(request.match_info["name"], value)
+        except _BadRequest as bad:
+            return bad.response
+        except UnknownModel as exc:
+            return error_response(404, "model_not_found", str(exc))
+        except PersistError as exc:
+            return _persist_error(exc)
+        return web.json_response(model.snapshot())
+
+    async def get_settings(self, request: web.Request) -> web.Response:
+        return web.json_response(self.manager.loaded_settings.describe())
+
+    async def patch_settings(self, request: web.Request) -> web.Response:
+        try:
+            data = await _json_body(request)
+            if not data:
+                raise _BadRequest(error_response(400, "invalid_body", "PATCH /api/v1/settings: no setting given"))
+            for field in data:
+                if field not in RUNTIME_SETTABLE:
+                    raise _BadRequest(error_response(
+                        400, "invalid_setting",
+                        f"PATCH /api/v1/settings: {field!r} cannot be changed at run time "
+                        f"(changeable: {', '.join(RUNTIME_SETTABLE)}); edit settings.toml and restart"))
+            for field, raw in data.items():
+                await self.manager.set_setting(field, raw)
+        except _BadRequest as bad:
+            return bad.response
+        except SettingFixed as exc:
+            return error_response(409, "setting_fixed", str(exc))
+        except ValueError as exc:
+            return error_response(400, "invalid_setting", f"PATCH /api/v1/settings: {exc}")
+        except PersistError as exc:
+            return _persist_error(exc)
+        return web.json_response(self.manager.loaded_settings.describe())
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+
+        def on_event(event: dict[str, Any]) -> None:
+            if queue.full():  # a reader that stopped reading: drop the oldest, keep the latest
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+        unsubscribe = self.manager.subscribe(on_event)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        try:
+            await response.prepare(request)
+            for snapshot in self.manager.snapshots():
+                await response.write(_sse({"reason": "snapshot", "model": snapshot, "time": self.manager.clock.now()}))
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=15)
+                except asyncio.TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                await response.write(_sse(event))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            unsubscribe()
+        return response
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: model\ndata: {json.dumps(event)}\n\n".encode()
+
+
+def _model_field(request: web.Request, data: dict[str, Any], hint: str = "") -> str:
+    name = data.get("model")
+    if not isinstance(name, str) or not name:
+        extra = f" {hint}" if hint else ""
+        raise _BadRequest(error_response(400, "missing_model",
+                                         f'{request.method} {request.path}: expected {{"model": "NAME"}}{extra}'))
+    return name
+
+
+def _duration(request: web.Request, field: str, raw: Any) -> Any:
+    try:
+        return parse_duration(raw)
+    except DurationError as exc:
+        raise _BadRequest(error_response(400, "invalid_duration", f"{request.method} {request.path}: field {field!r}: {exc}")) from None
+
+
+def _persist_error(exc: PersistError) -> web.Response:
+    if exc.kind == "invalid":
+        return error_response(409, "recipe_invalid", str(exc))
+    return error_response(500, "persist_failed", str(exc))

@@ -1,0 +1,76 @@
+"""Builds the aiohttp application and runs it on the loop Siesta was started with."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+
+from aiohttp import web
+
+from app.core.manager import ModelManager
+
+from .guard import make_guard
+from .management import ManagementApi
+from .openai_proxy import OpenAIProxy
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BODY = 32 * 1024 * 1024  # images in chat requests are large; anything past this is hostile
+
+
+class PortInUse(Exception):
+    """The port Siesta is configured to listen on is taken."""
+
+
+def build_app(manager: ModelManager) -> web.Application:
+    app = web.Application(middlewares=[make_guard(manager)], client_max_size=MAX_REQUEST_BODY)
+    app.add_routes(OpenAIProxy(manager).routes())
+    app.add_routes(ManagementApi(manager).routes())
+    return app
+
+
+class ApiServer:
+    """The front door listening on ``host:port``; :meth:`stop` closes it."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        settings = self.manager.settings
+        host = host or settings.host
+        port = settings.port if port is None else port
+        # handler_cancellation: a client that disconnects cancels its handler, which closes
+        # the upstream request (so the backend stops generating) and ends the request's lease.
+        self._runner = web.AppRunner(build_app(self.manager), handler_cancellation=True,
+                                     access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=512)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                source = self.manager.loaded_settings.sources.get("port", "default")
+                raise PortInUse(
+                    f"port {port} on {host} is already in use (setting 'port', from {source}); "
+                    f"is another Siesta running? Choose another with --port or SIESTA_PORT"
+                ) from exc
+            raise
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+            log.warning("LISTENING ON %s WITHOUT AN API KEY: anyone who can reach this address can use "
+                        "your models. Set SIESTA_API_KEY.", host)
+
+    @property
+    def url(self) -> str:
+        host = self.manager.settings.host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,381 @@
+"""The ``siesta`` command: ``serve`` runs the manager headless; the other commands talk to
+the running instance through its HTTP API (so changes reach running countdowns at once),
+or edit the files directly when none is running. With no command, the tray app starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app import __version__
+from app.core.durations import DurationError, format_countdown, format_duration, parse_duration
+from app.core.paths import Paths
+from app.core.settings import LoadedSettings, SettingsError, load_settings
+
+log = logging.getLogger("siesta")
+
+SETTING_FLAGS: list[tuple[str, dict[str, Any]]] = [
+    ("host", {"help": "address to listen on (default 127.0.0.1)"}),
+    ("port", {"type": int, "help": "port to listen on (default 8777)"}),
+    ("global_unload_timeout", {"help": "idle time before a model is unloaded: 90s, 5m, 1h30m, never (default 5m)"}),
+    ("max_loaded_models", {"type": int, "help": "most models loaded at once; 0 = no limit (default 3)"}),
+    ("llama_server", {"help": "path of the llama-server binary"}),
+    ("stop_timeout", {"help": "graceful stop before kill (default 10s)"}),
+    ("load_timeout", {"help": "longest wait for a model to become ready (default 5m)"}),
+    ("allowed_hosts", {"help": "extra Host names to accept, comma-separated"}),
+]
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
+    # A sub-command's defaults would overwrite flags given before it, so it has none.
+    default = argparse.SUPPRESS if sub else None
+    for field, kwargs in SETTING_FLAGS:
+        parser.add_argument("--" + field.replace("_", "-"), dest=field, default=default, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siesta", description="Runs local model servers on demand and unloads them when idle.")
+    parser.add_argument("--version", action="version", version=f"siesta {__version__}")
+    parser.add_argument("--config-dir", help="folder of settings.toml and recipes/ (default: SIESTA_CONFIG_DIR or the user config dir)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    _add_setting_flags(parser)
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the manager and its HTTP API headless")
+    _add_setting_flags(serve, sub=True)
+
+    ps = sub.add_parser("ps", help="list models with state, memory and time left")
+    ps.add_argument("--watch", action="store_true", help="keep the table up to date")
+    ps.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    load = sub.add_parser("load", help="load a model now; returns when it is ready")
+    load.add_argument("model")
+
+    unload = sub.add_parser("unload", help="unload a model (or --all)")
+    unload.add_argument("model", nargs="?")
+    unload.add_argument("--all", action="store_true")
+
+    timeout = sub.add_parser("timeout", help="set a model's idle timeout (or --global)")
+    timeout.add_argument("model", nargs="?", help="model name")
+    timeout.add_argument("duration", nargs="?", help='90s, 5m, 1h30m, never, or "default" for the global timeout')
+    timeout.add_argument("--global", dest="global_value", metavar="DURATION", help="set the global timeout")
+
+    demo = sub.add_parser("demo", help="create a tiny demo model and its recipe 'tiny'")
+    demo.add_argument("--name", default="tiny")
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {field: getattr(args, field) for field, _ in SETTING_FLAGS if getattr(args, field, None) is not None}
+
+
+def _settings(args: argparse.Namespace, paths: Paths) -> LoadedSettings:
+    return load_settings(paths.settings_file, _flags(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "watchfiles"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    paths = Paths.resolve(args.config_dir)
+    try:
+        settings = _settings(args, paths)
+    except SettingsError as exc:
+        print(f"siesta: {exc}", file=sys.stderr)
+        return 2
+    command = args.command
+    if command == "serve":
+        return _serve(paths, settings)
+    if command is None:
+        try:
+            from app.ui.app import run_tray_app
+        except ImportError:
+            parser.print_help()
+            return 0
+        return run_tray_app(paths, settings)
+    client = ApiClient(settings)
+    try:
+        if command == "ps":
+            return _ps(client, watch=args.watch, as_json=args.json)
+        if command == "load":
+            return _print_model(client.call("POST", "/api/v1/load", {"model": args.model}, timeout=None))
+        if command == "unload":
+            if args.all == bool(args.model):
+                parser.error("unload takes a model name or --all")
+            body = {"all": True} if args.all else {"model": args.model}
+            result = client.call("POST", "/api/v1/unload", body)
+            if args.all:
+                print("unloaded: " + (", ".join(result["unloaded"]) or "nothing was loaded"))
+                return 0
+            return _print_model(result)
+        if command == "timeout":
+            return _timeout(parser, client, paths, settings, args)
+        if command == "demo":
+            return _demo(paths, args.name)
+    except ApiError as exc:
+        print(f"siesta: {exc}", file=sys.stderr)
+        return 1
+    except NotRunning as exc:
+        print(f"siesta: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+# ---- serve ------------------------------------------------------------------------------
+
+def _serve(paths: Paths, settings: LoadedSettings) -> int:
+    from app.api.server import PortInUse
+
+    try:
+        return asyncio.run(serve(paths, settings))
+    except PortInUse as exc:
+        print(f"siesta: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def serve(paths: Paths, settings: LoadedSettings, stop: asyncio.Event | None = None) -> int:
+    """Runs the manager and the API until SIGINT/SIGTERM (or ``stop``); then unloads everything."""
+    from app.api.server import ApiServer
+    from app.core.manager import ModelManager
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    manager = ModelManager(paths, settings)
+    api = ApiServer(manager)
+    await manager.start()
+    try:
+        await api.start()
+        log.info("Siesta %s serving on %s (config %s, %d recipes)", __version__, api.url, paths.config_dir,
+                 len(manager.models))
+        await stop.wait()
+        log.info("shutting down: unloading every model")
+    finally:
+        await manager.close()
+        await api.stop()
+    return 0
+
+
+# ---- talking to the running instance -----------------------------------------------------
+
+class NotRunning(Exception):
+    pass
+
+
+class ApiError(Exception):
+    pass
+
+
+class ApiClient:
+    """A small httpx client for the running instance's management API."""
+
+    def __init__(self, settings: LoadedSettings) -> None:
+        values = settings.values
+        host = "127.0.0.1" if values.host in ("0.0.0.0", "::", "") else values.host
+        self.base_url = f"http://{'[' + host + ']' if ':' in host else host}:{values.port}"
+        self.headers = {"Authorization": f"Bearer {values.api_key}"} if values.api_key else {}
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = 30.0) -> Any:
+        try:
+            resp = httpx.request(method, self.base_url + path, json=body, headers=self.headers, timeout=timeout)
+        except httpx.ConnectError:
+            raise NotRunning(f"no Siesta is running at {self.base_url} (start one with `siesta serve`)") from None
+        except httpx.HTTPError as exc:
+            raise ApiError(f"{method} {path} failed: {exc}") from exc
+        try:
+            data = resp.json()
+        except ValueError:
+            raise ApiError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:200]}") from None
+        if resp.status_code >= 400:
+            err = data.get("error", {}) if isinstance(data, dict) else {}
+            message = err.get("message", resp.text)
+            if err.get("log_tail"):
+                message += "\n--- log tail ---\n" + err["log_tail"]
+            raise ApiError(message)
+        return data
+
+    def running(self) -> bool:
+        try:
+            self.call("GET", "/api/v1/health", timeout=2.0)
+            return True
+        except NotRunning:
+            return False
+
+
+def _fmt_bytes(value: int | None) -> str:
+    if not value:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{value} B"
+        value /= 1024  # type: ignore[assignment]
+    return "-"
+
+
+def format_table(models: list[dict[str, Any]], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [("NAME", "STATE", "IN-FLIGHT", "MEMORY", "TIMEOUT (source)", "UNLOADS IN")]
+    for m in models:
+        timeout = format_duration(m["unload_timeout"]) if m.get("state") != "failed" or m.get("backend") else "-"
+        if m.get("unload_at") is not None:
+            left = format_countdown(m["unload_at"] - now)
+        elif m["state"] == "ready" and m["unload_timeout"] is None:
+            left = "never"
+        elif m["state"] == "ready" and m["in_flight"]:
+            left = "(busy)"
+        else:
+            left = "-"
+        state = m["state"] + (" (stale)" if m.get("stale") else "")
+        rows.append((m["name"], state, str(m["in_flight"]), _fmt_bytes(m.get("memory")),
+                     f"{timeout} ({m['timeout_source']})", left))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    errors = [f"  {m['name']}: {m['error']}" for m in models if m.get("error")]
+    return "\n".join(lines + (["", "errors:"] + errors if errors else []))
+
+
+def _ps(client: ApiClient, *, watch: bool, as_json: bool) -> int:
+    try:
+        models = client.call("GET", "/api/v1/models")["models"]
+    except NotRunning as exc:
+        print(f"siesta: {exc}")
+        return 3
+    if as_json:
+        print(json.dumps(models, indent=2))
+        return 0
+    if not watch:
+        print(format_table(models) if models else "no recipes yet: add one to the recipes folder, or run `siesta demo`")
+        return 0
+    return _watch(client, {m["name"]: m for m in models})
+
+
+def _watch(client: ApiClient, models: dict[str, dict[str, Any]]) -> int:
+    """Redraws the table on every event, and once a second for the countdowns."""
+    import threading
+
+    lock = threading.Lock()
+
+    def reader() -> None:
+        with httpx.stream("GET", client.base_url + "/api/v1/events", headers=client.headers, timeout=None) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    with lock:
+                        if event["reason"] == "removed":
+                            models.pop(event["model"]["name"], None)
+                        else:
+                            models[event["model"]["name"]] = event["model"]
+
+    threading.Thread(target=reader, daemon=True).start()
+    try:
+        while True:
+            with lock:
+                table = format_table(sorted(models.values(), key=lambda m: m["name"]))
+            sys.stdout.write("\x1b[H\x1b[2J" + table + "\n")
+            sys.stdout.flush()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_model(model: dict[str, Any]) -> int:
+    print(format_table([model]))
+    return 0
+
+
+def _timeout(parser: argparse.ArgumentParser, client: ApiClient, paths: Paths, settings: LoadedSettings,
+             args: argparse.Namespace) -> int:
+    if args.global_value is not None:
+        if args.model:
+            parser.error("timeout --global takes only a duration")
+        try:
+            value = parse_duration(args.global_value)
+        except DurationError as exc:
+            parser.error(str(exc))
+        if client.running():
+            client.call("PATCH", "/api/v1/settings", {"global_unload_timeout": format_duration(value)})
+        else:
+            from app.core.toml_edit import TomlEditError, set_toml_key
+
+            pinned = settings.fixed_by("global_unload_timeout")
+            if pinned:
+                print(f"note: {pinned} overrides settings.toml while it is set", file=sys.stderr)
+            try:
+                set_toml_key(paths.settings_file, "global_unload_timeout", format_duration(value), create=True)
+            except TomlEditError as exc:
+                raise ApiError(str(exc)) from exc
+        print(f"global timeout: {format_duration(value)}")
+        return 0
+    if not args.model or not args.duration:
+        parser.error("usage: siesta timeout MODEL DURATION|default, or siesta timeout --global DURATION")
+    raw = args.duration
+    if raw != "default":
+        try:
+            raw = format_duration(parse_duration(raw))
+        except DurationError as exc:
+            parser.error(str(exc))
+    if client.running():
+        model = client.call("PATCH", f"/api/v1/models/{args.model}", {"unload_timeout": raw})
+        return _print_model(model)
+    from app.core.recipes import RecipeError, is_valid_name, read_recipe, write_recipe_timeout
+    from app.core.toml_edit import TomlEditError
+
+    path = paths.recipe_file(args.model)
+    if not is_valid_name(args.model) or not path.exists():
+        raise ApiError(f"model {args.model!r} not found: no recipe {path}")
+    try:
+        read_recipe(path)
+        write_recipe_timeout(path, None if raw == "default" else parse_duration(raw), remove=raw == "default")
+    except (RecipeError, TomlEditError) as exc:
+        raise ApiError(str(exc)) from exc
+    print(f"{args.model}: timeout {'removed (global applies)' if raw == 'default' else raw} in {path}")
+    return 0
+
+
+def _demo(paths: Paths, name: str) -> int:
+    from app.core.recipes import is_valid_name
+    from app.demo_model import write_tiny_model
+
+    if not is_valid_name(name):
+        raise ApiError(f"invalid model name {name!r}")
+    model_file = paths.data_dir / "models" / f"{name}.gguf"
+    write_tiny_model(model_file)
+    recipe = paths.recipe_file(name)
+    if recipe.exists():
+        print(f"{recipe} exists; left as it is (model written to {model_file})")
+        return 0
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    recipe.write_text(
+        "# A tiny random-weight model made by `siesta demo`: it answers gibberish, fast.\n"
+        'backend = "llamacpp"\n'
+        f'model = "{model_file}"\n'
+        'args = ["--ctx-size", "512", "-t", "1"]\n'
+        '# unload_timeout = "5m"   # uncomment to override the global timeout\n',
+        encoding="utf-8",
+    )
+    print(f"created {recipe} for {model_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""One running model server: how it is started, watched, logged and stopped.
+
+Each server runs in its own process group (its own session on POSIX), so stopping it
+stops everything it started; its output goes to a size-bounded log file per model and
+the last lines are kept in memory for error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import shutil
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from .process_reaper import ProcessReaper
+from .recipes import Recipe
+
+LOG_MAX_BYTES = 2 * 1024 * 1024
+LOG_TAIL_LINES = 40
+HEALTH_POLL_INTERVAL = 0.01
+
+
+class BackendError(Exception):
+    """A server that could not start, died while loading, or never became healthy."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Exactly what to run for one model; built only from the user's own recipe file."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    port: int
+    health_path: str
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def find_llama_server(configured: Path | None, data_dir: Path, cache_dir: Path) -> Path | None:
+    """The llama-server to use: the setting, else Siesta's data dir, else the build cache, else PATH."""
+    if configured is not None:
+        return configured.expanduser()
+    candidates = [data_dir / "engine" / "llama-server"]
+    if cache_dir.is_dir():
+        candidates += sorted(cache_dir.glob("*/llama-server"), reverse=True)
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
+def build_launch(recipe: Recipe, llama_server: Path | None, port: int) -> LaunchSpec:
+    """Turns a recipe into a command line; BackendError says what is missing."""
+    env = dict(os.environ)
+    env.update(dict(recipe.env))
+    if recipe.backend == "llamacpp":
+        if llama_server is None:
+            raise BackendError(
+                "no llama-server found: set llama_server in settings.toml (or SIESTA_LLAMA_SERVER), "
+                "put it on PATH, or build one with scripts/build-llama-server.sh"
+            )
+        assert recipe.model is not None
+        if not recipe.model.is_file():
+            raise BackendError(f"{recipe.path}: field 'model': file not found: {recipe.model}")
+        argv = (
+            str(llama_server), "-m", str(recipe.model), "--host", "127.0.0.1", "--port", str(port),
+            "--alias", recipe.name, *recipe.args,
+        )
+    else:
+        argv = tuple(part.replace("{port}", str(port)) for part in recipe.command)
+        resolved = shutil.which(argv[0]) if not os.path.sep in argv[0] else argv[0]
+        if resolved is None or not os.path.exists(resolved):
+            raise BackendError(f"{recipe.path}: field 'command': program not found: {argv[0]!r}")
+    return LaunchSpec(argv=argv, env=env, port=port, health_path=recipe.health_path)
+
+
+class BoundedLog:
+    """Appends a server's output to its log file, starting a fresh file past ``max_bytes``."""
+
+    def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._rotate_if_large()
+        self._fh = path.open("ab", buffering=0)
+        self._written = self._fh.tell()
+
+    def _rotate_if_large(self) -> None:
+        try:
+            if self.path.stat().st_size > self.max_bytes:
+                os.replace(self.path, self.path.with_suffix(self.path.suffix + ".1"))
+        except FileNotFoundError:
+            pass
+
+    def write(self, data: bytes) -> None:
+        if self._fh.closed:
+            return
+        text = data.decode("utf-8", "replace")
+        self.tail.extend(line for line in text.splitlines() if line.strip())
+        if self._written + len(data) > self.max_bytes:
+            self._fh.close()
+            os.replace(self.path, self.path.with_suffix(self.path.suffix + ".1"))
+            self._fh = self.path.open("ab", buffering=0)
+            self._written = 0
+        self._fh.write(data)
+        self._written += len(data)
+
+    def note(self, message: str) -> None:
+        self.write(f"--- siesta {time.strftime('%Y-%m-%d %H:%M:%S')}: {message}\n".encode())
+
+    def tail_text(self, lines: int = 15) -> str:
+        return "\n".join(list(self.tail)[-lines:])
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class BackendProcess:
+    """A started model server process; :meth:`stop` ends its whole process group."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, spec: LaunchSpec, log: BoundedLog,
+                 reaper: ProcessReaper | None) -> None:
+        self._proc = proc
+        self.spec = spec
+        self.log = log
+        self._reaper = reaper
+        self.stopping = False
+        self.base_url = f"http://127.0.0.1:{spec.port}"
+        self._pump = asyncio.create_task(self._pump_output(), name=f"log-pump-{proc.pid}")
+        self._exit = asyncio.create_task(self._wait_exit(), name=f"exit-watch-{proc.pid}")
+        self._ps: psutil.Process | None = None
+
+    @classmethod
+    async def start(cls, spec: LaunchSpec, log: BoundedLog, reaper: ProcessReaper | None) -> "BackendProcess":
+        log.note("starting: " + " ".join(spec.argv))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=spec.env,
+                start_new_session=(os.name == "posix"),
+            )
+        except OSError as exc:
+            log.note(f"could not start: {exc}")
+            raise BackendError(f"could not start {spec.argv[0]!r}: {exc.strerror or exc}") from exc
+        if reaper is not None:
+            reaper.add(proc.pid)
+        return cls(proc, spec, log, reaper)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def _pump_output(self) -> None:
+        stream = self._proc.stdout
+        assert stream is not None
+        while chunk := await stream.read(65536):
+            self.log.write(chunk)
+
+    async def _wait_exit(self) -> int:
+        code = await self._proc.wait()
+        try:
+            await asyncio.wait_for(self._pump, timeout=1.0)  # keep the last lines for the error
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            pass
+        if self._reaper is not None:
+            self._kill_group(signal.SIGKILL)  # anything it left behind in its group
+            self._reaper.remove(self._proc.pid)
+        self.log.note(f"exited with code {code}")
+        self.log.close()
+        return code
+
+    async def wait_exit(self) -> int:
+        """Waits for the process to end; returns its exit code."""
+        return await asyncio.shield(self._exit)
+
+    async def wait_healthy(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        """Polls the health endpoint until it answers 200; BackendError on exit or time-out."""
+        url = self.base_url + self.spec.health_path
+        deadline = time.monotonic() + timeout
+        probe_timeout = aiohttp.ClientTimeout(total=2.0)
+        while True:
+            if self._exit.done():
+                code = self._exit.result()
+                raise BackendError(f"server exited with code {code} while loading", self.log.tail_text())
+            try:
+                async with session.get(url, timeout=probe_timeout) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                pass
+            if time.monotonic() >= deadline:
+                raise BackendError(
+                    f"server did not become healthy at {self.spec.health_path} within {timeout:g} s",
+                    self.log.tail_text(),
+                )
+            # Wake at once if the process exits; otherwise poll again shortly.
+            await asyncio.wait({self._exit}, timeout=HEALTH_POLL_INTERVAL)
+
+    def _kill_group(self, sig: int) -> None:
+        try:
+            if os.name == "posix":
+                os.killpg(self._proc.pid, sig)
+            elif sig == signal.SIGKILL:
+                self._proc.kill()
+            else:
+                self._proc.terminate()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    async def stop(self, timeout: float) -> int:
+        """Asks the server to stop (SIGTERM to its group), kills it after ``timeout``; returns the exit code."""
+        self.stopping = True
+        if not self._exit.done():
+            self._kill_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exit), timeout)
+            except asyncio.TimeoutError:
+                self.log.note(f"did not stop within {timeout:g} s; killing")
+                self._kill_group(signal.SIGKILL)
+        return await asyncio.shield(self._exit)
+
+    def memory(self) -> int | None:
+        """Resident bytes of the server and its children (None when unknown)."""
+        try:
+            if self._ps is None:
+                self._ps = psutil.Process(self._proc.pid)
+            total = self._ps.memory_info().rss
+            for child in self._ps.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            return total
+        except psutil.Error:
+            return None

@@ -1,0 +1,386 @@
+"""The model manager: the set of models, the policies between them, and their events.
+
+Each model's lifecycle belongs to its :class:`~app.core.model.ManagedModel`; the manager
+owns what spans models: which recipes exist (kept in step with the recipe folder by a
+file watcher), admission of a load (group exclusivity and ``max_loaded_models`` LRU
+eviction), the global timeout, persistence of timeout changes, and the event stream that
+the HTTP API, the CLI's ``ps --watch`` and the tray observe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .backend import BackendProcess, BoundedLog, build_launch, find_llama_server, free_port
+from .clock import Clock
+from .durations import Timeout, format_duration
+from .model import ManagedModel, ModelState, ModelUnavailable, UnloadReason
+from .paths import Paths, engine_cache_dir
+from .process_reaper import ProcessReaper
+from .recipes import Recipe, RecipeError, is_valid_name, read_recipe, scan_recipe_files, write_recipe_timeout
+from .settings import LoadedSettings, load_settings, read_settings_file, validate_setting, SettingsError
+from .toml_edit import TomlEditError, set_toml_key
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[dict[str, Any]], None]
+DEFAULT = "default"
+MEMORY_CACHE_SECONDS = 1.0
+
+
+class UnknownModel(KeyError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"model {self.name!r} not found: no recipe of that name"
+
+
+class SettingFixed(Exception):
+    """A run-time change to a setting that a flag or an environment variable pins."""
+
+
+class PersistError(Exception):
+    """A change that could not be written; ``kind`` is ``invalid`` (bad file) or ``io``."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ModelManager:
+    """Owns every ManagedModel and the rules between them; one per Siesta instance."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        settings: LoadedSettings,
+        *,
+        clock: Clock | None = None,
+        watch_files: bool = True,
+        use_reaper: bool = True,
+    ) -> None:
+        self.paths = paths
+        self.loaded_settings = settings
+        self.clock = clock or Clock()
+        self.models: dict[str, ManagedModel] = {}
+        self.closing = False
+        self._watch_files = watch_files
+        self._use_reaper = use_reaper
+        self._reaper: ProcessReaper | None = None
+        self._subscribers: list[EventCallback] = []
+        self._admission = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._watcher_task: asyncio.Task[None] | None = None
+        self._watcher_stop = asyncio.Event()
+        self._memory_cache: dict[int, tuple[float, int | None]] = {}
+        self.http: aiohttp.ClientSession = None  # type: ignore[assignment]  # created in start()
+        self.started_at = time.time()
+
+    # ---- settings ----------------------------------------------------------------------
+
+    @property
+    def settings(self):  # noqa: ANN201 - app.core.settings.Settings
+        return self.loaded_settings.values
+
+    @property
+    def global_timeout(self) -> Timeout:
+        return self.settings.global_unload_timeout
+
+    def llama_server_path(self) -> Path | None:
+        return find_llama_server(self.settings.llama_server, self.paths.data_dir, engine_cache_dir())
+
+    # ---- start and stop ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reads the recipes, starts the watcher and the preloads. Does not load anything else."""
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
+            auto_decompress=False,
+        )
+        if self._use_reaper:
+            self._reaper = ProcessReaper()
+        self.paths.recipes_dir.mkdir(parents=True, exist_ok=True)
+        self.reload_recipes()
+        if self._watch_files:
+            self._watcher_task = asyncio.create_task(self._watch_config(), name="recipe-watcher")
+        for model in self.models.values():
+            if model.recipe is not None and model.recipe.preload:
+                self._spawn(self._preload(model), f"preload-{model.name}")
+
+    async def close(self) -> None:
+        """Unloads every model (reason ``shutdown``) and stops every task; leaves no child behind."""
+        if self.closing:
+            return
+        self.closing = True
+        self._watcher_stop.set()
+        for task in list(self._background) + ([self._watcher_task] if self._watcher_task else []):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._watcher_task is not None:
+            await asyncio.gather(self._watcher_task, return_exceptions=True)
+        await asyncio.gather(*(m.close() for m in self.models.values()), return_exceptions=True)
+        if self.http is not None:
+            await self.http.close()
+        if self._reaper is not None:
+            self._reaper.close()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _preload(self, model: ManagedModel) -> None:
+        try:
+            await model.load()
+        except ModelUnavailable as exc:
+            log.warning("preload of %s failed: %s", model.name, exc)
+
+    # ---- events ------------------------------------------------------------------------
+
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        """Calls ``callback(event)`` on every state change; returns the function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def emit(self, model: ManagedModel, reason: str) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+        if not self._subscribers:
+            return
+        event = {"reason": reason, "model": model.snapshot(), "time": self.clock.now()}
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken observer must not break the manager
+                log.exception("event subscriber failed")
+
+    def memory_of(self, model: ManagedModel) -> int | None:
+        process = model.process
+        if process is None:
+            return None
+        now = time.monotonic()
+        cached = self._memory_cache.get(process.pid)
+        if cached is not None and now - cached[0] < MEMORY_CACHE_SECONDS:
+            return cached[1]
+        value = process.memory()
+        if len(self._memory_cache) > 256:
+            self._memory_cache.clear()
+        self._memory_cache[process.pid] = (now, value)
+        return value
+
+    # ---- models ------------------------------------------------------------------------
+
+    def get(self, name: str) -> ManagedModel:
+        model = self.models.get(name) if isinstance(name, str) else None
+        if model is None:
+            raise UnknownModel(str(name)[:200])
+        return model
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return [m.snapshot() for m in sorted(self.models.values(), key=lambda m: m.name)]
+
+    async def load(self, name: str) -> ManagedModel:
+        model = self.get(name)
+        await model.load()
+        return model
+
+    async def unload(self, name: str) -> ManagedModel:
+        model = self.get(name)
+        await model.unload(UnloadReason.MANUAL)
+        return model
+
+    async def unload_all(self) -> list[str]:
+        targets = [m for m in self.models.values() if m.state is not ModelState.UNLOADED]
+        await asyncio.gather(*(m.unload(UnloadReason.MANUAL) for m in targets))
+        return [m.name for m in targets]
+
+    # ---- admission: groups and max_loaded_models ----------------------------------------
+
+    async def admit(self, model: ManagedModel) -> None:
+        """Makes room for ``model`` before its server starts: unloads its group's other
+        members, then evicts idle models (least recently used first) while over the limit;
+        waits, bounded by ``load_timeout``, when nothing can go."""
+        async with self._admission:
+            group = model.recipe.group if model.recipe else None
+            if group:
+                rivals = [m for m in self.models.values() if m is not model and m.occupies_slot
+                          and m.recipe is not None and m.recipe.group == group]
+                await asyncio.gather(*(m.unload(UnloadReason.GROUP) for m in rivals))
+            limit = self.settings.max_loaded_models
+            deadline = time.monotonic() + self.settings.load_timeout
+            while limit > 0:
+                loaded = [m for m in self.models.values() if m is not model and m.occupies_slot]
+                if len(loaded) < limit:
+                    return
+                candidates = [m for m in loaded if m.is_idle and m.effective_timeout()[0] is not None]
+                if candidates:
+                    victim = min(candidates, key=lambda m: m.last_used)
+                    await victim.unload(UnloadReason.EVICTED)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    busy = ", ".join(sorted(m.name for m in loaded))
+                    raise ModelUnavailable(
+                        f"cannot load {model.name!r}: max_loaded_models = {limit} and no loaded model "
+                        f"can be unloaded now (busy or kept loaded: {busy})",
+                        code="no_capacity", retry_after=10,
+                    )
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def launch(self, model: ManagedModel, recipe: Recipe) -> BackendProcess:
+        spec = build_launch(recipe, self.llama_server_path(), free_port())
+        return await BackendProcess.start(spec, BoundedLog(self.paths.model_log(model.name)), self._reaper)
+
+    # ---- timeouts ----------------------------------------------------------------------
+
+    async def set_model_timeout(self, name: str, value: Timeout | str) -> ManagedModel:
+        """Persists a model's timeout to its recipe (``"default"`` removes the key) and applies it now."""
+        model = self.get(name)
+        if model.recipe is None:
+            raise PersistError(f"recipe of {name!r} is not valid, left unchanged: {model.recipe_error}", "invalid")
+        path = model.recipe.path
+        try:
+            if value == DEFAULT:
+                write_recipe_timeout(path, None, remove=True)
+            else:
+                write_recipe_timeout(path, value)  # type: ignore[arg-type]
+        except TomlEditError as exc:
+            raise PersistError(str(exc), exc.kind) from exc
+        self._reload_recipe_file(path)
+        return model
+
+    async def set_setting(self, field: str, raw: Any) -> Any:
+        """Validates, persists to settings.toml, and applies a run-time setting."""
+        pinned = self.loaded_settings.fixed_by(field)
+        if pinned:
+            raise SettingFixed(f"{field} is fixed by {pinned} for this run; change or remove that to edit it")
+        value = validate_setting(field, raw)
+        stored = format_duration(value) if field == "global_unload_timeout" else value
+        try:
+            set_toml_key(self.paths.settings_file, field, stored, create=True)
+        except TomlEditError as exc:
+            raise PersistError(str(exc), exc.kind) from exc
+        self._apply_setting(field, value, "file settings.toml")
+        return value
+
+    def _apply_setting(self, field: str, value: Any, source: str) -> None:
+        old = getattr(self.settings, field)
+        self.loaded_settings.values = self.settings.model_copy(update={field: value})
+        self.loaded_settings.sources[field] = source
+        if field == "global_unload_timeout" and old != value:
+            for model in self.models.values():
+                if model.effective_timeout()[1] == "global":
+                    model.timeout_changed()
+        elif field == "max_loaded_models":
+            self._changed.set()
+
+    def _reload_settings_file(self) -> None:
+        """A hand edit of settings.toml: applies run-time settings that nothing pins."""
+        try:
+            data = read_settings_file(self.paths.settings_file)
+        except SettingsError as exc:
+            log.warning("%s", exc)
+            return
+        for field in ("global_unload_timeout", "max_loaded_models", "notify_idle_unload", "notify_crash"):
+            if self.loaded_settings.fixed_by(field) or field not in data:
+                continue
+            try:
+                value = validate_setting(field, data[field])
+            except ValueError as exc:
+                log.warning("%s: %s", self.paths.settings_file, exc)
+                continue
+            if value != getattr(self.settings, field):
+                self._apply_setting(field, value, "file settings.toml")
+
+    # ---- recipes -----------------------------------------------------------------------
+
+    def reload_recipes(self) -> None:
+        """Brings the model set in step with the recipe folder."""
+        files = scan_recipe_files(self.paths.recipes_dir)
+        seen = set()
+        for path in files:
+            seen.add(path.stem)
+            self._reload_recipe_file(path)
+        for name in [n for n in self.models if n not in seen]:
+            self._remove(name)
+
+    def _reload_recipe_file(self, path: Path) -> None:
+        name = path.stem
+        if not path.exists():
+            if name in self.models:
+                self._remove(name)
+            return
+        recipe: Recipe | None = None
+        error: str | None = None
+        try:
+            recipe = read_recipe(path)
+        except RecipeError as exc:
+            error = str(exc)
+        if not is_valid_name(name):
+            log.warning("%s", error)
+            return  # a name that cannot be addressed safely is reported, never served
+        model = self.models.get(name)
+        if model is None:
+            model = ManagedModel(self, name, recipe, error)
+            self.models[name] = model
+            if recipe is not None and recipe.unknown_keys:
+                log.warning("%s: unknown keys kept as they are: %s", path, ", ".join(recipe.unknown_keys))
+            if error:
+                log.warning("%s", error)
+            self.emit(model, "added")
+            return
+        if recipe != model.recipe or error != model.recipe_error:
+            if error and error != model.recipe_error:
+                log.warning("%s", error)
+            model.recipe_changed(recipe, error)
+
+    def _remove(self, name: str) -> None:
+        model = self.models.pop(name, None)
+        if model is None:
+            return
+
+        async def unload_removed() -> None:
+            await model.unload(UnloadReason.REMOVED)
+            self.emit(model, "removed")
+
+        self._spawn(unload_removed(), f"remove-{name}")
+
+    async def _watch_config(self) -> None:
+        from watchfiles import awatch
+
+        config_dir = self.paths.config_dir
+        recipes_dir = self.paths.recipes_dir
+        try:
+            async for changes in awatch(config_dir, stop_event=self._watcher_stop, debounce=150, step=50,
+                                        recursive=True, ignore_permission_denied=True):
+                for _change, raw_path in changes:
+                    path = Path(raw_path)
+                    if path.suffix != ".toml" or path.name.startswith("."):
+                        continue
+                    if path.parent == recipes_dir:
+                        self._reload_recipe_file(path)
+                    elif path == self.paths.settings_file:
+                        self._reload_settings_file()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the recipe watcher stopped; restart Siesta to pick up recipe edits")
