@@ -1,0 +1,196 @@
+"""Shared fixtures: an isolated home for every test, recipe writers, a running manager and API.
+
+Tests never touch the real home: every ``XDG_*`` dir and ``SIESTA_*`` variable points into
+the test's own temporary folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.core.clock import Clock
+from app.core.manager import ModelManager
+from app.core.paths import Paths
+from app.core.settings import LoadedSettings, load_settings
+
+TESTS_DIR = Path(__file__).parent
+FAKE_BACKEND = TESTS_DIR / "fake_backend.py"
+LLAMA_CACHE_BINARY = Path.home() / ".cache/siesta/engine/llama-cpp-python-0.3.36/llama-server"
+
+
+def find_test_llama_server() -> Path | None:
+    """The real llama-server for integration tests: $SIESTA_TEST_LLAMA_SERVER, the build cache, or PATH."""
+    env = os.environ.get("SIESTA_TEST_LLAMA_SERVER")
+    if env:
+        return Path(env)
+    if LLAMA_CACHE_BINARY.is_file():
+        return LLAMA_CACHE_BINARY
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
+LLAMA_SERVER = find_test_llama_server()  # found before the XDG variables are redirected
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="run the long soak tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_soak = pytest.mark.skip(reason="soak test: run with --soak")
+    skip_llama = pytest.mark.skip(reason="no llama-server: run scripts/build-llama-server.sh or set SIESTA_TEST_LLAMA_SERVER")
+    for item in items:
+        if "soak" in item.keywords and not config.getoption("--soak"):
+            item.add_marker(skip_soak)
+        if "llama" in item.keywords and LLAMA_SERVER is None:
+            if os.environ.get("CI"):
+                continue  # in CI a missing engine is a failure, not a skip
+            item.add_marker(skip_llama)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Points every user dir Siesta could touch into the test's temporary folder."""
+    home = tmp_path / "home"
+    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share"),
+                     ("XDG_STATE_HOME", ".local/state"), ("XDG_CACHE_HOME", ".cache")):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(var, str(home / sub))
+    monkeypatch.setenv("HOME", str(home))
+    for var in list(os.environ):
+        if var.startswith("SIESTA_") and var != "SIESTA_TEST_LLAMA_SERVER":
+            monkeypatch.delenv(var)
+    monkeypatch.delenv("LEMONADE_GLOBAL_AUTO_UNLOAD_TIMER", raising=False)
+    return home
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Paths:
+    p = Paths(config_dir=tmp_path / "config", log_dir=tmp_path / "logs", data_dir=tmp_path / "data")
+    p.recipes_dir.mkdir(parents=True)
+    return p
+
+
+def fake_command(*options: str) -> list[str]:
+    return [sys.executable, str(FAKE_BACKEND), "--port", "{port}", *options]
+
+
+@pytest.fixture
+def write_recipe(paths: Paths) -> Callable[..., Path]:
+    """Writes ``recipes/<name>.toml``; ``fake=[...]`` makes a fake-backend command recipe."""
+
+    def write(name: str, text: str | None = None, *, fake: list[str] | None = None, **keys: Any) -> Path:
+        path = paths.recipe_file(name)
+        if text is None:
+            lines = [f"# recipe {name} written by a test"]
+            if fake is not None or "command" not in keys and "model" not in keys:
+                lines.append('backend = "command"')
+                lines.append("command = [" + ", ".join(f'"{c}"' for c in fake_command(*(fake or []))) + "]")
+            for key, value in keys.items():
+                lines.append(f"{key} = {_toml_value(value)}")
+            text = "\n".join(lines) + "\n"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@pytest.fixture
+def make_settings(paths: Paths) -> Callable[..., LoadedSettings]:
+    def make(**flags: Any) -> LoadedSettings:
+        flags.setdefault("stop_timeout", 3)
+        flags.setdefault("load_timeout", 20)
+        if LLAMA_SERVER is not None:
+            flags.setdefault("llama_server", str(LLAMA_SERVER))
+        return load_settings(paths.settings_file, flags)
+
+    return make
+
+
+@pytest.fixture
+async def manager_factory(paths: Paths, make_settings: Callable[..., LoadedSettings]) -> AsyncIterator[Callable[..., Any]]:
+    """Starts ModelManagers on the test's loop and always closes them (no child left behind)."""
+    managers: list[ModelManager] = []
+
+    async def make(*, clock: Clock | None = None, watch_files: bool = False, **flags: Any) -> ModelManager:
+        manager = ModelManager(paths, make_settings(**flags), clock=clock or Clock(max_slice=0.2),
+                               watch_files=watch_files)
+        await manager.start()
+        managers.append(manager)
+        return manager
+
+    yield make
+    for manager in managers:
+        await manager.close()
+
+
+class EventLog:
+    """Collects a manager's events and lets a test await the next one that matches."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._waiters: list[tuple[Callable[[dict[str, Any]], bool], asyncio.Future[dict[str, Any]]]] = []
+        manager.subscribe(self._on_event)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        for pred, fut in list(self._waiters):
+            if not fut.done() and pred(event):
+                fut.set_result(event)
+
+    def reasons(self, name: str | None = None) -> list[str]:
+        return [e["reason"] for e in self.events if name is None or e["model"]["name"] == name]
+
+    async def wait_for(self, name: str, reason: str, timeout: float = 15.0, *, past: bool = False) -> dict[str, Any]:
+        """Waits for the next event ``reason`` of model ``name`` (or one already seen, with ``past``)."""
+
+        def pred(e: dict[str, Any]) -> bool:
+            return e["model"]["name"] == name and e["reason"] == reason
+
+        if past:
+            for e in self.events:
+                if pred(e):
+                    return e
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.append((pred, fut))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._waiters.remove((pred, fut))
+
+
+@pytest.fixture
+def event_log() -> Callable[[ModelManager], EventLog]:
+    return EventLog
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
