@@ -84,6 +84,11 @@ def _find_llama_server() -> str | None:
     return shutil.which("llama-server")
 
 
+# Resolved at import (collection) time: the autouse fixture in conftest.py points
+# HOME at a temporary folder while a test runs.
+LLAMA_SERVER = _find_llama_server()
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -92,7 +97,7 @@ def _free_port() -> int:
 
 @pytest.mark.llama
 def test_real_llama_server_loads_and_generates(tmp_path: pathlib.Path) -> None:
-    binary = _find_llama_server()
+    binary = LLAMA_SERVER
     if not binary:
         pytest.skip("no llama-server binary (set SIESTA_TEST_LLAMA_SERVER)")
     model = write_tiny_model(tmp_path / "tiny.gguf")
