@@ -110,7 +110,7 @@ class ManagedModel:
         self._crash_loop = False
         self.loading_since: float | None = None
         self.last_used = 0.0
-        self.load_requested_manually = False
+        self._load_pinned = False  # asked for by `load` or preload: not cancelled with its waiters
 
     # ---- what the outside sees -------------------------------------------------------
 
@@ -231,8 +231,11 @@ class ManagedModel:
                 else:
                     self._check_can_load()
                     self._start_load()
-        except BaseException:
+        except BaseException as exc:
             self._waiting -= 1
+            if (isinstance(exc, asyncio.CancelledError) and self._waiting == 0 and not self._load_pinned
+                    and self.state is ModelState.LOADING and self._load_task is not None):
+                self._load_task.cancel()  # every client that wanted this load has gone away
             self._maybe_start_countdown()
             raise
         self._waiting -= 1
@@ -276,19 +279,20 @@ class ManagedModel:
     async def load(self) -> None:
         """Loads the model (a manual load, which also clears a crash loop) and waits until ready."""
         self._crash_loop = False
-        self.load_requested_manually = True
         while self.state is not ModelState.READY:
             if self._manager.closing:
                 raise ModelUnavailable("Siesta is shutting down", code="shutting_down")
             if self.state is ModelState.UNLOADING:
                 await _outcome(self._unload_task)
             elif self.state is ModelState.LOADING:
+                self._load_pinned = True
                 await self._join_load()
             else:
                 self._check_can_load()
-                self._start_load()
+                self._start_load(pinned=True)
 
-    def _start_load(self) -> None:
+    def _start_load(self, *, pinned: bool = False) -> None:
+        self._load_pinned = pinned
         self.state = ModelState.LOADING
         self.loading_since = self._manager.clock.now()
         self.error = None
