@@ -360,3 +360,22 @@ async def _until(predicate, timeout: float = 10.0) -> None:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
 
+
+
+async def test_preload_loads_at_start_and_counts_down(manager_factory, write_recipe, event_log):
+    write_recipe("early", preload=True, unload_timeout="10m")
+    write_recipe("late")
+    manager = await manager_factory()
+    model = manager.get("early")
+    await _until(lambda: model.state is ModelState.READY)
+    assert model.unload_at is not None  # idle from the moment it is ready
+    assert manager.get("late").state is ModelState.UNLOADED
+
+
+async def test_missing_model_file_is_a_clear_load_error(manager_factory, write_recipe, tmp_path):
+    write_recipe("ghost", f'backend = "llamacpp"\nmodel = "{tmp_path}/nowhere.gguf"\n')
+    manager = await manager_factory()
+    with pytest.raises(ModelUnavailable) as info:
+        await manager.get("ghost").acquire()
+    assert "nowhere.gguf" in str(info.value) and "'model'" in str(info.value)
+    assert manager.get("ghost").snapshot()["state"] == "failed"

@@ -71,21 +71,21 @@ def build_launch(recipe: Recipe, llama_server: Path | None, port: int) -> Launch
     env = dict(os.environ)
     env.update(dict(recipe.env))
     if recipe.backend == "llamacpp":
+        assert recipe.model is not None
+        if not recipe.model.is_file():
+            raise BackendError(f"{recipe.path}: field 'model': file not found: {recipe.model}")
         if llama_server is None:
             raise BackendError(
                 "no llama-server found: set llama_server in settings.toml (or SIESTA_LLAMA_SERVER), "
                 "put it on PATH, or build one with scripts/build-llama-server.sh"
             )
-        assert recipe.model is not None
-        if not recipe.model.is_file():
-            raise BackendError(f"{recipe.path}: field 'model': file not found: {recipe.model}")
         argv = (
             str(llama_server), "-m", str(recipe.model), "--host", "127.0.0.1", "--port", str(port),
             "--alias", recipe.name, *recipe.args,
         )
     else:
         argv = tuple(part.replace("{port}", str(port)) for part in recipe.command)
-        resolved = shutil.which(argv[0]) if not os.path.sep in argv[0] else argv[0]
+        resolved = shutil.which(argv[0]) if os.path.sep not in argv[0] else argv[0]
         if resolved is None or not os.path.exists(resolved):
             raise BackendError(f"{recipe.path}: field 'command': program not found: {argv[0]!r}")
     return LaunchSpec(argv=argv, env=env, port=port, health_path=recipe.health_path)
