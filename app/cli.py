@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="create a tiny demo model and its recipe 'tiny'")
     demo.add_argument("--name", default="tiny")
+
+    engine = sub.add_parser("engine", help="the llama-server Siesta uses: show it, or build one")
+    engine_sub = engine.add_subparsers(dest="engine_command", required=True)
+    engine_sub.add_parser("info", help="which llama-server is used, and its version")
+    install = engine_sub.add_parser("install", help="build llama-server from source into Siesta's data dir")
+    install.add_argument("--gpu", choices=["cpu", "cuda", "vulkan", "rocm"], default=None,
+                         help="GPU backend to build (default cpu; detected toolkits are suggested)")
     return parser
 
 
@@ -126,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             return _timeout(parser, client, paths, settings, args)
         if command == "demo":
             return _demo(paths, args.name)
+        if command == "engine":
+            return _engine(paths, settings, args)
     except ApiError as exc:
         print(f"siesta: {exc}", file=sys.stderr)
         return 1
@@ -349,6 +359,45 @@ def _timeout(parser: argparse.ArgumentParser, client: ApiClient, paths: Paths, s
     except (RecipeError, TomlEditError) as exc:
         raise ApiError(str(exc)) from exc
     print(f"{args.model}: timeout {'removed (global applies)' if raw == 'default' else raw} in {path}")
+    return 0
+
+
+def _engine(paths: Paths, settings: LoadedSettings, args: argparse.Namespace) -> int:
+    from app.core.backend import find_llama_server
+    from app.core.engine_build import EngineBuildError, answers_version, build_llama_server, detect_gpu_toolkits
+    from app.core.paths import engine_cache_dir
+
+    if args.engine_command == "info":
+        found = find_llama_server(settings.values.llama_server, paths.data_dir, engine_cache_dir())
+        if found is None:
+            print("no llama-server found. Build one with `siesta engine install` "
+                  "(about 10 minutes on 2 cores), or set llama_server in settings.toml.")
+            return 1
+        version = subprocess.run([str(found), "--version"], capture_output=True, text=True, timeout=30)
+        text = (version.stdout + version.stderr).strip().splitlines()
+        print(f"{found}\n" + ("\n".join(text[-2:]) if text else "(no version output)"))
+        return 0 if answers_version(found) else 1
+    gpu = args.gpu
+    toolkits = detect_gpu_toolkits()
+    if gpu is None:
+        gpu = "cpu"
+        if toolkits:
+            print(f"found GPU toolkit(s): {', '.join(toolkits)}; building for the CPU. "
+                  f"To use one: siesta engine install --gpu {toolkits[0]}", file=sys.stderr)
+    dest = paths.data_dir / "engine"
+    width = 40
+
+    def progress(pct: int, line: str) -> None:
+        filled = width * pct // 100
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {pct:3d}% {line[:60]:<60}")
+        sys.stderr.flush()
+
+    try:
+        binary = build_llama_server(dest, gpu=gpu, progress=progress)
+    except EngineBuildError as exc:
+        print(f"\nsiesta: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nllama-server ready: {binary}")
     return 0
 
 

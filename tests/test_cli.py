@@ -1,0 +1,60 @@
+"""The siesta command's own behaviour that needs no running instance."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from app.cli import format_table, main
+from app.core.engine_build import build_llama_server
+from app.core.recipes import read_recipe
+
+
+def test_demo_creates_model_and_recipe(paths, capsys):
+    assert main(["--config-dir", str(paths.config_dir), "demo"]) == 0
+    recipe = read_recipe(paths.config_dir / "recipes" / "tiny.toml")
+    assert recipe.model is not None and recipe.model.read_bytes()[:4] == b"GGUF"
+    assert main(["--config-dir", str(paths.config_dir), "demo"]) == 0  # again: the recipe is left alone
+    assert "left as it is" in capsys.readouterr().out
+
+
+def test_bad_settings_file_is_a_clear_error_not_a_crash(paths, capsys):
+    paths.settings_file.write_text("port = 'eighty'\n")
+    assert main(["--config-dir", str(paths.config_dir), "ps"]) == 2
+    err = capsys.readouterr().err
+    assert "settings.toml" in err and "port" in err
+
+
+def test_flags_before_and_after_serve_both_count():
+    from app.cli import _flags, build_parser
+
+    parser = build_parser()
+    assert _flags(parser.parse_args(["--port", "9000", "serve"]))["port"] == 9000
+    assert _flags(parser.parse_args(["serve", "--port", "9001"]))["port"] == 9001
+
+
+def test_ps_table_shows_countdown_and_sources():
+    now = 1000.0
+    table = format_table([
+        {"name": "tiny", "state": "ready", "in_flight": 0, "memory": 18_000_000, "unload_timeout": 300,
+         "timeout_source": "global", "unload_at": now + 252, "backend": "llamacpp"},
+        {"name": "big", "state": "ready", "in_flight": 2, "memory": None, "unload_timeout": None,
+         "timeout_source": "recipe", "unload_at": None, "backend": "llamacpp"},
+    ], now=now)
+    lines = table.splitlines()
+    assert lines[0].split() == ["NAME", "STATE", "IN-FLIGHT", "MEMORY", "TIMEOUT", "(source)", "UNLOADS", "IN"]
+    assert "4:12" in lines[1] and "5m (global)" in lines[1] and "17.2 MB" in lines[1]
+    assert "never (recipe)" in lines[2] and "never" in lines[2].split()[-1]
+
+
+def test_engine_build_reuses_a_binary_that_answers_version(tmp_path: Path):
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\necho 'version: test'\n")
+    binary.chmod(0o755)
+    assert build_llama_server(tmp_path) == binary  # nothing downloaded or built
+
+
+def test_python_dash_m_app_is_the_same_command():
+    out = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "serve" in out.stdout and "timeout" in out.stdout
