@@ -379,3 +379,36 @@ async def test_missing_model_file_is_a_clear_load_error(manager_factory, write_r
         await manager.get("ghost").acquire()
     assert "nowhere.gguf" in str(info.value) and "'model'" in str(info.value)
     assert manager.get("ghost").snapshot()["state"] == "failed"
+
+
+async def test_concurrent_requests_for_two_group_members_all_get_served(manager_factory, write_recipe):
+    """No ping-pong: each load finishes and serves its waiters before a rival takes the group."""
+    write_recipe("a", group="g", fake=["--startup-delay", "0.2"])
+    write_recipe("b", group="g", fake=["--startup-delay", "0.2"])
+    manager = await manager_factory(stop_timeout=2)
+
+    async def use(name: str) -> str:
+        lease = await manager.get(name).acquire()
+        await asyncio.sleep(0.05)
+        lease.release()
+        return name
+
+    done = await asyncio.wait_for(asyncio.gather(*(use("ab"[i % 2]) for i in range(10))), 30)
+    assert sorted(done) == sorted("ab" * 5)
+    assert sum(1 for m in manager.models.values() if m.pid) == 1
+
+
+async def test_load_waiting_for_admission_does_not_hold_a_slot(manager_factory, write_recipe):
+    """Two loads at once under max_loaded_models = 1: the second waits for the first to go idle,
+    and is not itself counted as holding the slot while it waits."""
+    write_recipe("a", fake=["--startup-delay", "0.3"])
+    write_recipe("b", fake=["--startup-delay", "0.3"])
+    manager = await manager_factory(max_loaded_models=1, load_timeout=10)
+    tasks = {asyncio.create_task(manager.get(n).acquire()) for n in "ab"}
+    done, pending = await asyncio.wait(tasks, timeout=8, return_when=asyncio.FIRST_COMPLETED)
+    assert len(done) == 1
+    first = done.pop().result()
+    first.release()  # now idle: the other load evicts it
+    second = await asyncio.wait_for(pending.pop(), 8)
+    assert second.model is not first.model and first.model.state is ModelState.UNLOADED
+    second.release()

@@ -221,7 +221,7 @@ class ModelManager:
             if group:
                 rivals = [m for m in self.models.values() if m is not model and m.occupies_slot
                           and m.recipe is not None and m.recipe.group == group]
-                await asyncio.gather(*(m.unload(UnloadReason.GROUP) for m in rivals))
+                await asyncio.gather(*(m.yield_slot(UnloadReason.GROUP) for m in rivals))
             limit = self.settings.max_loaded_models
             deadline = time.monotonic() + self.settings.load_timeout
             while limit > 0:

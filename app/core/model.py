@@ -111,6 +111,7 @@ class ManagedModel:
         self.loading_since: float | None = None
         self.last_used = 0.0
         self._load_pinned = False  # asked for by `load` or preload: not cancelled with its waiters
+        self._admitted = False  # a load past admission: it holds a slot and starts its server
 
     # ---- what the outside sees -------------------------------------------------------
 
@@ -132,8 +133,11 @@ class ManagedModel:
 
     @property
     def occupies_slot(self) -> bool:
-        """Holds (or is about to hold, or still holds) a server process's memory."""
-        return self.state in (ModelState.LOADING, ModelState.READY, ModelState.UNLOADING)
+        """Holds, is starting, or still holds a server process's memory (a load still waiting
+        for admission does not)."""
+        if self.state is ModelState.LOADING:
+            return self._admitted
+        return self.state in (ModelState.READY, ModelState.UNLOADING)
 
     @property
     def is_idle(self) -> bool:
@@ -316,8 +320,10 @@ class ManagedModel:
         recipe = self.recipe
         assert recipe is not None
         process: BackendProcess | None = None
+        self._admitted = False
         try:
             await self._manager.admit(self)
+            self._admitted = True
             process = await self._manager.launch(self, recipe)
             await process.wait_healthy(self._manager.http, self._manager.settings.load_timeout)
         except asyncio.CancelledError:
@@ -417,6 +423,13 @@ class ManagedModel:
         if self.state is ModelState.FAILED and reason in (UnloadReason.MANUAL, UnloadReason.REMOVED):
             self.state = ModelState.UNLOADED
             self._emit(reason.value)
+
+    async def yield_slot(self, reason: UnloadReason) -> None:
+        """Group exclusivity: a rival's load in progress finishes first (its waiting requests
+        are served), then it unloads like a manual unload (in-flight requests get stop_timeout)."""
+        if self.state is ModelState.LOADING and self._load_task is not None:
+            await _outcome(self._load_task)
+        await self.unload(reason)
 
     def _begin_unload(self, reason: UnloadReason) -> None:
         self._stop_countdown()
