@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="create a tiny demo model and its recipe 'tiny'")
     demo.add_argument("--name", default="tiny")
 
+    discover = sub.add_parser("discover", help="find GGUF models on this computer and create recipes for them")
+    discover.add_argument("--dir", action="append", type=Path, default=[], help="also search this folder (repeatable)")
+    discover.add_argument("--yes", action="store_true", help="create recipes for every model found, without asking")
+
+    importer = sub.add_parser("import", help="import a llama-swap config.yaml or Lemonade's user_models.json")
+    importer.add_argument("path", type=Path)
+
     engine = sub.add_parser("engine", help="the llama-server Siesta uses: show it, or build one")
     engine_sub = engine.add_subparsers(dest="engine_command", required=True)
     engine_sub.add_parser("info", help="which llama-server is used, and its version")
@@ -136,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(paths, args.name)
         if command == "engine":
             return _engine(paths, settings, args)
+        if command == "discover":
+            return _discover(paths, args.dir, assume_yes=args.yes)
+        if command == "import":
+            return _import(paths, args.path)
     except ApiError as exc:
         print(f"siesta: {exc}", file=sys.stderr)
         return 1
@@ -398,6 +409,56 @@ def _engine(paths: Paths, settings: LoadedSettings, args: argparse.Namespace) ->
         print(f"\nsiesta: {exc}", file=sys.stderr)
         return 1
     print(f"\nllama-server ready: {binary}")
+    return 0
+
+
+def _discover(paths: Paths, extra_dirs: list[Path], *, assume_yes: bool) -> int:
+    from app.core.discovery import SOURCE_LABELS, configured_model_paths, create_recipes, discover_models
+
+    found = discover_models(extra_dirs=extra_dirs)
+    known = configured_model_paths(paths.recipes_dir)
+    new = [m for m in found if os.path.realpath(m.path) not in known]
+    if not found:
+        print("no GGUF models found (searched the Hugging Face cache, LM Studio, llama.cpp's cache, Ollama"
+              + (" and " + ", ".join(map(str, extra_dirs)) if extra_dirs else "") + ")")
+        return 0
+    for index, m in enumerate(found, 1):
+        mark = f"(recipe {known[os.path.realpath(m.path)]})" if m not in new else ""
+        print(f"{index:3d}. {m.name:<40} {_fmt_bytes(m.size):>9}  {SOURCE_LABELS.get(m.source, m.source)}: "
+              f"{m.origin or m.path} {mark}")
+    if not new:
+        print("every model found already has a recipe")
+        return 0
+    chosen = new
+    if not assume_yes:
+        if not sys.stdin.isatty():
+            print("run with --yes to create recipes for the new ones, or run in a terminal to choose")
+            return 0
+        answer = input(f"create recipes for which? numbers separated by spaces, 'all' or nothing [all]: ").strip()
+        if answer and answer != "all":
+            picked = {int(tok) for tok in answer.replace(",", " ").split() if tok.isdigit()}
+            chosen = [m for i, m in enumerate(found, 1) if i in picked and m in new]
+    for path in create_recipes(chosen, paths.recipes_dir):
+        print(f"created {path}")
+    return 0
+
+
+def _import(paths: Paths, source: Path) -> int:
+    from app.core.importers import ImportConfigError, import_config
+
+    try:
+        result = import_config(source, paths.recipes_dir)
+    except ImportConfigError as exc:
+        raise ApiError(str(exc)) from exc
+    print(f"imported from {result.kind or 'config'} at {source}:")
+    for path in result.created:
+        print(f"  created {path}")
+    if not result.created:
+        print("  no recipe created")
+    if result.skipped:
+        print("could not be mapped as is:")
+        for note in result.skipped:
+            print(f"  {note}")
     return 0
 
 

@@ -58,3 +58,23 @@ def test_engine_build_reuses_a_binary_that_answers_version(tmp_path: Path):
 def test_python_dash_m_app_is_the_same_command():
     out = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "serve" in out.stdout and "timeout" in out.stdout
+
+
+def test_discover_and_import_commands(paths, tmp_path, monkeypatch, capsys):
+    home = Path.home()  # isolated_home points HOME at the test's own folder
+    cache = home / ".cache" / "llama.cpp"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "org_repo_small-q4_k_m.gguf").write_bytes(b"GGUF" + b"\0" * 60)
+    assert main(["--config-dir", str(paths.config_dir), "discover", "--yes"]) == 0
+    created = list(paths.recipes_dir.glob("*.toml"))
+    assert len(created) == 1 and read_recipe(created[0]).model == cache / "org_repo_small-q4_k_m.gguf"
+    assert main(["--config-dir", str(paths.config_dir), "discover", "--yes"]) == 0
+    assert "already has a recipe" in capsys.readouterr().out
+    config = tmp_path / "config.yaml"
+    config.write_text('models:\n  m1:\n    cmd: my-server --port ${PORT}\n    ttl: 0\n    aliases: [x]\n')
+    assert main(["--config-dir", str(paths.config_dir), "import", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "created" in out and "aliases" in out
+    recipe = read_recipe(paths.recipes_dir / "m1.toml")
+    assert recipe.command == ("my-server", "--port", "{port}") and recipe.unload_timeout is None
+    assert main(["--config-dir", str(paths.config_dir), "import", str(tmp_path / "nothing.yaml")]) == 1
