@@ -36,6 +36,7 @@ class ApiServer:
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
         self._runner: web.AppRunner | None = None
+        self.host: str | None = None
         self.port: int | None = None
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
@@ -60,6 +61,7 @@ class ApiServer:
                 ) from exc
             raise
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.host = host
         self.port = sockets[0].getsockname()[1] if sockets else port
         if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
             log.warning("LISTENING ON %s WITHOUT AN API KEY: anyone who can reach this address can use "
@@ -67,7 +69,10 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        host = self.manager.settings.host
+        """The base URL clients use: the address actually bound (a wildcard shows as loopback)."""
+        host = self.host or self.manager.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
         return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
 
     async def stop(self) -> None:

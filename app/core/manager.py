@@ -25,7 +25,7 @@ from .model import ManagedModel, ModelState, ModelUnavailable, UnloadReason
 from .paths import Paths, engine_cache_dir
 from .process_reaper import ProcessReaper
 from .recipes import Recipe, RecipeError, is_valid_name, read_recipe, scan_recipe_files, write_recipe_timeout
-from .settings import LoadedSettings, load_settings, read_settings_file, validate_setting, SettingsError
+from .settings import RUNTIME_SETTABLE, LoadedSettings, SettingsError, read_settings_file, validate_setting
 from .toml_edit import TomlEditError, set_toml_key
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class ModelManager:
         self._memory_cache: dict[int, tuple[float, int | None]] = {}
         self.http: aiohttp.ClientSession = None  # type: ignore[assignment]  # created in start()
         self.started_at = time.time()
+        self.restart_pending: set[str] = set()  # settings saved to the file that apply at the next start
 
     # ---- settings ----------------------------------------------------------------------
 
@@ -275,11 +276,16 @@ class ModelManager:
             raise SettingFixed(f"{field} is fixed by {pinned} for this run; change or remove that to edit it")
         value = validate_setting(field, raw)
         stored = format_duration(value) if field == "global_unload_timeout" else value
+        if isinstance(stored, Path):
+            stored = str(stored)
         try:
             set_toml_key(self.paths.settings_file, field, stored, create=True)
         except TomlEditError as exc:
             raise PersistError(str(exc), exc.kind) from exc
-        self._apply_setting(field, value, "file settings.toml")
+        if field in RUNTIME_SETTABLE:
+            self._apply_setting(field, value, "file settings.toml")
+        else:
+            self.restart_pending.add(field)  # e.g. host, port: written now, used at the next start
         return value
 
     def _apply_setting(self, field: str, value: Any, source: str) -> None:

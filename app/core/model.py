@@ -358,8 +358,8 @@ class ManagedModel:
         self.last_used = self._manager.clock.now()
         self._watch_task = asyncio.create_task(self._watch(process), name=f"watch-{self.name}")
         self._request_timeout = UNSET
+        self._maybe_start_countdown()  # before the event, so "loaded" carries its unload_at
         self._emit("loaded")
-        self._maybe_start_countdown()
 
     # ---- the idle countdown -------------------------------------------------------------
 

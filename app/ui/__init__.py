@@ -1,0 +1,9 @@
+"""Siesta's desktop app: a Qt system-tray icon (or, without a tray, a Models window) and a
+Settings dialog over the core model manager, on one qasync event loop.
+
+Entry point: :func:`app.ui.app.run_tray_app`. Module map: ``app`` (start-up, single
+instance, quit), ``bridge`` (the only place the GUI meets the core), ``tray``,
+``models_window``, ``settings_dialog``, ``timeout_scale`` and ``text`` (pure, no Qt),
+``ticker`` (1 Hz only while visible), ``icons``, ``autostart``, ``single_instance``,
+``desktop`` (open files, clipboard).
+"""

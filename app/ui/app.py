@@ -1,0 +1,341 @@
+"""The desktop app: :func:`run_tray_app` runs the model manager, its HTTP front door and
+the tray on one qasync event loop, in one process.
+
+Start-up: a QApplication, the single-instance check (a second launch shows the first
+one's window and exits), then ``asyncio.Runner(loop_factory=qasync.QEventLoop)`` runs
+:meth:`SiestaApp.run`, which starts the manager and the API, builds the tray icon (or,
+without a system tray, the Models window) and awaits a quit future. Quit, SIGINT and
+SIGTERM all resolve that future; the shutdown that follows unloads every model, so no
+child process outlives Siesta.
+
+Nothing raised in a callback is lost: the loop's exception handler and ``sys.excepthook``
+(which PySide6 calls for exceptions in slots) log it, to stderr and to
+``<log dir>/app/siesta.log``, and tell the user through the tray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import qasync
+import shiboken6
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
+
+from app import __version__
+from app.api.server import ApiServer, PortInUse
+from app.core.manager import ModelManager
+from app.core.paths import Paths
+from app.core.settings import LoadedSettings
+
+from . import icons
+from .bridge import ManagerBridge
+from .models_window import ModelsWindow
+from .settings_dialog import SettingsDialog
+from .single_instance import SingleInstance, instance_name
+from .tray import TrayMenu
+
+log = logging.getLogger("siesta.ui")
+
+TRAY_PROBE_MS = 3000  # while the fallback window is open: has a tray appeared since?
+EXIT_PORT_IN_USE = 1
+
+
+def run_tray_app(paths: Paths, settings: LoadedSettings) -> int:
+    """``siesta`` with no sub-command: runs the desktop app until Quit; returns the exit code."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setApplicationName("Siesta")
+    app.setApplicationVersion(__version__)
+    app.setDesktopFileName("siesta")
+    app.setQuitOnLastWindowClosed(False)  # the tray app quits only through request_quit
+    app.setWindowIcon(icons.app_icon())
+
+    instance = SingleInstance(instance_name(paths.config_dir))
+    if not instance.acquire():
+        if instance.ask_running_to_show():
+            print(f"siesta: already running for {paths.config_dir}; showed its window", file=sys.stderr)
+            return 0
+        print(f"siesta: another Siesta holds the lock for {paths.config_dir} but does not answer",
+              file=sys.stderr)
+        return 1
+    file_log = _log_to_file(paths)
+    siesta = SiestaApp(paths, settings, instance)
+    previous_hook = sys.excepthook
+    sys.excepthook = siesta.excepthook
+    try:
+        with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+            runner.get_loop().set_exception_handler(siesta.loop_exception_handler)
+            try:
+                return runner.run(siesta.run())
+            except RuntimeError:
+                if siesta.main_task is None or siesta.main_task.done():
+                    raise
+                # Qt's own loop ended under us (app.quit() from elsewhere, e.g. the
+                # session manager): finish the shutdown so no model is left running.
+                log.info("the Qt event loop was told to quit; shutting down")
+                siesta.request_quit()
+                return runner.run(siesta.wait_finished())
+    finally:
+        sys.excepthook = previous_hook
+        instance.release()
+        if file_log is not None:
+            logging.getLogger().removeHandler(file_log)
+            file_log.close()
+
+
+def client_url(host: str, port: int | None) -> str:
+    """The address a local client should use: a wildcard bind is reached on loopback."""
+    if host in ("0.0.0.0", "", "*"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def _log_to_file(paths: Paths) -> logging.Handler | None:
+    """A small rotating log of the app itself, beside the model logs (for a tray app
+    started at login, stderr goes nowhere anyone reads)."""
+    try:
+        folder = paths.log_dir / "app"
+        folder.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(folder / "siesta.log", maxBytes=1_000_000, backupCount=2,
+                                                       encoding="utf-8")
+    except OSError as exc:
+        log.warning("cannot write the app log: %s", exc)
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+class SiestaApp:
+    """Owns the manager, the API server and the windows for one run of the desktop app."""
+
+    def __init__(self, paths: Paths, settings: LoadedSettings, instance: SingleInstance | None = None, *,
+                 tray_available: Callable[[], bool] = QSystemTrayIcon.isSystemTrayAvailable,
+                 manager_factory: Callable[[Paths, LoadedSettings], ModelManager] = ModelManager) -> None:
+        self.paths = paths
+        self.loaded_settings = settings
+        self.instance = instance
+        self._tray_available = tray_available
+        self._manager_factory = manager_factory
+        self.manager: ModelManager | None = None
+        self.api: ApiServer | None = None
+        self.bridge: ManagerBridge | None = None
+        self.tray: TrayMenu | None = None
+        self.window: ModelsWindow | None = None
+        self.settings_dialog: SettingsDialog | None = None
+        self.main_task: asyncio.Task[Any] | None = None
+        self.started = asyncio.Event()
+        self.errors: list[str] = []
+        self._quit: asyncio.Future[None] | None = None
+        self._finished = asyncio.Event()
+        self._tray_probe: QTimer | None = None
+        self._signals: list[int] = []
+
+    # ---- the Shell protocol (what the tray and the window ask for) -----------------------------------
+
+    @property
+    def has_tray(self) -> bool:
+        return self.tray is not None
+
+    def request_quit(self) -> None:
+        if self._quit is not None and not self._quit.done():
+            self._quit.set_result(None)
+
+    def show_models_window(self) -> None:
+        if self.bridge is None:
+            return
+        log.debug("showing the Models window")
+        if self.window is None:
+            self.window = ModelsWindow(self.bridge, self)
+            if not self.has_tray:
+                self._start_tray_probe()
+        self.window.show()
+        self.window.raise_()
+        self.window.activateWindow()
+
+    def show_settings(self) -> None:
+        if self.bridge is None:
+            return
+        dialog = self.settings_dialog
+        if dialog is None or not shiboken6.isValid(dialog):
+            dialog = self.settings_dialog = SettingsDialog(self.bridge)
+        dialog.show()
+        dialog.raise_()
+        dialog.activateWindow()
+
+    # ---- running ------------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Starts everything, waits for Quit, then shuts everything down; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        self.main_task = asyncio.current_task()
+        self._quit = loop.create_future()
+        self._install_signal_handlers(loop)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.request_quit)
+        try:
+            self.manager = self._manager_factory(self.paths, self.loaded_settings)
+            await self.manager.start()
+            self.bridge = ManagerBridge(self.manager)
+            self.api = ApiServer(self.manager)
+            try:
+                await self.api.start()
+            except PortInUse as exc:
+                log.error("%s", exc)
+                await self._show_fatal(f"Siesta cannot start: {exc}")
+                return EXIT_PORT_IN_USE
+            # The URL as bound now; a host or port changed in Settings applies at the next start.
+            self.bridge.api_url = client_url(self.loaded_settings.values.host, self.api.port)
+            self._build_ui()
+            log.info("Siesta %s running on %s (config %s, %d recipes, %s)", __version__, self.api.url,
+                     self.paths.config_dir, len(self.manager.models),
+                     "tray icon" if self.has_tray else "no system tray: showing the Models window")
+            self.started.set()
+            await self._quit
+            return 0
+        finally:
+            await self._shutdown()
+            self._remove_signal_handlers(loop)
+            if app is not None:
+                app.aboutToQuit.disconnect(self.request_quit)
+            self._finished.set()
+
+    async def wait_finished(self) -> int:
+        await self._finished.wait()
+        return 0
+
+    def _build_ui(self) -> None:
+        assert self.bridge is not None
+        if self.instance is not None:
+            self.instance.showRequested.connect(self._on_second_launch)
+        if self._tray_available():
+            self._make_tray()
+        else:
+            self.show_models_window()
+
+    def _on_second_launch(self) -> None:
+        log.info("another `siesta` was started: showing the Models window")
+        self.show_models_window()
+
+    def _make_tray(self) -> None:
+        assert self.bridge is not None
+        self.tray = TrayMenu(self.bridge, self)
+        self.tray.show()
+
+    def _start_tray_probe(self) -> None:
+        """Without a tray, the window is always open; check now and then whether a tray
+        has started since (at login a panel can come up after the apps it hosts)."""
+        if self._tray_probe is None:
+            self._tray_probe = QTimer()
+            self._tray_probe.setInterval(TRAY_PROBE_MS)
+            self._tray_probe.timeout.connect(self._probe_tray)
+        self._tray_probe.start()
+
+    def _probe_tray(self) -> None:
+        if self.has_tray or self.window is None or not self.window.isVisible():
+            if self._tray_probe is not None:
+                self._tray_probe.stop()
+            return
+        if self._tray_available():
+            log.info("a system tray appeared; adding the tray icon")
+            self._make_tray()
+            if self._tray_probe is not None:
+                self._tray_probe.stop()
+
+    async def _show_fatal(self, message: str) -> None:
+        """A critical message box, shown without a nested event loop; returns once dismissed."""
+        self.errors.append(message)
+        box = QMessageBox(QMessageBox.Icon.Critical, "Siesta", message)
+        box.setObjectName("fatal-error")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        box.finished.connect(lambda _r: done.done() or done.set_result(None))
+        box.open()
+        waiter = asyncio.ensure_future(self._quit) if self._quit is not None else None
+        try:
+            await asyncio.wait([done] + ([waiter] if waiter else []), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            box.deleteLater()
+
+    async def _shutdown(self) -> None:
+        if self._tray_probe is not None:
+            self._tray_probe.stop()
+        if self.bridge is not None:
+            self.bridge.closing = True
+        if self.tray is not None:
+            self.tray.icon.setToolTip("Siesta: quitting, unloading every model...")
+            self.tray.menu.setEnabled(False)
+            self.tray.menu.hide()
+        dialog = self.settings_dialog
+        if dialog is not None and shiboken6.isValid(dialog):
+            dialog.reject()  # unsaved edits are discarded, as with Cancel
+        if self.window is not None:
+            self.window.ticker.stop()
+            self.window.hide()
+        try:
+            if self.manager is not None:
+                await self.manager.close()
+        finally:
+            if self.api is not None:
+                await self.api.stop()
+            if self.bridge is not None:
+                await self.bridge.close()
+            if self.tray is not None:
+                self.tray.hide()
+            if self.window is not None:
+                self.window.deleteLater()
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_quit)
+                self._signals.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread, or a platform without it
+
+    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in self._signals:
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        self._signals.clear()
+
+    # ---- errors nobody caught ------------------------------------------------------------------------------
+
+    def loop_exception_handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The asyncio loop's handler: logs what a callback or a forgotten task raised."""
+        exc = context.get("exception")
+        message = context.get("message", "unhandled error in the event loop")
+        log.error("%s (%s)", message, {k: v for k, v in context.items() if k not in ("message", "exception")},
+                  exc_info=(type(exc), exc, exc.__traceback__) if isinstance(exc, BaseException) else None)
+        self._tell_user(f"{message}: {exc}" if exc else message)
+
+    def excepthook(self, exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        """``sys.excepthook``: PySide6 calls it for exceptions raised in slots and event handlers."""
+        if issubclass(exc_type, KeyboardInterrupt):
+            self.request_quit()
+            return
+        log.error("uncaught exception:\n%s", "".join(traceback.format_exception(exc_type, exc, tb)).rstrip())
+        self._tell_user(f"{exc_type.__name__}: {exc}")
+
+    def _tell_user(self, message: str) -> None:
+        self.errors.append(message)
+        if self.window is not None and self.window.isVisible():
+            self.window.show_message(f"Siesta: internal error: {message} (details in {self.paths.log_dir / 'app'})")
+        if self.tray is not None:
+            self.tray.show_message("Siesta: internal error", f"{message}\nDetails are in {self.paths.log_dir / 'app'}.",
+                                   QSystemTrayIcon.MessageIcon.Critical)

@@ -1,0 +1,305 @@
+"""The "Models" window: every recipe in a table with live state, countdown and controls.
+
+It is what Siesta shows where there is no system tray (GNOME without an extension, or
+``QT_QPA_PLATFORM=offscreen``), and what a second ``siesta`` launch brings up. Closing it
+keeps Siesta running only when a tray icon is there to bring it back; otherwise closing
+the window quits, which unloads every model.
+
+Its countdowns tick once a second while it is visible and not at all while it is hidden.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import desktop, icons, text
+from .bridge import ManagerBridge
+from .shell import Shell
+from .text import DEFAULT, NEVER, timeout_key
+from .ticker import SecondTicker
+from .timeout_scale import MENU_PRESETS, short_label
+
+COLUMNS = ("Model", "State", "Memory", "Idle timeout", "")
+COL_NAME, COL_STATE, COL_MEMORY, COL_TIMEOUT, COL_ACTIONS = range(5)
+
+
+class ModelRow:
+    """The widgets of one model's row."""
+
+    def __init__(self, window: ModelsWindow, name: str) -> None:
+        self.name = name
+        self.window = window
+        self.name_item = QTableWidgetItem(name)
+        self.state_item = QTableWidgetItem("")
+        self.memory_item = QTableWidgetItem("")
+        self.memory_item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        for item in (self.name_item, self.state_item, self.memory_item):
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+        self.timeout_combo = QComboBox()
+        self.timeout_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.timeout_combo.setObjectName(f"timeout-{name}")
+        self.timeout_combo.setToolTip("How long the model may sit idle before it is unloaded (saved in its recipe)")
+        self.timeout_combo.activated.connect(self._on_timeout_chosen)
+        self.action_button = QPushButton("Load")
+        self.action_button.setObjectName(f"action-{name}")
+        self.action_button.clicked.connect(self._on_action)
+        self.log_button = QPushButton("Log")
+        self.log_button.setToolTip("Open this model's server log")
+        self.log_button.clicked.connect(self._open_log)
+        self.buttons = QWidget()
+        layout = QHBoxLayout(self.buttons)
+        layout.setContentsMargins(2, 0, 2, 0)
+        layout.addWidget(self.action_button)
+        layout.addWidget(self.log_button)
+        self.snapshot: text.Snapshot = {}
+        self._combo_state: tuple[Any, ...] = ()
+
+    def place(self, table: QTableWidget, row: int) -> None:
+        table.setItem(row, COL_NAME, self.name_item)
+        table.setItem(row, COL_STATE, self.state_item)
+        table.setItem(row, COL_MEMORY, self.memory_item)
+        table.setCellWidget(row, COL_TIMEOUT, self.timeout_combo)
+        table.setCellWidget(row, COL_ACTIONS, self.buttons)
+
+    def update(self, snapshot: text.Snapshot, now: float, global_timeout: Any) -> None:
+        self.snapshot = snapshot
+        state = snapshot["state"]
+        status = text.status_text(snapshot, now)
+        if snapshot.get("stale"):
+            status += " (recipe changed: unload to apply)"
+        if self.state_item.text() != status:
+            self.state_item.setText(status)
+        self.state_item.setToolTip(snapshot.get("error") or "")
+        memory = text.format_bytes(snapshot.get("memory"))
+        if self.memory_item.text() != memory:
+            self.memory_item.setText(memory)
+        label, enabled = {
+            "unloaded": ("Load", True),
+            "loading": ("Cancel", True),
+            "ready": ("Unload", True),
+            "unloading": ("Unloading", False),
+            "failed": ("Dismiss", True),
+        }[state]
+        if not text.has_usable_recipe(snapshot):
+            label, enabled = "Load", False
+        self.action_button.setText(label)
+        self.action_button.setEnabled(enabled)
+        log_file = snapshot.get("log_file")
+        self.log_button.setEnabled(bool(log_file) and Path(log_file).exists())
+        self._update_combo(snapshot, global_timeout)
+
+    def _update_combo(self, snapshot: text.Snapshot, global_timeout: Any) -> None:
+        key = timeout_key(snapshot)
+        choices: list[tuple[str, Any]] = [(f"Use global ({short_label(global_timeout)})", DEFAULT),
+                                          ("Keep loaded", NEVER)]
+        choices += [(short_label(s), s) for s in MENU_PRESETS]
+        if key not in [c[1] for c in choices]:
+            choices.append((f"Custom ({short_label(key)})", key))
+        state = (tuple(choices), key, text.has_usable_recipe(snapshot))
+        if state == self._combo_state:
+            return
+        self._combo_state = state
+        combo = self.timeout_combo
+        combo.blockSignals(True)
+        combo.clear()
+        for label, value in choices:
+            combo.addItem(label, value)
+        combo.setCurrentIndex([c[1] for c in choices].index(key))
+        combo.setEnabled(text.has_usable_recipe(snapshot))
+        combo.blockSignals(False)
+
+    def _on_timeout_chosen(self, index: int) -> None:
+        value = self.timeout_combo.itemData(index)
+        if value == timeout_key(self.snapshot):
+            return
+        self.window.bridge.set_model_timeout(self.name, None if value == NEVER else value)
+
+    def _on_action(self) -> None:
+        bridge = self.window.bridge
+        state = self.snapshot.get("state")
+        if state == "unloaded":
+            bridge.load(self.name)
+        elif state in ("loading", "ready", "failed"):
+            bridge.unload(self.name)
+
+    def _open_log(self) -> None:
+        log_file = self.snapshot.get("log_file")
+        if log_file:
+            desktop.open_file(Path(log_file))
+
+
+class ModelsWindow(QWidget):
+    """A small window listing every model, for desktops without a tray."""
+
+    def __init__(self, bridge: ManagerBridge, shell: Shell) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.shell = shell
+        self.setWindowTitle("Siesta — Models")
+        self.setWindowIcon(icons.app_icon())
+        self.setObjectName("models-window")
+        self.rows: dict[str, ModelRow] = {}
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.table.setShowGrid(False)
+        self.table.setAlternatingRowColors(True)
+        # Rows tall enough for the combo box and buttons they hold.
+        self.table.verticalHeader().setDefaultSectionSize(max(QComboBox().sizeHint().height(),
+                                                              QPushButton("Unload").sizeHint().height()) + 6)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(COL_STATE, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(COL_MEMORY, QHeaderView.ResizeMode.ResizeToContents)
+        # Sized from their widgets in refresh(): ResizeToContents ignores cell widgets.
+        header.setSectionResizeMode(COL_TIMEOUT, QHeaderView.ResizeMode.Fixed)
+        header.setSectionResizeMode(COL_ACTIONS, QHeaderView.ResizeMode.Fixed)
+
+        self.empty_label = QLabel("No recipes yet. Run <code>siesta demo</code> or add a recipe to<br>"
+                                  f"<code>{bridge.paths.recipes_dir}</code>")
+        self.empty_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.url_label = QLabel()
+        self.url_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        copy = QPushButton("Copy API URL")
+        copy.clicked.connect(self._copy_url)
+        self.message_label = QLabel()
+        self.message_label.setObjectName("message")
+        self.message_label.setWordWrap(True)
+        self.message_label.setStyleSheet("color: #b3261e")
+        self.message_label.hide()
+
+        self.unload_all_button = QPushButton("Unload all")
+        self.unload_all_button.clicked.connect(bridge.unload_all)
+        settings = QPushButton("Settings...")
+        settings.clicked.connect(shell.show_settings)
+        logs = QPushButton("Open logs folder")
+        logs.clicked.connect(lambda: desktop.open_folder(bridge.paths.log_dir))
+        self.quit_button = QPushButton("Quit")
+        self.quit_button.setToolTip("Unload every model and stop Siesta")
+        self.quit_button.clicked.connect(shell.request_quit)
+
+        url_row = QHBoxLayout()
+        url_row.addWidget(self.url_label, 1)
+        url_row.addWidget(copy)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.unload_all_button)
+        buttons.addStretch(1)
+        buttons.addWidget(settings)
+        buttons.addWidget(logs)
+        buttons.addWidget(self.quit_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.empty_label)
+        layout.addWidget(self.message_label)
+        layout.addLayout(url_row)
+        layout.addLayout(buttons)
+        self.resize(760, 320)
+
+        self.ticker = SecondTicker(self._tick, self._deadlines, bridge.now, self)
+        bridge.modelEvent.connect(self._on_event)
+        bridge.actionFailed.connect(self._on_action_failed)
+        self.refresh()
+
+    # ---- contents ----------------------------------------------------------------------------
+
+    def refresh(self, *, fresh: bool = False) -> None:
+        snapshots = self.bridge.snapshots(fresh=fresh)
+        names = [s["name"] for s in snapshots]
+        if names != list(self.rows):
+            self._rebuild(names)
+        now = self.bridge.now()
+        global_timeout = self.bridge.settings.global_unload_timeout
+        for snapshot in snapshots:
+            self.rows[snapshot["name"]].update(snapshot, now, global_timeout)
+        self._fit_widget_columns()
+        self.empty_label.setVisible(not snapshots)
+        self.unload_all_button.setEnabled(any(s["state"] in ("loading", "ready", "failed") for s in snapshots))
+        url = f"{self.bridge.api_url}/v1" if self.bridge.api_url else ""
+        self.url_label.setText(f"OpenAI-compatible API: <b>{url}</b>" if url else "API not running")
+
+    def _rebuild(self, names: list[str]) -> None:
+        # Clearing the table deletes its items and cell widgets, so every row is built anew.
+        self.rows = {}
+        self.table.setRowCount(0)
+        self.table.setRowCount(len(names))
+        for i, name in enumerate(names):
+            row = ModelRow(self, name)
+            row.place(self.table, i)
+            self.rows[name] = row
+        self.table.resizeColumnsToContents()
+
+    def _fit_widget_columns(self) -> None:
+        header = self.table.horizontalHeader()
+        for column, widths in ((COL_TIMEOUT, [r.timeout_combo.sizeHint().width() for r in self.rows.values()]),
+                               (COL_ACTIONS, [r.buttons.sizeHint().width() for r in self.rows.values()])):
+            wanted = max(widths + [header.sectionSizeHint(column)]) + 4
+            if header.sectionSize(column) != wanted:
+                header.resizeSection(column, wanted)
+
+    def row_for(self, name: str) -> ModelRow:
+        return self.rows[name]
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if self.isVisible():
+            self.refresh()
+
+    def _on_action_failed(self, title: str, message: str) -> None:
+        self.show_message(f"{title}: {message}")
+        if self.isVisible():
+            self.refresh()
+
+    def show_message(self, message: str) -> None:
+        """Shows an error above the buttons (where there may be no tray to show it)."""
+        self.message_label.setText(message)
+        self.message_label.show()
+
+    def _copy_url(self) -> None:
+        if self.bridge.api_url:
+            desktop.copy_text(f"{self.bridge.api_url}/v1")
+
+    # ---- ticking only while visible ------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self.refresh(fresh=True)
+
+    def _deadlines(self) -> list[float]:
+        out = []
+        for s in self.bridge.snapshots():
+            if s.get("unload_at") is not None:
+                out.append(s["unload_at"])
+            elif s["state"] == "loading" and s.get("loading_since") is not None:
+                out.append(s["loading_since"] + 3600.0)
+        return out
+
+    def showEvent(self, event: QShowEvent) -> None:
+        self.refresh(fresh=True)
+        self.ticker.start()
+        super().showEvent(event)
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        self.ticker.stop()
+        super().hideEvent(event)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        event.accept()
+        if not self.shell.has_tray:
+            self.shell.request_quit()

@@ -1,0 +1,631 @@
+"""The Settings dialog: global and per-model idle timeouts, server, notifications, login.
+
+Timeouts are set with sliders over :mod:`app.ui.timeout_scale` (0, 30 s, 1 min ... 8 h,
+never), with the value beside each slider; the global one also has a field that takes
+any duration ("7m", "1h30m"). One row per recipe shows its live state and countdown and
+has a "Use global" toggle that greys its slider.
+
+OK saves and closes, Apply saves and stays, Cancel (or Esc, or closing the window)
+discards. Nothing is written until then, every value is checked first (an error names
+the field), and only what changed is written, through the same manager calls as the
+CLI and the HTTP API (recipe files keep their comments).
+
+The dialog listens to manager events: a recipe edited by hand while it is open updates
+its row, unless the user has changed that row in the dialog; their edit wins until they
+save or cancel. A recipe added or removed on disk adds or removes its row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QScrollArea,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.durations import DurationError, Timeout, format_duration, parse_duration
+from app.core.settings import validate_setting
+
+from . import autostart, icons, text, timeout_scale
+from .bridge import ManagerBridge
+from .ticker import SecondTicker
+
+log = logging.getLogger(__name__)
+
+ERROR_STYLE = "border: 1px solid #d93025;"
+FIRST_MODEL_ROW = 3  # grid rows 0-2: headers, the global timeout, a line
+MAX_MODELS_AREA = 340  # pixels of recipe rows before they scroll
+
+
+class TimeoutSlider(QWidget):
+    """A slider over the timeout scale with the value as text beside it.
+
+    :meth:`set_value` may be given any duration: the slider sits at the nearest stop and
+    the text shows the exact value, which :meth:`value` keeps until the user moves the
+    slider. ``edited`` is emitted for the user's moves only.
+    """
+
+    edited = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, timeout_scale.MAX_INDEX)
+        self.slider.setSingleStep(1)
+        self.slider.setPageStep(1)
+        self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.slider.setTickInterval(1)
+        self.slider.setMinimumWidth(180)
+        self.label = QLabel()
+        self.label.setMinimumWidth(self.label.fontMetrics().horizontalAdvance("1h30m30s") + 4)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.label)
+        self._value: Timeout = 0.0
+        self._setting = False
+        self.slider.valueChanged.connect(self._on_slider)
+        self.set_value(300.0)
+
+    def value(self) -> Timeout:
+        return self._value
+
+    def set_value(self, value: Timeout) -> None:
+        self._setting = True
+        try:
+            self._value = value
+            self.slider.setValue(timeout_scale.nearest_index(value))
+            self._show(value)
+        finally:
+            self._setting = False
+
+    def _show(self, value: Timeout) -> None:
+        self.label.setText(timeout_scale.short_label(value))
+        self.slider.setToolTip("Unload when idle for " + timeout_scale.short_label(value)
+                               if value is not None else "Keep loaded")
+
+    def _on_slider(self, index: int) -> None:
+        if self._setting:
+            return
+        self._value = timeout_scale.seconds_at(index)
+        self._show(self._value)
+        self.edited.emit(self._value)
+
+
+@dataclass
+class SettingField:
+    """One editable setting: how to read and write its widget, and the value on disk."""
+
+    name: str
+    label: str
+    widget: QWidget
+    get: Callable[[], Any]
+    put: Callable[[Any], None]
+    to_raw: Callable[[Any], Any] = lambda v: v
+    baseline: Any = None
+
+    @property
+    def dirty(self) -> bool:
+        return self.get() != self.baseline
+
+
+class ModelRow:
+    """One recipe's row: name, state, slider, "Use global" toggle and countdown."""
+
+    def __init__(self, dialog: SettingsDialog, name: str) -> None:
+        self.dialog = dialog
+        self.name = name
+        self.name_label = QLabel(name)
+        self.state_label = QLabel()
+        self.slider = TimeoutSlider()
+        self.slider.setObjectName(f"slider-{name}")
+        self.use_global = QCheckBox("Use global")
+        self.use_global.setObjectName(f"global-{name}")
+        self.countdown_label = QLabel()
+        self.countdown_label.setMinimumWidth(self.countdown_label.fontMetrics().horizontalAdvance("kept loaded") + 4)
+        self.slider.edited.connect(lambda _v: dialog._changed())
+        self.use_global.toggled.connect(self._on_use_global)
+        self.baseline: tuple[bool, Timeout] = (True, None)
+        self.snapshot: text.Snapshot = {}
+        self._synced = False
+
+    def widgets(self) -> list[QWidget]:
+        return [self.name_label, self.state_label, self.slider, self.use_global, self.countdown_label]
+
+    def current(self) -> tuple[bool, Timeout]:
+        if self.use_global.isChecked():
+            return True, None
+        return False, self.slider.value()
+
+    @property
+    def dirty(self) -> bool:
+        return self.current() != self.baseline
+
+    def sync(self, snapshot: text.Snapshot, global_value: Timeout) -> None:
+        """Shows the recipe's value, unless the user is editing this row."""
+        self.snapshot = snapshot
+        usable = text.has_usable_recipe(snapshot)
+        if not self._synced or not self.dirty or not usable:
+            self._synced = True
+            self.baseline = text.timeout_choice(snapshot)
+            use_global, value = self.baseline
+            self.use_global.blockSignals(True)
+            self.use_global.setChecked(use_global)
+            self.use_global.blockSignals(False)
+            self.slider.set_value(global_value if use_global else value)
+        self.slider.setEnabled(usable and not self.use_global.isChecked())
+        self.use_global.setEnabled(usable)
+        tip = snapshot.get("error") if not usable else ""
+        self.name_label.setToolTip(tip or str(snapshot.get("log_file", "")))
+        self.state_label.setToolTip(snapshot.get("error") or "")
+
+    def show_global(self, global_value: Timeout) -> None:
+        if self.use_global.isChecked():
+            self.slider.set_value(global_value)
+
+    def tick(self, now: float) -> None:
+        s = self.snapshot
+        self.state_label.setText(text.short_state(s, now))
+        countdown = text.countdown_text(s, now)
+        if not countdown and s.get("state") == "ready" and s.get("unload_timeout", 0) is None:
+            countdown = "kept loaded"
+        self.countdown_label.setText(countdown)
+
+    def _on_use_global(self, checked: bool) -> None:
+        if checked:
+            self.slider.set_value(self.dialog.global_value())
+        elif self.baseline[0] is False:
+            self.slider.set_value(self.baseline[1])
+        self.slider.setEnabled(not checked)
+        self.dialog._changed()
+
+    def delete(self) -> None:
+        for w in self.widgets():
+            w.hide()
+            w.deleteLater()
+
+
+class SettingsDialog(QDialog):
+    """Siesta's settings; build a new one each time it is opened."""
+
+    def __init__(self, bridge: ManagerBridge, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.setWindowTitle("Siesta Settings")
+        self.setWindowIcon(icons.app_icon())
+        self.setObjectName("settings-dialog")
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        self.saving = False
+        self.rows: dict[str, ModelRow] = {}
+        self.fields: dict[str, SettingField] = {}
+        settings = bridge.settings
+
+        # ---- idle unload ----
+        self.global_slider = TimeoutSlider()
+        self.global_slider.setObjectName("global-slider")
+        self.global_edit = QLineEdit()
+        self.global_edit.setObjectName("global-edit")
+        self.global_edit.setPlaceholderText("90s, 5m, 1h30m, never")
+        self.global_edit.setMaximumWidth(self.global_edit.fontMetrics().horizontalAdvance("1h30m30s__never") + 12)
+        self.global_edit.setToolTip("Any duration: 90s, 5m, 1h30m, 2h, 0 (at once) or never")
+        self.global_slider.edited.connect(self._on_global_slider)
+        self.global_edit.textEdited.connect(self._on_global_typed)
+        self.fields["global_unload_timeout"] = SettingField(
+            "global_unload_timeout", "Global timeout", self.global_edit,
+            get=self._global_edit_value, put=self._put_global, to_raw=format_duration)
+
+        # One grid for the global timeout and every recipe, so their sliders line up.
+        self.models_grid = QGridLayout()
+        self.models_grid.setHorizontalSpacing(14)
+        for col, title in enumerate(("Model", "State", "Unload when idle for", "", "Unloads in")):
+            self.models_grid.addWidget(QLabel(f"<b>{title}</b>"), 0, col)
+        global_label = QLabel("Global")
+        global_label.setToolTip("The timeout of every model set to \"Use global\"")
+        self.models_grid.addWidget(global_label, 1, 0)
+        self.models_grid.addWidget(self.global_slider, 1, 2)
+        self.models_grid.addWidget(self.global_edit, 1, 3)
+        line = QFrame()
+        line.setFrameShape(QFrame.Shape.HLine)
+        line.setFrameShadow(QFrame.Shadow.Sunken)
+        self.models_grid.addWidget(line, 2, 0, 1, 5)
+        self.models_grid.setColumnStretch(2, 1)
+        self.no_models_label = QLabel(
+            f"No recipes yet: add one to {bridge.paths.recipes_dir} or run <code>siesta demo</code>.")
+        self.no_models_label.setWordWrap(True)
+        self.models_box = QWidget()
+        self.models_box.setAutoFillBackground(False)
+        models_layout = QVBoxLayout(self.models_box)
+        models_layout.setContentsMargins(0, 0, 0, 0)
+        models_layout.addLayout(self.models_grid)
+        models_layout.addWidget(self.no_models_label)
+        models_layout.addStretch(1)
+        self.models_scroll = QScrollArea()
+        self.models_scroll.setWidgetResizable(True)
+        self.models_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.models_scroll.setWidget(self.models_box)
+        self.models_scroll.viewport().setAutoFillBackground(False)
+
+        idle_box = QGroupBox("Unload idle models")
+        idle_layout = QVBoxLayout(idle_box)
+        idle_layout.addWidget(self.models_scroll, 1)
+
+        # ---- server ----
+        self.host_edit = QLineEdit()
+        self.host_edit.setObjectName("host-edit")
+        self.port_spin = QSpinBox()
+        self.port_spin.setObjectName("port-spin")
+        self.port_spin.setRange(1, 65535)
+        self.max_spin = QSpinBox()
+        self.max_spin.setObjectName("max-spin")
+        self.max_spin.setRange(0, 64)
+        self.max_spin.setSpecialValueText("no limit")
+        self._add_field("host", "Host", self.host_edit, lambda: self.host_edit.text().strip(), self.host_edit.setText)
+        self._add_field("port", "Port", self.port_spin, self.port_spin.value, self.port_spin.setValue)
+        self._add_field("max_loaded_models", "Max loaded models", self.max_spin, self.max_spin.value,
+                        self.max_spin.setValue)
+        server_box = QGroupBox("Server")
+        server_form = QFormLayout(server_box)
+        server_form.addRow("Host:", self.host_edit)
+        server_form.addRow("Port:", self.port_spin)
+        restart_note = QLabel("Host and port take effect the next time Siesta starts.")
+        restart_note.setStyleSheet("color: palette(mid)")
+        server_form.addRow("", restart_note)
+        server_form.addRow("Max loaded models:", self.max_spin)
+
+        # ---- notifications, login ----
+        self.notify_idle_check = QCheckBox("When a model is unloaded for being idle")
+        self.notify_idle_check.setObjectName("notify-idle")
+        self.notify_crash_check = QCheckBox("When a model crashes")
+        self.notify_crash_check.setObjectName("notify-crash")
+        for name, label, check in (("notify_idle_unload", "Notify on idle unload", self.notify_idle_check),
+                                   ("notify_crash", "Notify on crash", self.notify_crash_check)):
+            self._add_field(name, label, check, check.isChecked, check.setChecked)
+        self.autostart_check = QCheckBox("Start Siesta when I log in")
+        self.autostart_check.setObjectName("autostart")
+        self.autostart_check.setToolTip(f"Writes {autostart.entry_path()}")
+        self.autostart_baseline = autostart.is_enabled()
+        self.autostart_check.setChecked(self.autostart_baseline)
+        self.autostart_check.toggled.connect(lambda _c: self._changed())
+        desktop_box = QGroupBox("Desktop")
+        desktop_layout = QVBoxLayout(desktop_box)
+        desktop_layout.addWidget(QLabel("Show a notification:"))
+        desktop_layout.addWidget(self.notify_idle_check)
+        desktop_layout.addWidget(self.notify_crash_check)
+        desktop_layout.addSpacing(8)
+        desktop_layout.addWidget(self.autostart_check)
+        desktop_layout.addStretch(1)
+
+        for name, field in self.fields.items():
+            field.put(getattr(settings, name))
+            field.baseline = field.get()
+            pinned = bridge.fixed_by(name)
+            if pinned:
+                field.widget.setEnabled(False)
+                field.widget.setToolTip(f"Fixed by {pinned} for this run")
+                if field.widget is self.global_edit:
+                    self.global_slider.setEnabled(False)
+        self.global_slider.set_value(settings.global_unload_timeout)
+        for widget in (self.host_edit,):
+            widget.textEdited.connect(lambda _t: self._changed())
+        for spin in (self.port_spin, self.max_spin):
+            spin.valueChanged.connect(lambda _v: self._changed())
+        for check in (self.notify_idle_check, self.notify_crash_check):
+            check.toggled.connect(lambda _c: self._changed())
+
+        # ---- errors and buttons ----
+        self.error_label = QLabel()
+        self.error_label.setObjectName("error")
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet("color: #d93025")
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.hide()
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Apply
+            | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.clicked.connect(self._on_button)
+
+        lower = QHBoxLayout()
+        lower.addWidget(server_box, 1)
+        lower.addWidget(desktop_box, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(idle_box, 1)
+        layout.addLayout(lower)
+        layout.addWidget(self.error_label)
+        layout.addWidget(self.buttons)
+        self.resize(800, 0)
+
+        self.ticker = SecondTicker(self._tick, self._deadlines, bridge.now, self)
+        bridge.modelEvent.connect(self._on_event)
+        self._sync_rows()
+        self.no_models_label.setVisible(not self.rows)
+        self._fit_models_area()
+        self._changed()
+
+    def _add_field(self, name: str, label: str, widget: QWidget, get: Callable[[], Any],
+                   put: Callable[[Any], None]) -> None:
+        self.fields[name] = SettingField(name, label, widget, get=get, put=put)
+
+    # ---- the global timeout --------------------------------------------------------------------
+
+    def global_value(self) -> Timeout:
+        """The global timeout as edited now (the field's value when valid, else the slider's)."""
+        value = self._global_edit_value()
+        return self.global_slider.value() if value is _INVALID else value
+
+    def _global_edit_value(self) -> Any:
+        try:
+            return parse_duration(self.global_edit.text())
+        except DurationError:
+            return _INVALID
+
+    def _put_global(self, value: Timeout) -> None:
+        self.global_edit.setText(format_duration(value))
+        self.global_slider.set_value(value)
+        self.global_edit.setStyleSheet("")
+
+    def _on_global_slider(self, value: Timeout) -> None:
+        self.global_edit.setText(format_duration(value))
+        self.global_edit.setStyleSheet("")
+        self._global_changed()
+
+    def _on_global_typed(self, typed: str) -> None:
+        value = self._global_edit_value()
+        if value is _INVALID:
+            self.global_edit.setStyleSheet(ERROR_STYLE)
+        else:
+            self.global_edit.setStyleSheet("")
+            self.global_slider.set_value(value)
+        self._global_changed()
+
+    def _global_changed(self) -> None:
+        value = self.global_value()
+        for row in self.rows.values():
+            row.show_global(value)
+        self._changed()
+
+    # ---- rows from the manager's models ----------------------------------------------------------
+
+    def _sync_rows(self) -> None:
+        snapshots = self.bridge.snapshots()
+        names = [s["name"] for s in snapshots]
+        if names != list(self.rows):
+            old = self.rows
+            self.rows = {}
+            for name, row in old.items():
+                for w in row.widgets():
+                    self.models_grid.removeWidget(w)
+                if name not in names:
+                    row.delete()
+            for i, name in enumerate(names, start=1):
+                row = old.get(name) or ModelRow(self, name)
+                for col, w in enumerate(row.widgets()):
+                    self.models_grid.addWidget(w, i + FIRST_MODEL_ROW - 1, col)
+                    w.show()
+                self.rows[name] = row
+            self.no_models_label.setVisible(not snapshots)
+            self._fit_models_area()
+        global_value = self.global_value()
+        for s in snapshots:
+            self.rows[s["name"]].sync(s, global_value)
+        self._tick()
+
+    def _fit_models_area(self) -> None:
+        """Tall enough for every row up to a limit; past it the rows scroll."""
+        wanted = self.models_box.sizeHint().height() + 2
+        self.models_scroll.setMinimumHeight(min(wanted, MAX_MODELS_AREA))
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self._refresh_settings()
+        self._sync_rows()
+        self._changed()
+
+    def _refresh_settings(self) -> None:
+        """Shows settings changed behind the dialog's back (settings.toml edited by hand),
+        except in the fields the user is editing."""
+        settings = self.bridge.settings
+        for name, field in self.fields.items():
+            live = getattr(settings, name)
+            if name == "host":
+                live = str(live)
+            if not field.dirty and live != field.baseline:
+                field.put(live)
+                field.baseline = field.get()
+                if name == "global_unload_timeout":
+                    self._global_changed()
+
+    # ---- countdowns -----------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = self.bridge.now()
+        for row in self.rows.values():
+            row.tick(now)
+
+    def _deadlines(self) -> list[float]:
+        out = []
+        for s in self.bridge.snapshots():
+            if s.get("unload_at") is not None:
+                out.append(s["unload_at"])
+            elif s["state"] == "loading" and s.get("loading_since") is not None:
+                out.append(s["loading_since"] + 3600.0)
+        return out
+
+    def showEvent(self, event: QShowEvent) -> None:
+        self._tick()
+        self.ticker.start()
+        super().showEvent(event)
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        self.ticker.stop()
+        super().hideEvent(event)
+
+    # ---- what changed -------------------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        return (any(f.dirty for f in self.fields.values()) or any(r.dirty for r in self.rows.values())
+                or self.autostart_check.isChecked() != self.autostart_baseline)
+
+    def _changed(self) -> None:
+        self.buttons.button(QDialogButtonBox.StandardButton.Apply).setEnabled(self.dirty and not self.saving)
+
+    def _validate(self) -> tuple[str, QWidget] | None:
+        """The first invalid value as ``(message naming the field, its widget)``, or None."""
+        for field in self.fields.values():
+            if not field.dirty or not field.widget.isEnabled():
+                continue
+            value = field.get()
+            if value is _INVALID:
+                try:
+                    parse_duration(self.global_edit.text())
+                except DurationError as exc:
+                    return f"{field.label}: {exc}", field.widget
+            try:
+                validate_setting(field.name, field.to_raw(value))
+            except ValueError as exc:
+                message = str(exc).removeprefix(f"{field.name}: ")
+                return f"{field.label}: {message}", field.widget
+        return None
+
+    # ---- saving ---------------------------------------------------------------------------------------
+
+    def _on_button(self, button: QAbstractButton) -> None:
+        role = self.buttons.standardButton(button)
+        if role == QDialogButtonBox.StandardButton.Cancel:
+            self.reject()
+        elif role == QDialogButtonBox.StandardButton.Apply:
+            self.apply()
+        elif role == QDialogButtonBox.StandardButton.Ok:
+            self.apply(close=True)
+
+    def apply(self, *, close: bool = False) -> Any:
+        """Checks and saves every change; with ``close``, closes once all is saved.
+        Returns the saving task (None when nothing needed saving or a value is invalid)."""
+        if self.saving:
+            return None
+        problem = self._validate()
+        if problem is not None:
+            self._show_error(*problem)
+            return None
+        self._show_error("", None)
+        if not self.dirty:
+            if close:
+                self.accept()
+            return None
+        self._set_saving(True)
+        task = self.bridge.run(self._save(), "save settings", report=False)
+        task.add_done_callback(lambda t: self._saved(t, close))
+        return task
+
+    async def _save(self) -> None:
+        for field in self.fields.values():
+            if field.dirty and field.widget.isEnabled():
+                value = field.get()
+                try:
+                    await self.bridge.set_setting(field.name, field.to_raw(value), report=False)
+                except Exception as exc:  # noqa: BLE001 - shown to the user, naming the field
+                    raise FieldError(field.label, exc, field.widget) from exc
+                field.baseline = value
+        global_value = self.global_value()
+        for name, row in list(self.rows.items()):
+            if not row.dirty:
+                continue
+            use_global, value = row.current()
+            try:
+                await self.bridge.set_model_timeout(name, "default" if use_global else value, report=False)
+            except Exception as exc:  # noqa: BLE001
+                raise FieldError(f"Timeout of {name}", exc, row.slider) from exc
+            row.baseline = (use_global, None if use_global else value)
+            snapshot = self.bridge.snapshot(name)
+            if snapshot is not None:
+                row.sync(snapshot, global_value)
+        wanted = self.autostart_check.isChecked()
+        if wanted != self.autostart_baseline:
+            try:
+                autostart.set_enabled(wanted, autostart.config_dir_argument(self.bridge.paths.config_dir),
+                                      icon=str(icons.icons_dir() / icons.APP_ICON_FILE))
+            except OSError as exc:
+                raise FieldError("Start at login", exc, self.autostart_check) from exc
+            self.autostart_baseline = wanted
+
+    def _saved(self, task: Any, close: bool) -> None:
+        self._set_saving(False)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, FieldError):
+            self._show_error(str(exc), exc.widget)
+        elif exc is not None:
+            log.error("saving settings failed", exc_info=exc)
+            self._show_error(f"Saving failed: {exc}", None)
+        elif close:
+            self.accept()
+        self._changed()
+
+    def _set_saving(self, saving: bool) -> None:
+        self.saving = saving
+        for std in (QDialogButtonBox.StandardButton.Ok, QDialogButtonBox.StandardButton.Apply):
+            self.buttons.button(std).setEnabled(not saving)
+        self._changed()
+
+    def _show_error(self, message: str, widget: QWidget | None) -> None:
+        self.error_label.setText(message)
+        self.error_label.setVisible(bool(message))
+        if widget is not None:
+            widget.setFocus()
+
+    # ---- closing ----------------------------------------------------------------------------------------
+
+    def reject(self) -> None:
+        if self.saving:
+            return  # let the save finish; its result is shown here
+        super().reject()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.saving:
+            event.ignore()
+            return
+        super().closeEvent(event)
+
+    def done(self, result: int) -> None:
+        self.ticker.stop()
+        try:
+            self.bridge.modelEvent.disconnect(self._on_event)
+        except (RuntimeError, TypeError):
+            pass
+        super().done(result)
+
+
+class _Invalid:
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+_INVALID: Any = _Invalid()
+
+
+class FieldError(Exception):
+    """A value that could not be saved; the message starts with the field's label."""
+
+    def __init__(self, label: str, error: BaseException, widget: QWidget | None) -> None:
+        super().__init__(f"{label}: {error}")
+        self.widget = widget

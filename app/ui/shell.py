@@ -1,0 +1,20 @@
+"""What the tray menu and the models window ask of the application around them.
+
+:class:`~app.ui.app.SiestaApp` implements it; tests pass a small fake. Keeping it a
+protocol lets the tray and the window be built and driven without the whole app.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Shell(Protocol):
+    @property
+    def has_tray(self) -> bool: ...
+
+    def show_settings(self) -> None: ...
+
+    def show_models_window(self) -> None: ...
+
+    def request_quit(self) -> None: ...

@@ -1,0 +1,222 @@
+"""Every sentence the GUI shows about a model, as pure functions of the core's snapshots.
+
+The tray menu, its tooltip, the models window and the settings dialog all word a model's
+state the same way because they all call these. No Qt here: the tests check the exact
+text without a display. ``now`` is wall-clock seconds (the manager's clock), the same
+clock as a snapshot's ``unload_at`` and ``loading_since``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from app.core.durations import format_countdown
+
+Snapshot = dict[str, Any]
+
+# Overall states of the tray icon, in rising order of urgency.
+ICON_EMPTY = "empty"      # nothing loaded
+ICON_LOADED = "loaded"    # models loaded, all idle
+ICON_BUSY = "busy"        # a model serving requests, loading or unloading
+ICON_ERROR = "error"      # a model crashed or failed to load
+
+OCCUPYING = ("loading", "ready", "unloading")
+
+
+def format_bytes(value: int | float | None) -> str:
+    """Memory for people, in binary units like ``ps``: ``"1.2 GB"``, ``"230 MB"``, ``"9.5 MB"``."""
+    if value is None or value < 0:
+        return ""
+    amount = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1024 or unit == "GB":
+            if unit == "B":
+                return f"{int(amount)} B"
+            if unit == "GB" or amount < 10:
+                return f"{amount:.1f} {unit}"
+            return f"{amount:.0f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+def is_shown_in_menu(snapshot: Snapshot) -> bool:
+    """Whether a model belongs in the tray's list of loaded models: it holds a server, or
+    its server crashed or failed to load (so the error and its log are one click away).
+    A recipe that cannot be read is not "loaded"; the Load model submenu lists it."""
+    state = snapshot["state"]
+    if state in OCCUPYING:
+        return True
+    return state == "failed" and has_usable_recipe(snapshot)
+
+
+def has_usable_recipe(snapshot: Snapshot) -> bool:
+    return snapshot.get("backend") is not None
+
+
+def shell_exit_code(code: int | None) -> int | None:
+    """An exit status as a shell reports it: a process killed by signal N (a negative
+    return code in Python) shows as 128 + N, so a segfault is 139 and SIGKILL 137."""
+    if code is None:
+        return None
+    return 128 - code if code < 0 else code
+
+
+def failure_text(snapshot: Snapshot) -> str:
+    """``"crashed: exit 139"``, ``"load failed: exit 1"``, ``"invalid recipe"`` ..."""
+    error = snapshot.get("error") or ""
+    code = shell_exit_code(snapshot.get("exit_code"))
+    if not has_usable_recipe(snapshot):
+        return "invalid recipe"
+    if error.startswith("crashed"):
+        text = f"crashed: exit {code}" if code is not None else "crashed"
+    elif error.startswith("load failed"):
+        text = f"load failed: exit {code}" if code is not None else "load failed"
+    else:
+        text = "failed"
+    if snapshot.get("crash_loop"):
+        text += " (crash loop)"
+    return text
+
+
+def status_text(snapshot: Snapshot, now: float | None = None) -> str:
+    """A model's live state in a few words, as the menu and the tables show it:
+    ``"idle, unloads in 4:12"``, ``"busy (2 requests)"``, ``"loading... 12 s"``,
+    ``"kept loaded"``, ``"crashed: exit 139"``, ``"unloading..."``, ``"not loaded"``."""
+    now = time.time() if now is None else now
+    state = snapshot["state"]
+    if state == "failed":
+        return failure_text(snapshot)
+    if state == "loading":
+        since = snapshot.get("loading_since")
+        elapsed = max(0, int(now - since)) if since is not None else 0
+        return f"loading... {elapsed} s"
+    if state == "unloading":
+        return "unloading..."
+    if state == "unloaded":
+        return "not loaded"
+    busy = snapshot.get("in_flight", 0)
+    if busy:
+        return f"busy ({busy} request{'s' if busy != 1 else ''})"
+    if snapshot.get("waiting", 0):
+        return "busy"
+    unload_at = snapshot.get("unload_at")
+    if unload_at is not None:
+        return f"idle, unloads in {format_countdown(unload_at - now)}"
+    if snapshot.get("unload_timeout", 0) is None:
+        return "kept loaded"
+    return "idle"
+
+
+def menu_label(snapshot: Snapshot, now: float | None = None) -> str:
+    """One model's line in the tray menu: ``"tiny (1.2 GB): idle, unloads in 4:12"``;
+    the memory is left out while it is unknown (``"qwen: loading... 12 s"``)."""
+    memory = format_bytes(snapshot.get("memory"))
+    name = snapshot["name"] + (f" ({memory})" if memory else "")
+    return f"{name}: {status_text(snapshot, now)}"
+
+
+def countdown_text(snapshot: Snapshot, now: float | None = None) -> str:
+    """Just the time left before an idle unload (``"4:12"``), or ``""`` when none is running."""
+    unload_at = snapshot.get("unload_at")
+    if unload_at is None:
+        return ""
+    now = time.time() if now is None else now
+    return format_countdown(unload_at - now)
+
+
+def clock_time(when: float) -> str:
+    """A wall-clock time of day for the tooltip: ``"14:32"``."""
+    return time.strftime("%H:%M", time.localtime(math.ceil(when)))
+
+
+def tooltip_text(snapshots: Iterable[Snapshot]) -> str:
+    """The tray tooltip: ``"Siesta: 2 models loaded, 5.1 GB; tiny unloads at 14:32"``.
+
+    Written from events only, so it gives the next unload as a time of day rather than a
+    countdown that would go stale between events.
+    """
+    models = list(snapshots)
+    loaded = [m for m in models if m["state"] in ("ready", "unloading")]
+    loading = [m for m in models if m["state"] == "loading"]
+    failed = [m for m in models if m["state"] == "failed" and has_usable_recipe(m)]
+    if loaded:
+        count = f"{len(loaded)} model{'s' if len(loaded) != 1 else ''} loaded"
+        known = [m["memory"] for m in loaded if m.get("memory")]
+        head = f"{count}, {format_bytes(sum(known))}" if known else count
+    else:
+        head = "no models loaded"
+    parts = [head]
+    pending = [m for m in loaded if m.get("unload_at") is not None]
+    if pending:
+        first = min(pending, key=lambda m: m["unload_at"])
+        parts.append(f"{first['name']} unloads at {clock_time(first['unload_at'])}")
+    busy = [m["name"] for m in loaded if m.get("in_flight")]
+    if busy:
+        parts.append(", ".join(busy) + " busy")
+    if loading:
+        parts.append(", ".join(m["name"] for m in loading) + " loading")
+    for m in failed:
+        parts.append(f"{m['name']} {failure_text(m)}")
+    return "Siesta: " + "; ".join(parts)
+
+
+def overall_state(snapshots: Iterable[Snapshot]) -> str:
+    """Which tray icon to show: error > busy (serving, loading, unloading) > loaded > empty."""
+    models = list(snapshots)
+    if any(m["state"] == "failed" and has_usable_recipe(m) for m in models):
+        return ICON_ERROR
+    if any(_is_busy(m) for m in models):
+        return ICON_BUSY
+    if any(m["state"] == "ready" for m in models):
+        return ICON_LOADED
+    return ICON_EMPTY
+
+
+def _is_busy(m: Snapshot) -> bool:
+    if m["state"] in ("loading", "unloading"):
+        return True
+    return m["state"] == "ready" and bool(m.get("in_flight") or m.get("waiting"))
+
+
+def timeout_choice(snapshot: Snapshot) -> tuple[bool, Any]:
+    """What the model's recipe says about its timeout: ``(True, None)`` when it has no
+    ``unload_timeout`` (the global one applies), else ``(False, seconds or None)``."""
+    if "recipe_unload_timeout" in snapshot:
+        return False, snapshot["recipe_unload_timeout"]
+    return True, None
+
+
+DEFAULT = "default"
+NEVER = "never"
+
+
+def timeout_key(snapshot: Snapshot) -> Any:
+    """The timeout choice a model's recipe makes, as the menus key it: ``"default"`` (no
+    ``unload_timeout``: the global one applies), ``"never"``, or seconds."""
+    use_global, value = timeout_choice(snapshot)
+    if use_global:
+        return DEFAULT
+    return NEVER if value is None else value
+
+
+def notification_for(event: dict[str, Any], *, notify_idle: bool, notify_crash: bool) -> tuple[str, str] | None:
+    """The desktop notification (title, message) an event deserves, if any."""
+    reason = event["reason"]
+    model = event["model"]
+    if reason == "idle" and model["state"] == "unloaded" and notify_idle:
+        return "Model unloaded", f"{model['name']} was idle and has been unloaded."
+    if reason == "crashed" and notify_crash:
+        extra = " It crashed repeatedly; load it by hand to try again." if model.get("crash_loop") else ""
+        return f"{model['name']} crashed", f"{failure_text(model)}. See its log for details.{extra}"
+    return None
+
+
+def short_state(snapshot: Snapshot, now: float | None = None) -> str:
+    """A model's state without its countdown, for tables that show the countdown apart:
+    ``"idle"``, ``"busy (2 requests)"``, ``"loading... 12 s"``, ``"not loaded"``, ``"crashed: exit 139"``."""
+    if snapshot["state"] == "ready" and not snapshot.get("in_flight") and not snapshot.get("waiting"):
+        return "idle"
+    return status_text(snapshot, now)

@@ -1,0 +1,298 @@
+"""The system-tray icon and its menu: :class:`TrayMenu`.
+
+The icon shows the overall state (nothing loaded, loaded and idle, busy or loading, an
+error) and its tooltip names the loaded models and the next unload as a time of day;
+both change on manager events only. The menu lists each loaded model with its live
+state, memory and countdown, and a submenu to unload it or choose its idle timeout.
+
+The menu is brought up to date when it is about to show, and its countdowns tick once a
+second only while it is open: when it closes, no timer runs. Model entries are updated
+in place while the set of listed models stays the same, so an open submenu is not torn
+down by a countdown tick or an event.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject
+from PySide6.QtGui import QAction, QActionGroup, QCursor
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+
+from . import desktop, icons, text
+from .bridge import ManagerBridge
+from .shell import Shell
+from .text import DEFAULT, NEVER, timeout_key
+from .ticker import SecondTicker
+from .timeout_scale import MENU_PRESETS, short_label
+
+log = logging.getLogger(__name__)
+
+MESSAGE_MS = 8000
+
+
+class ModelEntry(QObject):
+    """One model's line in the tray menu and its submenu of actions."""
+
+    def __init__(self, name: str, bridge: ManagerBridge, parent_menu: QMenu) -> None:
+        super().__init__(parent_menu)
+        self.name = name
+        self.bridge = bridge
+        self.menu = QMenu(name, parent_menu)
+        self.menu.setObjectName(f"model-menu-{name}")
+        self.unload_action = self.menu.addAction("Unload now", lambda: self.bridge.unload(self.name))
+        self.load_action = self.menu.addAction("Load again", lambda: self.bridge.load(self.name))
+        self.menu.addSeparator()
+        self.timeout_group = QActionGroup(self)
+        self.timeout_group.setExclusive(True)
+        self.timeout_actions: dict[Any, QAction] = {}
+        self._add_timeout(NEVER, "Keep loaded")
+        for seconds in MENU_PRESETS:
+            self._add_timeout(seconds, short_label(seconds))
+        self._add_timeout(DEFAULT, "Use global")
+        self.custom_action = self.menu.addAction("Custom")
+        self.custom_action.setCheckable(True)
+        self.custom_action.setEnabled(False)
+        self.menu.addSeparator()
+        self.log_action = self.menu.addAction("Open log", self._open_log)
+        self._log_file: Path | None = None
+        self._key: Any = None
+
+    @property
+    def action(self) -> QAction:
+        """The line in the parent menu (it opens the submenu)."""
+        return self.menu.menuAction()
+
+    def _add_timeout(self, key: Any, label: str) -> None:
+        action = self.menu.addAction(label)
+        action.setCheckable(True)
+        action.setData(key)
+        self.timeout_group.addAction(action)
+        action.triggered.connect(lambda checked=False, k=key: self._choose_timeout(k))
+        self.timeout_actions[key] = action
+
+    def _choose_timeout(self, key: Any) -> None:
+        if key == self._key:
+            return
+        value = None if key == NEVER else key
+        self.bridge.set_model_timeout(self.name, value)
+
+    def _open_log(self) -> None:
+        if self._log_file is not None:
+            desktop.open_file(self._log_file)
+
+    def update(self, snapshot: text.Snapshot, now: float, global_timeout: Any) -> None:
+        label = text.menu_label(snapshot, now)
+        if self.action.text() != label:
+            self.action.setText(label)
+        state = snapshot["state"]
+        self.unload_action.setText({"loading": "Cancel loading", "failed": "Dismiss"}.get(state, "Unload now"))
+        self.unload_action.setEnabled(state in ("loading", "ready", "failed"))
+        self.load_action.setVisible(state == "failed")
+        self._log_file = Path(snapshot["log_file"]) if snapshot.get("log_file") else None
+        self.log_action.setEnabled(self._log_file is not None and self._log_file.exists())
+        self.timeout_actions[DEFAULT].setText(f"Use global ({short_label(global_timeout)})")
+        self._key = key = timeout_key(snapshot)
+        chosen = self.timeout_actions.get(key)
+        self.custom_action.setVisible(chosen is None)
+        if chosen is None:
+            self.custom_action.setText(f"Custom ({short_label(key)})")
+            self.custom_action.setChecked(True)
+            checked = self.timeout_group.checkedAction()
+            if checked is not None:
+                # An exclusive group keeps one action checked; lift exclusivity to clear it.
+                self.timeout_group.setExclusive(False)
+                checked.setChecked(False)
+                self.timeout_group.setExclusive(True)
+        elif not chosen.isChecked():
+            chosen.setChecked(True)
+        enabled = snapshot.get("backend") is not None
+        for action in self.timeout_actions.values():
+            action.setEnabled(enabled)
+
+
+class TrayMenu(QObject):
+    """The tray icon, its tooltip, its menu and its notifications."""
+
+    def __init__(self, bridge: ManagerBridge, shell: Shell, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.shell = shell
+        self._icon_state = text.ICON_EMPTY
+        self.icon = QSystemTrayIcon(icons.state_icon(self._icon_state), self)
+        self.menu = QMenu()
+        self.menu.setObjectName("siesta-tray-menu")
+        self.icon.setContextMenu(self.menu)
+        self.entries: dict[str, ModelEntry] = {}
+        self._build_static_menu()
+        self.ticker = SecondTicker(self._tick, self._deadlines, bridge.now, self)
+        self.menu.aboutToShow.connect(self._on_about_to_show)
+        self.menu.aboutToHide.connect(self._on_about_to_hide)
+        self.icon.activated.connect(self._on_activated)
+        self.icon.messageClicked.connect(self._on_message_clicked)
+        self._message_log: Path | None = None
+        self.last_message: tuple[str, str] | None = None
+        bridge.modelEvent.connect(self._on_event)
+        bridge.actionFailed.connect(self._on_action_failed)
+        self.update_icon_and_tooltip()
+
+    # ---- building ---------------------------------------------------------------------------
+
+    def _build_static_menu(self) -> None:
+        menu = self.menu
+        self.empty_action = menu.addAction("No models loaded")
+        self.empty_action.setEnabled(False)
+        self.models_separator = menu.addSeparator()
+        self.load_menu = menu.addMenu("Load model")
+        self.load_menu.setObjectName("load-menu")
+        self.unload_all_action = menu.addAction("Unload all", self.bridge.unload_all)
+        menu.addSeparator()
+        self.window_action = menu.addAction("Models window...", self.shell.show_models_window)
+        self.settings_action = menu.addAction("Settings...", self.shell.show_settings)
+        self.logs_action = menu.addAction("Open logs folder", lambda: desktop.open_folder(self.bridge.paths.log_dir))
+        self.copy_action = menu.addAction("Copy API URL", self._copy_api_url)
+        menu.addSeparator()
+        self.quit_action = menu.addAction("Quit", self.shell.request_quit)
+
+    def show(self) -> None:
+        self.icon.show()
+
+    def hide(self) -> None:
+        self.ticker.stop()
+        self.menu.hide()
+        self.icon.hide()
+
+    # ---- keeping the menu up to date ----------------------------------------------------------
+
+    def _on_about_to_show(self) -> None:
+        self.refresh(fresh=True)
+        self.ticker.start()
+
+    def _on_about_to_hide(self) -> None:
+        self.ticker.stop()
+
+    def _tick(self) -> None:
+        self.refresh(fresh=True)
+
+    def _deadlines(self) -> list[float]:
+        out = []
+        for s in self.bridge.snapshots():
+            if s.get("unload_at") is not None and text.is_shown_in_menu(s):
+                out.append(s["unload_at"])
+            elif s["state"] == "loading" and s.get("loading_since") is not None:
+                out.append(s["loading_since"] + 3600.0)  # any time on its whole-second phase
+        return out
+
+    def refresh(self, *, fresh: bool = False) -> None:
+        """Brings every menu entry up to date (``fresh`` re-reads memory use)."""
+        snapshots = self.bridge.snapshots(fresh=fresh)
+        now = self.bridge.now()
+        shown = [s for s in snapshots if text.is_shown_in_menu(s)]
+        names = [s["name"] for s in shown]
+        if names != list(self.entries):
+            self._rebuild_entries(names)
+        global_timeout = self.bridge.settings.global_unload_timeout
+        for snapshot in shown:
+            self.entries[snapshot["name"]].update(snapshot, now, global_timeout)
+        self.empty_action.setVisible(not shown)
+        self.unload_all_action.setEnabled(any(s["state"] in ("loading", "ready", "failed") for s in snapshots))
+        self._rebuild_load_menu(snapshots)
+        self.copy_action.setText(f"Copy API URL ({self.api_url})" if self.api_url else "Copy API URL")
+        self.copy_action.setEnabled(bool(self.api_url))
+
+    def _rebuild_entries(self, names: list[str]) -> None:
+        for name, entry in list(self.entries.items()):
+            if name not in names:
+                self.menu.removeAction(entry.action)
+                entry.menu.deleteLater()
+                entry.deleteLater()
+                del self.entries[name]
+        kept = self.entries
+        self.entries = {}
+        for name in names:
+            entry = kept.get(name) or ModelEntry(name, self.bridge, self.menu)
+            self.menu.removeAction(entry.action)
+            self.menu.insertAction(self.empty_action, entry.action)
+            self.entries[name] = entry
+
+    def _rebuild_load_menu(self, snapshots: list[text.Snapshot]) -> None:
+        wanted = []
+        for s in snapshots:
+            if s["state"] == "unloaded":
+                wanted.append((s["name"], True, ""))
+            elif not text.has_usable_recipe(s):
+                wanted.append((f"{s['name']} (invalid recipe)", False, s.get("error") or ""))
+        current = [(a.text(), a.isEnabled(), a.toolTip()) for a in self.load_menu.actions()]
+        if not wanted:
+            wanted = [("No other recipes" if snapshots else "No recipes: run `siesta demo` or add one", False, "")]
+        if current == wanted:
+            return
+        self.load_menu.clear()
+        self.load_menu.setToolTipsVisible(True)
+        for label, enabled, tip in wanted:
+            action = self.load_menu.addAction(label)
+            action.setEnabled(enabled)
+            action.setToolTip(tip)
+            if enabled:
+                action.triggered.connect(lambda checked=False, n=label: self.bridge.load(n))
+
+    # ---- icon, tooltip, notifications -----------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.bridge.api_url}/v1" if self.bridge.api_url else ""
+
+    def _copy_api_url(self) -> None:
+        if self.api_url:
+            desktop.copy_text(self.api_url)
+
+    def update_icon_and_tooltip(self) -> None:
+        snapshots = self.bridge.snapshots()
+        state = text.overall_state(snapshots)
+        if state != self._icon_state:
+            self._icon_state = state
+            self.icon.setIcon(icons.state_icon(state))
+        tooltip = text.tooltip_text(snapshots)
+        if self.icon.toolTip() != tooltip:
+            self.icon.setToolTip(tooltip)
+
+    @property
+    def icon_state(self) -> str:
+        return self._icon_state
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.update_icon_and_tooltip()
+        if self.menu.isVisible():
+            self.refresh()
+        settings = self.bridge.settings
+        note = text.notification_for(event, notify_idle=settings.notify_idle_unload,
+                                     notify_crash=settings.notify_crash)
+        if note is not None:
+            crashed = event["reason"] == "crashed"
+            self._message_log = Path(event["model"]["log_file"]) if crashed else None
+            icon = QSystemTrayIcon.MessageIcon.Warning if crashed else QSystemTrayIcon.MessageIcon.Information
+            self.show_message(note[0], note[1], icon)
+
+    def _on_action_failed(self, title: str, message: str) -> None:
+        self._message_log = None
+        self.show_message(title, message, QSystemTrayIcon.MessageIcon.Critical)
+        if self.menu.isVisible():
+            self.refresh()  # put back the check mark of a timeout that did not change
+
+    def show_message(self, title: str, message: str, icon: QSystemTrayIcon.MessageIcon) -> None:
+        self.last_message = (title, message)
+        if self.icon.isVisible() and QSystemTrayIcon.supportsMessages():
+            self.icon.showMessage(title, message, icon, MESSAGE_MS)
+        else:
+            log.info("%s: %s", title, message)
+
+    def _on_message_clicked(self) -> None:
+        if self._message_log is not None:
+            desktop.open_file(self._message_log)
+
+    def _on_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        # A left click shows the same menu as a right click (as on trays that have only one).
+        if reason == QSystemTrayIcon.ActivationReason.Trigger and not self.menu.isVisible():
+            self.menu.popup(QCursor.pos())

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Takes the README's screenshots of the desktop app as a person sees it: a real X server
+# (Xvfb) with a real system tray (trayer), Siesta running with two models loaded and
+# counting down, its tray menu opened with a right click, then its Settings dialog opened
+# from that menu with the keyboard.
+#
+#   scripts/screenshots.sh            writes docs/screenshots/tray-menu.png and settings.png
+#   scripts/screenshots.sh OUT_DIR    writes them to OUT_DIR instead
+#
+# Needs Debian's xvfb, trayer (the tray), openbox (window frames), imagemagick and xdotool
+# plus the xcb libraries Qt loads; installs them with apt-get when missing (as root). The models are two copies of the
+# test suite's fake OpenAI-compatible backend, so no llama-server or model is needed.
+# Everything runs in a temporary home; nothing of the user's config is read or written.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$repo/docs/screenshots}
+python=${PYTHON:-python3}
+
+packages=(xvfb trayer openbox imagemagick xdotool libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1
+          libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0 libegl1 libgl1
+          fonts-dejavu-core)
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "screenshots.sh: missing packages: ${missing[*]} (install them as root, or run this as root)" >&2
+        exit 1
+    fi
+    echo "installing ${missing[*]}" >&2
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill "${pids[i]}" 2>/dev/null || true
+        wait "${pids[i]}" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+export HOME=$work/home
+export XDG_CONFIG_HOME=$HOME/.config XDG_DATA_HOME=$HOME/.local/share XDG_STATE_HOME=$HOME/.local/state
+export XDG_CACHE_HOME=$HOME/.cache XDG_RUNTIME_DIR=$work/run
+mkdir -p "$XDG_CONFIG_HOME" "$XDG_DATA_HOME" "$XDG_STATE_HOME" "$XDG_CACHE_HOME" "$XDG_RUNTIME_DIR"
+chmod 700 "$XDG_RUNTIME_DIR"
+unset SIESTA_CONFIG_DIR SIESTA_PORT SIESTA_HOST SIESTA_GLOBAL_UNLOAD_TIMEOUT LEMONADE_GLOBAL_AUTO_UNLOAD_TIMER \
+      WAYLAND_DISPLAY DBUS_SESSION_BUS_ADDRESS
+
+# ---- an X server with a system tray ------------------------------------------------------
+display_number=90
+while [[ -e /tmp/.X11-unix/X$display_number || -e /tmp/.X$display_number-lock ]]; do
+    display_number=$((display_number + 1))
+done
+export DISPLAY=:$display_number
+Xvfb "$DISPLAY" -screen 0 1280x800x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do xdotool getdisplaygeometry >/dev/null 2>&1 && break; sleep 0.05; done
+xdotool getdisplaygeometry >/dev/null
+
+# A desktop: a background with a dark top bar, a window manager, and at the right end of
+# the bar the system tray, 4 px in from the corner.
+convert -size 1280x800 gradient:'#5a6f8c-#2b3547' -fill '#2d2d2d' -draw 'rectangle 0,0 1279,29' \
+        "$work/background.png"
+display -window root "$work/background.png" >/dev/null 2>&1 &
+pids+=($!)
+openbox --sm-disable >"$work/openbox.log" 2>&1 &
+pids+=($!)
+trayer --edge top --align right --widthtype request --height 30 --iconspacing 6 --margin 4 \
+       --transparent true --alpha 0 --tint 0x2d2d2d --SetDockType true --SetPartialStrut true \
+       >"$work/trayer.log" 2>&1 &
+pids+=($!)
+
+# ---- Siesta with two models loaded ----------------------------------------------------------
+config=$work/config
+mkdir -p "$config/recipes"
+fake=("$python" "$repo/tests/fake_backend.py" --port "{port}")
+toml_list() { local sep="" item; printf '['; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
+cat >"$config/recipes/tiny.toml" <<EOF
+# A small model for quick questions.
+backend = "command"
+command = $(toml_list "${fake[@]}")
+unload_timeout = "5m"
+EOF
+cat >"$config/recipes/qwen.toml" <<EOF
+# The big one: keep it a while once loaded.
+backend = "command"
+command = $(toml_list "${fake[@]}")
+unload_timeout = "15m"
+EOF
+cat >"$config/recipes/coder.toml" <<EOF
+# Loaded on demand; uses the global timeout.
+backend = "command"
+command = $(toml_list "${fake[@]}")
+EOF
+port=$("$python" - <<'PY'
+import socket
+for wanted in (8777, 0):  # Siesta's default port when it is free, as a user would see it
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", wanted))
+        except OSError:
+            continue
+        print(s.getsockname()[1])
+        break
+PY
+)
+# The port goes in settings.toml, as a user would set it (a --port flag would pin it, and
+# the dialog would show the field locked).
+printf 'port = %s\n' "$port" >"$config/settings.toml"
+
+cd "$repo"
+QT_QPA_PLATFORM=xcb "$python" -m app --config-dir "$config" >"$work/siesta.log" 2>&1 &
+siesta_pid=$!
+pids+=("$siesta_pid")
+
+api() {  # api METHOD PATH [JSON]: calls Siesta's API, prints the response body
+    "$python" - "$@" <<'PY'
+import json, sys, httpx, os
+method, path = sys.argv[1], sys.argv[2]
+body = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+resp = httpx.request(method, f"http://127.0.0.1:{os.environ['SIESTA_SHOT_PORT']}{path}", json=body, timeout=60)
+resp.raise_for_status()
+print(resp.text)
+PY
+}
+export SIESTA_SHOT_PORT=$port
+for _ in $(seq 200); do api GET /api/v1/health >/dev/null 2>&1 && break; sleep 0.05; done
+api GET /api/v1/health >/dev/null || { cat "$work/siesta.log" >&2; exit 1; }
+api POST /api/v1/load '{"model": "qwen"}' >/dev/null
+api POST /api/v1/load '{"model": "tiny"}' >/dev/null
+
+# ---- the tray menu ----------------------------------------------------------------------------
+tray_geometry() {  # prints "X Y WIDTH HEIGHT" of the trayer panel
+    local wid
+    wid=$(xdotool search --name '^panel$' 2>/dev/null | head -n 1) || return 1
+    [[ -n $wid ]] || return 1
+    xdotool getwindowgeometry --shell "$wid" | awk -F= '/^X=/{x=$2} /^Y=/{y=$2} /^WIDTH=/{w=$2} /^HEIGHT=/{h=$2} END{print x, y, w, h}'
+}
+for _ in $(seq 100); do  # until the icon is docked (the panel grows to hold it)
+    read -r tx ty tw th < <(tray_geometry || echo "0 0 0 0")
+    ((tw >= 20)) && break
+    sleep 0.05
+done
+((tw >= 20)) || { echo "screenshots.sh: the tray icon never appeared" >&2; cat "$work/siesta.log" >&2; exit 1; }
+icon_x=$((tx + tw - th / 2 - 4))
+icon_y=$((ty + th - 6))  # near the icon's lower edge: the menu opens at the pointer
+open_menu() {
+    xdotool mousemove "$icon_x" "$icon_y"
+    sleep 0.3
+    xdotool click 3
+    sleep 0.5
+}
+open_menu
+sleep 2.2   # let the countdowns tick twice, as a person watching would see them
+mkdir -p "$out"
+import -window root "$work/screen.png"
+# The panel and the menu hang from the top right corner; keep that part of the screen.
+convert "$work/screen.png" -crop 620x340+660+0 +repage "$out/tray-menu.png"
+
+# ---- the settings dialog, opened from the menu with the keyboard -----------------------------------
+xdotool key Escape
+sleep 0.3
+open_menu
+for _ in 1 2 3 4; do xdotool key Up; sleep 0.05; done   # Quit, Copy API URL, Open logs folder, Settings...
+xdotool key Return
+dialog=""
+for _ in $(seq 100); do  # (xdotool search can trip over the closing menu's window: retry)
+    dialog=$(xdotool search --onlyvisible --name '^Siesta Settings$' 2>/dev/null | head -n 1 || true)
+    [[ -n $dialog ]] && break
+    sleep 0.05
+done
+[[ -n $dialog ]] || { echo "screenshots.sh: the Settings dialog did not open" >&2; cat "$work/siesta.log" >&2; exit 1; }
+xdotool windowmove "$dialog" 60 60
+sleep 1.5
+# The frame the window manager drew is the dialog's parent window: take that, title bar and all.
+frame=$(xwininfo -id "$dialog" -children 2>/dev/null | awk '/Parent window id:/{print $4}')
+if [[ -n $frame && $frame != "$(xwininfo -root | awk '/Window id:/{print $4}')" ]]; then
+    import -window "$frame" "$out/settings.png"
+else
+    import -window "$dialog" "$out/settings.png"
+fi
+
+# ---- quit: every model unloaded, no child left ---------------------------------------------------------
+children=$(api GET /api/v1/models | "$python" -c 'import json, sys; print(" ".join(str(m["pid"]) for m in json.load(sys.stdin)["models"] if m["pid"]))')
+kill -TERM "$siesta_pid"
+wait "$siesta_pid" || { echo "screenshots.sh: siesta exited with $?" >&2; cat "$work/siesta.log" >&2; exit 1; }
+for pid in $children; do
+    if kill -0 "$pid" 2>/dev/null; then echo "screenshots.sh: model process $pid outlived Siesta" >&2; exit 1; fi
+done
+echo "wrote $out/tray-menu.png and $out/settings.png"

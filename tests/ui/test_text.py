@@ -1,0 +1,144 @@
+"""The words the GUI uses for a model, checked without Qt."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from app.ui import text
+
+NOW = 1_800_000_000.0
+GB = 1024 ** 3
+MB = 1024 ** 2
+
+
+def snap(name: str = "tiny", state: str = "ready", **extra: Any) -> dict[str, Any]:
+    base = {
+        "name": name, "state": state, "stale": False, "in_flight": 0, "waiting": 0,
+        "unload_timeout": 300.0, "timeout_source": "global", "idle_since": None, "unload_at": None,
+        "unloads_in": None, "loading_since": None, "pid": None, "memory": None, "error": None,
+        "exit_code": None, "crash_loop": False, "log_file": f"/logs/{name}.log", "backend": "command",
+        "group": None, "preload": False,
+    }
+    base.update(extra)
+    return base
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, ""), (0, "0 B"), (512, "512 B"), (2048, "2.0 KB"), (9.5 * MB, "9.5 MB"), (230 * MB, "230 MB"),
+    (1.2 * GB, "1.2 GB"), (5.1 * GB, "5.1 GB"), (40 * GB, "40.0 GB"),
+])
+def test_format_bytes(value: float | None, expected: str) -> None:
+    assert text.format_bytes(value) == expected
+
+
+def test_menu_label_idle_with_countdown_and_memory() -> None:
+    s = snap(memory=int(1.2 * GB), unload_at=NOW + 252)
+    assert text.menu_label(s, NOW) == "tiny (1.2 GB): idle, unloads in 4:12"
+
+
+def test_menu_label_countdown_rounds_up_like_a_clock() -> None:
+    assert text.status_text(snap(unload_at=NOW + 251.2), NOW) == "idle, unloads in 4:12"
+    assert text.status_text(snap(unload_at=NOW + 3723), NOW) == "idle, unloads in 1:02:03"
+    assert text.status_text(snap(unload_at=NOW - 1), NOW) == "idle, unloads in 0:00"
+
+
+def test_menu_label_busy_without_memory() -> None:
+    assert text.menu_label(snap("qwen", in_flight=2), NOW) == "qwen: busy (2 requests)"
+    assert text.menu_label(snap("qwen", in_flight=1), NOW) == "qwen: busy (1 request)"
+
+
+def test_loading_shows_seconds_so_far() -> None:
+    assert text.menu_label(snap("qwen", "loading", loading_since=NOW - 12.7), NOW) == "qwen: loading... 12 s"
+
+
+def test_kept_loaded_for_never() -> None:
+    s = snap(unload_timeout=None, timeout_source="recipe", memory=20 * MB)
+    assert text.menu_label(s, NOW) == "tiny (20 MB): kept loaded"
+
+
+def test_crash_names_the_exit_code() -> None:
+    s = snap(state="failed", error="crashed: exit 139", exit_code=139)
+    assert text.menu_label(s, NOW) == "tiny: crashed: exit 139"
+    loop = snap(state="failed", error="crashed: exit 139", exit_code=139, crash_loop=True)
+    assert text.status_text(loop, NOW) == "crashed: exit 139 (crash loop)"
+
+
+def test_a_signal_shows_as_the_shell_shows_it() -> None:
+    segfault = snap(state="failed", error="crashed: exit -11", exit_code=-11)
+    assert text.status_text(segfault, NOW) == "crashed: exit 139"
+    assert text.shell_exit_code(-9) == 137
+    assert text.shell_exit_code(3) == 3
+
+
+def test_load_failure_and_invalid_recipe() -> None:
+    assert text.status_text(snap(state="failed", error="load failed: boom", exit_code=1), NOW) == "load failed: exit 1"
+    assert text.status_text(snap(state="failed", error="load failed: timed out"), NOW) == "load failed"
+    bad = snap(state="failed", error="tiny.toml: not valid TOML", backend=None)
+    assert text.status_text(bad, NOW) == "invalid recipe"
+    assert not text.is_shown_in_menu(bad)
+
+
+def test_other_states() -> None:
+    assert text.status_text(snap(state="unloading"), NOW) == "unloading..."
+    assert text.status_text(snap(state="unloaded"), NOW) == "not loaded"
+    assert text.short_state(snap(unload_at=NOW + 10), NOW) == "idle"
+    assert text.short_state(snap(in_flight=3), NOW) == "busy (3 requests)"
+
+
+def test_which_models_the_menu_lists() -> None:
+    assert [text.is_shown_in_menu(snap(state=s)) for s in ("unloaded", "loading", "ready", "unloading", "failed")] \
+        == [False, True, True, True, True]
+
+
+def test_tooltip_names_models_memory_and_next_unload_time() -> None:
+    first = NOW + 600
+    later = NOW + 1200
+    models = [snap("qwen", memory=int(3.9 * GB), unload_at=later),
+              snap("tiny", memory=int(1.2 * GB), unload_at=first),
+              snap("other", state="unloaded")]
+    expected_time = time.strftime("%H:%M", time.localtime(first))
+    assert text.tooltip_text(models) == f"Siesta: 2 models loaded, 5.1 GB; tiny unloads at {expected_time}"
+
+
+def test_tooltip_other_cases() -> None:
+    assert text.tooltip_text([]) == "Siesta: no models loaded"
+    assert text.tooltip_text([snap(state="unloaded")]) == "Siesta: no models loaded"
+    busy = [snap("qwen", in_flight=2, memory=GB), snap("tiny", state="loading", loading_since=NOW)]
+    assert text.tooltip_text(busy) == "Siesta: 1 model loaded, 1.0 GB; qwen busy; tiny loading"
+    crashed = [snap(state="failed", error="crashed: exit 139", exit_code=139)]
+    assert text.tooltip_text(crashed) == "Siesta: no models loaded; tiny crashed: exit 139"
+
+
+def test_overall_state_for_the_icon() -> None:
+    assert text.overall_state([]) == text.ICON_EMPTY
+    assert text.overall_state([snap(state="unloaded")]) == text.ICON_EMPTY
+    assert text.overall_state([snap(unload_at=NOW + 5)]) == text.ICON_LOADED
+    assert text.overall_state([snap(), snap("b", in_flight=1)]) == text.ICON_BUSY
+    assert text.overall_state([snap(), snap("b", state="loading")]) == text.ICON_BUSY
+    crashed = snap("b", state="failed", error="crashed: exit 1")
+    assert text.overall_state([snap(in_flight=1), crashed]) == text.ICON_ERROR
+    # a recipe that does not parse is shown in the Load menu, not as a red icon
+    assert text.overall_state([snap(state="failed", backend=None)]) == text.ICON_EMPTY
+
+
+def test_timeout_choice_reads_the_recipe_not_the_effective_value() -> None:
+    assert text.timeout_choice(snap()) == (True, None)
+    assert text.timeout_choice(snap(recipe_unload_timeout=None, unload_timeout=None)) == (False, None)
+    assert text.timeout_choice(snap(recipe_unload_timeout=60.0, timeout_source="request", unload_timeout=5.0)) \
+        == (False, 60.0)
+
+
+def test_notifications() -> None:
+    idle_unload = {"reason": "idle", "model": snap(state="unloaded")}
+    became_idle = {"reason": "idle", "model": snap()}
+    crash = {"reason": "crashed", "model": snap(state="failed", error="crashed: exit 139", exit_code=139)}
+    assert text.notification_for(idle_unload, notify_idle=False, notify_crash=True) is None
+    assert text.notification_for(idle_unload, notify_idle=True, notify_crash=True) == (
+        "Model unloaded", "tiny was idle and has been unloaded.")
+    assert text.notification_for(became_idle, notify_idle=True, notify_crash=True) is None
+    assert text.notification_for(crash, notify_idle=False, notify_crash=True) == (
+        "tiny crashed", "crashed: exit 139. See its log for details.")
+    assert text.notification_for(crash, notify_idle=True, notify_crash=False) is None

@@ -1,0 +1,84 @@
+"""Helpers for the GUI tests: waiting on the running qasync loop, and a fake app shell."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from app.core.manager import ModelManager
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Waits, on the running qasync loop, until ``predicate()`` is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def next_event(manager: ModelManager, name: str, reason: str, timeout: float = 15.0) -> dict[str, Any]:
+    """Waits for the manager's next event ``reason`` about model ``name``."""
+    future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["model"]["name"] == name and event["reason"] == reason and not future.done():
+            future.set_result(event)
+
+    unsubscribe = manager.subscribe(on_event)
+    try:
+        return await asyncio.wait_for(future, timeout)
+    finally:
+        unsubscribe()
+
+
+class FakeShell:
+    """Stands in for SiestaApp where a test builds the tray or the window on its own."""
+
+    def __init__(self, has_tray: bool = True) -> None:
+        self.has_tray = has_tray
+        self.calls: list[str] = []
+
+    def show_settings(self) -> None:
+        self.calls.append("settings")
+
+    def show_models_window(self) -> None:
+        self.calls.append("window")
+
+    def request_quit(self) -> None:
+        self.calls.append("quit")
+
+
+async def watcher_ready(manager: ModelManager, timeout: float = 10.0) -> None:
+    """Waits until the manager's file watcher sees changes (it starts a moment after
+    ``manager.start()``, and an edit made before then is never reported): touches a probe
+    recipe until the manager lists it, then removes it again."""
+    probe = manager.paths.recipe_file("zz-watch-probe")
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while "zz-watch-probe" not in manager.models:
+        if time.monotonic() > deadline:
+            raise AssertionError("the recipe watcher never reported a change")
+        probe.write_text(f'# probe {attempt}\nbackend = "command"\ncommand = ["true", "{{port}}"]\n')
+        attempt += 1
+        for _ in range(15):
+            if "zz-watch-probe" in manager.models:
+                break
+            await asyncio.sleep(0.02)
+    probe.unlink()
+    await until(lambda: "zz-watch-probe" not in manager.models, timeout, "the probe to go")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process is still running (a zombie counts as gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
