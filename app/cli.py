@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "watchfiles", "gguf"):
+    for noisy in ("watchfiles", "gguf"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     paths = Paths.resolve(args.config_dir)
     try:
