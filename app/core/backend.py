@@ -144,6 +144,7 @@ class BackendProcess:
         self._reaper = reaper
         self.stopping = False
         self.base_url = f"http://127.0.0.1:{spec.port}"
+        self._output = asyncio.Event()  # set on each chunk of output: a moment worth probing health
         self._pump = asyncio.create_task(self._pump_output(), name=f"log-pump-{proc.pid}")
         self._exit = asyncio.create_task(self._wait_exit(), name=f"exit-watch-{proc.pid}")
         self._ps: psutil.Process | None = None
@@ -180,6 +181,7 @@ class BackendProcess:
         assert stream is not None
         while chunk := await stream.read(65536):
             self.log.write(chunk)
+            self._output.set()
 
     async def _wait_exit(self) -> int:
         code = await self._proc.wait()
@@ -219,8 +221,13 @@ class BackendProcess:
                     f"server did not become healthy at {self.spec.health_path} within {timeout:g} s",
                     self.log.tail_text(),
                 )
-            # Wake at once if the process exits; otherwise poll again shortly.
-            await asyncio.wait({self._exit}, timeout=HEALTH_POLL_INTERVAL)
+            # Probe again after the poll interval, or at once when the server prints
+            # something (it logs as it becomes ready) or exits.
+            self._output.clear()
+            output = asyncio.ensure_future(self._output.wait())
+            await asyncio.wait({self._exit, output}, timeout=HEALTH_POLL_INTERVAL,
+                               return_when=asyncio.FIRST_COMPLETED)
+            output.cancel()
 
     def _kill_group(self, sig: int) -> None:
         try:
