@@ -6,7 +6,6 @@ or edit the files directly when none is running. With no command, the tray app s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -158,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 # ---- serve ------------------------------------------------------------------------------
 
 def _serve(paths: Paths, settings: LoadedSettings) -> int:
+    import asyncio
+
     from app.api.server import PortInUse
 
     try:
@@ -169,8 +170,10 @@ def _serve(paths: Paths, settings: LoadedSettings) -> int:
         return 130
 
 
-async def serve(paths: Paths, settings: LoadedSettings, stop: asyncio.Event | None = None) -> int:
+async def serve(paths: Paths, settings: LoadedSettings, stop: "asyncio.Event | None" = None) -> int:
     """Runs the manager and the API until SIGINT/SIGTERM (or ``stop``); then unloads everything."""
+    import asyncio
+
     from app.api.server import ApiServer
     from app.core.manager import ModelManager
 

@@ -206,6 +206,7 @@ class BackendProcess:
         deadline = time.monotonic() + timeout
         probe_timeout = aiohttp.ClientTimeout(total=2.0)
         while True:
+            self._output.clear()  # before the probe: a line printed during it triggers the next one
             if self._exit.done():
                 code = self._exit.result()
                 raise BackendError(f"server exited with code {code} while loading", self.log.tail_text())
@@ -223,7 +224,6 @@ class BackendProcess:
                 )
             # Probe again after the poll interval, or at once when the server prints
             # something (it logs as it becomes ready) or exits.
-            self._output.clear()
             output = asyncio.ensure_future(self._output.wait())
             await asyncio.wait({self._exit, output}, timeout=HEALTH_POLL_INTERVAL,
                                return_when=asyncio.FIRST_COMPLETED)

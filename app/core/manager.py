@@ -20,6 +20,7 @@ import aiohttp
 
 from .backend import BackendProcess, BoundedLog, build_launch, find_llama_server, free_port
 from .clock import Clock
+from .config_watcher import ConfigWatcher
 from .durations import Timeout, format_duration
 from .model import ManagedModel, ModelState, ModelUnavailable, UnloadReason
 from .paths import Paths, engine_cache_dir
@@ -81,7 +82,6 @@ class ModelManager:
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher_task: asyncio.Task[None] | None = None
-        self._watcher_stop = asyncio.Event()
         self._memory_cache: dict[int, tuple[float, int | None]] = {}
         self.http: aiohttp.ClientSession = None  # type: ignore[assignment]  # created in start()
         self.started_at = time.time()
@@ -107,6 +107,8 @@ class ModelManager:
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
             auto_decompress=False,
+            # aiohttp's default cuts every request at 5 minutes; a long generation is normal here.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
         )
         if self._use_reaper:
             self._reaper = ProcessReaper()
@@ -123,7 +125,6 @@ class ModelManager:
         if self.closing:
             return
         self.closing = True
-        self._watcher_stop.set()
         for task in list(self._background) + ([self._watcher_task] if self._watcher_task else []):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -370,22 +371,17 @@ class ModelManager:
 
         self._spawn(unload_removed(), f"remove-{name}")
 
-    async def _watch_config(self) -> None:
-        from watchfiles import awatch
+    def _on_config_change(self, changed: set[Path]) -> None:
+        for path in sorted(changed):
+            if path.parent == self.paths.recipes_dir:
+                self._reload_recipe_file(path)
+            elif path == self.paths.settings_file:
+                self._reload_settings_file()
 
-        config_dir = self.paths.config_dir
-        recipes_dir = self.paths.recipes_dir
+    async def _watch_config(self) -> None:
+        watcher = ConfigWatcher([self.paths.config_dir, self.paths.recipes_dir], self._on_config_change)
         try:
-            async for changes in awatch(config_dir, stop_event=self._watcher_stop, debounce=150, step=50,
-                                        recursive=True, ignore_permission_denied=True):
-                for _change, raw_path in changes:
-                    path = Path(raw_path)
-                    if path.suffix != ".toml" or path.name.startswith("."):
-                        continue
-                    if path.parent == recipes_dir:
-                        self._reload_recipe_file(path)
-                    elif path == self.paths.settings_file:
-                        self._reload_settings_file()
+            await watcher.run()
         except asyncio.CancelledError:
             raise
         except Exception:
