@@ -1,0 +1,219 @@
+"""``python -m bench``: Siesta's benchmark suite, each figure beside its baseline in the same run.
+
+    python -m bench                 # full run (a few minutes); rewrites docs/performance.md
+    python -m bench --quick         # ~1 minute smoke run; writes bench/results/quick.md only
+    python -m bench --only latency,fake --no-doc
+
+Needs a llama-server binary (``--llama-server``, ``SIESTA_LLAMA_SERVER``, or the one
+``scripts/build-llama-server.sh`` cached) and the ``gguf`` package for the tiny model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+FIGURES = ["latency", "fake", "stream", "rps", "cold", "unload", "idle", "startup", "gui", "tray"]
+
+
+def _find_llama_server(given: str | None) -> Path | None:
+    if given:
+        return Path(given)
+    if os.environ.get("SIESTA_LLAMA_SERVER"):
+        return Path(os.environ["SIESTA_LLAMA_SERVER"])
+    from app.core.backend import find_llama_server
+    from app.core.paths import Paths, engine_cache_dir
+
+    return find_llama_server(None, Paths.resolve().data_dir, engine_cache_dir())
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
+
+
+def _versions(llama_server: Path) -> str:
+    import aiohttp
+
+    try:
+        out = subprocess.run([str(llama_server), "--version"], capture_output=True, text=True, timeout=10)
+        llama = next((l for l in (out.stdout + out.stderr).splitlines() if l.startswith("version")), "?")
+    except OSError:
+        llama = "?"
+    return f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, llama-server {llama.split(':', 1)[-1].strip()}"
+
+
+async def run(args: argparse.Namespace) -> int:
+    from app.demo_model import write_tiny_model
+
+    from . import figures as F
+    from . import report
+    from .util import PROCS, Router, Siesta, fake_recipe, llama_recipe, new_session
+
+    started = time.perf_counter()
+    if args.uvloop:
+        from . import util
+
+        util.USE_UVLOOP = True
+    only = set(args.only.split(",")) if args.only else set(FIGURES)
+    unknown = only - set(FIGURES)
+    if unknown:
+        print(f"unknown figure(s): {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}", file=sys.stderr)
+        return 2
+    llama_server = _find_llama_server(args.llama_server)
+    if llama_server is None or not llama_server.is_file():
+        print("no llama-server found: pass --llama-server PATH, set SIESTA_LLAMA_SERVER, or build one with "
+              "scripts/build-llama-server.sh", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="siesta-bench-"))
+    models_dir = work / "models"
+    model_file = write_tiny_model(models_dir / f"{F.MODEL}.gguf")
+    skipped: list[str] = []
+    main_figures_ran = False
+    errors: list[str] = []
+    print(f"siesta bench ({'quick' if args.quick else 'full'}): llama-server {llama_server}, work dir {work}",
+          flush=True)
+    session = new_session()
+    ctx = F.Ctx(session=session, work=work, llama_server=llama_server, model_file=model_file,
+                models_dir=models_dir, quick=args.quick)
+
+    async def step(name: str, coro_fn, *a) -> None:  # noqa: ANN001
+        if name not in only:
+            return
+        print(f"[{time.perf_counter() - started:5.0f} s] {name}", flush=True)
+        try:
+            await coro_fn(ctx, *a)
+        except Exception as exc:  # noqa: BLE001 - one broken figure must not lose the others
+            traceback.print_exc()
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    try:
+        main_figures = {"latency", "fake", "stream", "rps", "cold", "unload"} & only
+        main_figures_ran = bool(main_figures)
+        if main_figures:
+            recipes = {
+                F.MODEL: llama_recipe(model_file, F.LLAMA_ARGS),
+                "tiny1s": llama_recipe(model_file, F.LLAMA_ARGS, unload_timeout="1s"),
+                "fake": fake_recipe(),
+                "paced": fake_recipe(chunks=F.PACED_TOKENS, interval=F.PACED_INTERVAL),
+            }
+            siesta = Siesta(work / "siesta", recipes, llama_server=llama_server, global_unload_timeout="1h")
+            router = Router(work, llama_server, models_dir, F.LLAMA_ARGS)
+            try:
+                await siesta.start(session)
+                if {"latency", "cold"} & only:
+                    await router.start(session)
+                await step("latency", F.completion_latency, siesta, router)
+                if "fake" in only:
+                    await siesta.unload(session, F.MODEL)
+                await step("fake", F.fake_overhead, siesta)
+                await step("stream", F.streaming, siesta)
+                await step("rps", F.throughput, siesta)
+                await step("cold", F.cold_start, siesta, router)
+                if "unload" in only:
+                    await siesta.unload(session, F.MODEL)
+                await step("unload", F.unload_precision, siesta)
+            finally:
+                router.stop()
+                siesta.stop()
+        await step("idle", F.idle_cpu)
+        await step("startup", F.startup)
+        if F.tray_app_exists():
+            await step("gui", F.gui_loop_lag)
+            await step("tray", F.tray_memory)
+        else:
+            for name, what in (("gui", "GUI event-loop lag"), ("tray", "memory with the tray up")):
+                if name in only:
+                    skipped.append(f"{what}: app/ui/app.py (the tray app) does not exist yet")
+    finally:
+        await session.close()
+        PROCS.kill_all()
+
+    from .util import RETRIES
+
+    ctx.notes["retries"] = dict(RETRIES)
+    if main_figures_ran:
+        ctx.add(F.Row("reliability", "requests through Siesta answered 502 (stale upstream connection)",
+                      RETRIES["siesta-502"], "", target="0", ok=RETRIES["siesta-502"] == 0,
+                      note="retried once by the benchmark; see docs/performance.md"))
+    runtime = time.perf_counter() - started
+    print()
+    print(report.text_table(ctx.rows))
+    for item in skipped:
+        print(f"skipped: {item}")
+    for item in errors:
+        print(f"ERROR: {item}")
+    print(f"\nruntime {runtime:.0f} s")
+
+    results_dir = Path(__file__).resolve().parent / "results"
+    results_dir.mkdir(exist_ok=True)
+    kind = "quick" if args.quick else "full"
+    meta = {
+        "command": "python -m bench" + (" --quick" if args.quick else "") + (" --uvloop" if args.uvloop else "") + (f" --only {args.only}" if args.only else ""),
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "runtime": runtime, "machine": _machine(), "versions": _versions(llama_server), "skipped": skipped,
+        "errors": errors,
+    }
+    (results_dir / f"{kind}.json").write_text(json.dumps({
+        "meta": meta, "rows": [r.__dict__ | {"relation": r.relation} for r in ctx.rows],
+        "samples": ctx.samples, "notes": ctx.notes}, indent=1, default=str))
+    write_doc = args.doc is not None or not (args.quick or args.no_doc or args.only or args.uvloop)
+    doc = Path(args.doc) if args.doc else Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+    if args.no_doc:
+        write_doc = False
+    plot_path = (Path(__file__).resolve().parent / "plots" / "latency.svg") if write_doc else results_dir / f"{kind}-latency.svg"
+    plotted = report.plot(ctx.samples, plot_path)
+    plot_rel = os.path.relpath(plotted, doc.parent if write_doc else results_dir) if plotted else None
+    section = report.generated_section(ctx.rows, meta, plot_rel, ctx.notes)
+    if write_doc:
+        report.write_doc(doc, section, report.TEMPLATE.format(begin=report.BEGIN, end=report.END))
+        print(f"wrote {doc} and {plotted}")
+    else:
+        (results_dir / f"{kind}.md").write_text(section + "\n")
+        print(f"wrote {results_dir / f'{kind}.md'}" + (f" and {plotted}" if plotted else ""))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"kept {work}")
+    return 1 if errors else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="~1 minute smoke run (fewer repetitions, 20 s idle CPU)")
+    parser.add_argument("--only", help="comma-separated subset of: " + ", ".join(FIGURES))
+    parser.add_argument("--llama-server", help="llama-server binary (default: SIESTA_LLAMA_SERVER or the build cache)")
+    parser.add_argument("--doc", help="write the results into this Markdown file (default for a full run: "
+                                      "docs/performance.md)")
+    parser.add_argument("--no-doc", action="store_true", help="print the table only (and bench/results/)")
+    parser.add_argument("--uvloop", action="store_true",
+                        help="run `siesta serve` on uvloop (evaluates a proposal; needs `pip install uvloop`)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary work dir (logs of every process)")
+    args = parser.parse_args()
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

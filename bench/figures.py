@@ -1,0 +1,722 @@
+"""The measurements: each coroutine measures one figure of docs/performance.md beside its baseline.
+
+Conventions (shared FACTS.md 4): llama-server runs with ``-t 1``, one backend process at a
+time; direct and proxied requests alternate (the order flips every pair), through one aiohttp
+client with the same settings for both; figures are medians and p99 over many repetitions,
+and ratios are taken against a baseline measured in the same run, minutes apart at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from .util import (
+    PROCS, REPO, JSON_HEADERS, port_of, LlamaServer, Router, Siesta, chat_body, child_env, free_port,
+    llama_recipe, log_tail, median, ms, p50, p99, pct, process_gone, spawn, timed_post, timed_stream,
+    wait_http_ok,
+)
+
+LLAMA_ARGS = ["-t", "1", "--ctx-size", "4096", "-np", "8"]
+MODEL = "tiny"
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    figure: str
+    metric: str
+    value: float
+    unit: str
+    baseline_label: str = "-"
+    baseline: float | None = None
+    compare: str | None = None  # "ratio" (value / baseline) or "delta" (value - baseline)
+    target: str = "-"
+    ok: bool | None = None
+    note: str = ""
+
+    @property
+    def relation(self) -> float | None:
+        if self.baseline is None or self.compare is None:
+            return None
+        if self.compare == "ratio":
+            return self.value / self.baseline if self.baseline else math.nan
+        return self.value - self.baseline
+
+
+@dataclass
+class Ctx:
+    """What every figure needs: the client, the scale, and where things are."""
+
+    session: aiohttp.ClientSession
+    work: Path
+    llama_server: Path
+    model_file: Path
+    models_dir: Path
+    quick: bool
+    rows: list[Row] = field(default_factory=list)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def scale(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        return row
+
+    def log(self, message: str) -> None:
+        print(f"  {message}", flush=True)
+
+
+def _chat_url(base: str) -> str:
+    return base + "/v1/chat/completions"
+
+
+async def alternate(ctx: Ctx, n: int, a_url: str, b_url: str, body: bytes) -> tuple[list[float], list[float]]:
+    """``n`` requests to each of ``a_url`` and ``b_url``, alternating, the order flipping every pair."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(n):
+        if i % 2 == 0:
+            a.append(await timed_post(ctx.session, a_url, body))
+            b.append(await timed_post(ctx.session, b_url, body))
+        else:
+            b.append(await timed_post(ctx.session, b_url, body))
+            a.append(await timed_post(ctx.session, a_url, body))
+    return a, b
+
+
+async def _check_tokens(ctx: Ctx, url: str, body: bytes, expected: int) -> None:
+    async with ctx.session.post(url, data=body, headers=JSON_HEADERS) as resp:
+        data = json.loads(await resp.read())
+    got = data.get("usage", {}).get("completion_tokens")
+    if got != expected:
+        raise RuntimeError(f"{url}: expected {expected} completion tokens, got {got}: {str(data)[:300]}")
+
+
+# ---- 1. non-streaming completion latency, Siesta and llama.cpp's router ---------------------------
+
+
+async def completion_latency(ctx: Ctx, siesta: Siesta, router: Router) -> None:
+    """16-token completions: direct vs Siesta, then (its own backend) direct vs the router, in rounds."""
+    rounds = ctx.scale(3, 2)
+    n = ctx.scale(200, 75)
+    body = chat_body(MODEL, 16)
+    s_direct: list[float] = []
+    s_proxy: list[float] = []
+    r_direct: list[float] = []
+    r_proxy: list[float] = []
+    for r in range(rounds):
+        direct = await siesta.backend_url(ctx.session, MODEL)
+        proxied = _chat_url(siesta.url)
+        await _check_tokens(ctx, proxied, body, 16)
+        await alternate(ctx, 20, _chat_url(direct), proxied, body)  # warm-up
+        d, p = await alternate(ctx, n, _chat_url(direct), proxied, body)
+        s_direct += d
+        s_proxy += p
+        await siesta.unload(ctx.session, MODEL)
+
+        routed = _chat_url(router.url)
+        await _check_tokens(ctx, routed, body, 16)  # loads the router's child
+        direct = await router.child_url(ctx.session, MODEL)
+        await alternate(ctx, 20, _chat_url(direct), routed, body)
+        d, p = await alternate(ctx, n, _chat_url(direct), routed, body)
+        r_direct += d
+        r_proxy += p
+        await router.unload(ctx.session, MODEL)
+        ctx.log(f"round {r + 1}/{rounds}: Siesta p50 {ms(p50(p)):.2f} ms / direct {ms(p50(d)):.2f} ms")
+    ctx.samples.update(llama_direct=s_direct, llama_siesta=s_proxy, router_direct=r_direct, router=r_proxy)
+    fig = "16-token completion latency"
+    for label, q, limit in (("p50", 50, 1.15), ("p99", 99, 1.5)):
+        base, val = ms(pct(s_direct, q)), ms(pct(s_proxy, q))
+        ctx.add(Row(fig, f"{label}, through Siesta", val, "ms", "direct to llama-server", base, "ratio",
+                    f"<= {limit}x", val / base <= limit))
+    for label, q in (("p50", 50), ("p99", 99)):
+        base, val = ms(pct(r_direct, q)), ms(pct(r_proxy, q))
+        ctx.add(Row(fig, f"{label}, through llama.cpp router", val, "ms", "direct to the router's child",
+                    base, "ratio", "(reference)"))
+    for label, q in (("p50", 50), ("p99", 99)):
+        siesta_added = ms(pct(s_proxy, q) - pct(s_direct, q))
+        router_added = ms(pct(r_proxy, q) - pct(r_direct, q))
+        ok = siesta_added <= router_added
+        ctx.add(Row(fig, f"{label} added: Siesta vs router", siesta_added, "ms", "router's added latency",
+                    router_added, "delta", "Siesta <= router", ok,
+                    note="added = proxied minus direct, each against its own backend"))
+
+
+# ---- 2. added latency over a zero-work backend; client libraries --------------------------------
+
+
+async def fake_overhead(ctx: Ctx, siesta: Siesta) -> None:
+    n = ctx.scale(2000, 500)
+    body = chat_body("fake", 1)
+    direct = _chat_url(await siesta.backend_url(ctx.session, "fake"))
+    proxied = _chat_url(siesta.url)
+    await alternate(ctx, 100, direct, proxied, body)
+    d, p = await alternate(ctx, n, direct, proxied, body)
+    ctx.samples.update(fake_direct=d, fake_siesta=p)
+    fig = "added latency, zero-work backend"
+    ctx.add(Row(fig, "p50 through Siesta", ms(p50(p)), "ms", "direct to the fake", ms(p50(d)), "delta",
+                "<= +1.0 ms", ms(p50(p) - p50(d)) <= 1.0))
+    ctx.add(Row(fig, "p99 through Siesta", ms(p99(p)), "ms", "direct to the fake", ms(p99(d)), "delta"))
+    ctx.log(f"fake: direct p50 {ms(p50(d)):.3f} ms, Siesta {ms(p50(p)):.3f} ms")
+    await client_libraries(ctx, direct, proxied, body)
+    await siesta.unload(ctx.session, "fake")
+
+
+async def client_libraries(ctx: Ctx, direct: str, proxied: str, body: bytes) -> None:
+    """aiohttp vs httpx as the client, sequential requests to the zero-work fake (FACTS.md 4)."""
+    try:
+        import httpx
+    except ImportError:
+        return
+    n = ctx.scale(600, 200)
+    fig = "client library (zero-work fake, sequential)"
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def hx(url: str) -> float:
+            t0 = time.perf_counter()
+            resp = await client.post(url, content=body, headers=JSON_HEADERS)
+            resp.read()
+            resp.raise_for_status()
+            return time.perf_counter() - t0
+
+        for _ in range(50):
+            await hx(direct)
+            await hx(proxied)
+        results: dict[str, list[float]] = {"aiohttp direct": [], "httpx direct": [], "aiohttp via Siesta": [],
+                                           "httpx via Siesta": []}
+        for i in range(n):
+            results["aiohttp direct"].append(await timed_post(ctx.session, direct, body))
+            results["httpx direct"].append(await hx(direct))
+            results["aiohttp via Siesta"].append(await timed_post(ctx.session, proxied, body))
+            results["httpx via Siesta"].append(await hx(proxied))
+    base = ms(p50(results["aiohttp direct"]))
+    for name in ("httpx direct", "aiohttp via Siesta", "httpx via Siesta"):
+        ctx.add(Row(fig, f"p50, {name}", ms(p50(results[name])), "ms", "aiohttp direct", base, "delta",
+                    "(reference)"))
+
+
+# ---- 3. streaming ---------------------------------------------------------------------------------
+
+
+STREAM_TOKENS = 200
+
+
+async def streaming(ctx: Ctx, siesta: Siesta) -> None:
+    await _llama_streaming(ctx, siesta)
+    await siesta.unload(ctx.session, MODEL)
+    await paced_streaming(ctx, siesta)
+
+
+async def _llama_streaming(ctx: Ctx, siesta: Siesta) -> None:
+    body = chat_body(MODEL, STREAM_TOKENS, stream=True)
+    direct = _chat_url(await siesta.backend_url(ctx.session, MODEL))
+    proxied = _chat_url(siesta.url)
+    for concurrency, rounds in ((1, ctx.scale(40, 12)), (8, ctx.scale(16, 5))):
+        got: dict[str, list[dict[str, float]]] = {"direct": [], "siesta": []}
+        proc = psutil.Process(siesta.pid)
+        siesta_cpu = 0.0
+        for warm in range(2):
+            for url in (direct, proxied):
+                await asyncio.gather(*(timed_stream(ctx.session, url, body) for _ in range(concurrency)))
+        for r in range(rounds):
+            order = [("direct", direct), ("siesta", proxied)]
+            if r % 2:
+                order.reverse()
+            for name, url in order:
+                c0 = proc.cpu_times()
+                got[name] += await asyncio.gather(*(timed_stream(ctx.session, url, body)
+                                                    for _ in range(concurrency)))
+                c1 = proc.cpu_times()
+                if name == "siesta":
+                    siesta_cpu += (c1.user - c0.user) + (c1.system - c0.system)
+        for name in got:
+            bad = [s for s in got[name] if s["tokens"] != STREAM_TOKENS]
+            if bad:
+                raise RuntimeError(f"{name}: streams with {bad[0]['tokens']} tokens, expected {STREAM_TOKENS}")
+        fig = f"streaming, {concurrency} concurrent stream{'s' if concurrency > 1 else ''}"
+        d_tps = median(s["tps"] for s in got["direct"])
+        s_tps = median(s["tps"] for s in got["siesta"])
+        ctx.add(Row(fig, "tokens/s per stream (median)", s_tps, "tok/s", "direct", d_tps, "ratio", ">= 0.95x",
+                    s_tps / d_tps >= 0.95))
+        d_ttfc = ms(p50(s["ttfc"] for s in got["direct"]))
+        s_ttfc = ms(p50(s["ttfc"] for s in got["siesta"]))
+        ctx.add(Row(fig, "time to first chunk p50", s_ttfc, "ms", "direct", d_ttfc, "delta", "<= +1 ms",
+                    s_ttfc - d_ttfc <= 1.0))
+        tokens = sum(x["tokens"] for x in got["siesta"])
+        per_token = siesta_cpu / tokens if tokens else math.nan
+        ctx.add(Row(fig, "Siesta CPU per streamed token", per_token * 1e6, "us", target="(attribution)",
+                    note=f"{100 * per_token * s_tps * concurrency:.0f}% of a core at the measured rate"))
+        ctx.log(f"{concurrency} streams: {s_tps:.0f} vs {d_tps:.0f} tok/s; first chunk {s_ttfc:.2f} vs {d_ttfc:.2f} ms; "
+                f"Siesta CPU {per_token * 1e6:.0f} us/token")
+
+
+PACED_TOKENS, PACED_INTERVAL = 100, 0.02  # 50 tokens/s per stream, a realistic local-model rate
+
+
+async def paced_streaming(ctx: Ctx, siesta: Siesta, name: str = "paced", concurrency: int = 8) -> None:
+    """8 streams from a backend that emits 50 tokens/s each: the proxy's cost at a realistic rate."""
+    body = chat_body(name, PACED_TOKENS, stream=True)
+    direct = _chat_url(await siesta.backend_url(ctx.session, name))
+    proxied = _chat_url(siesta.url)
+    got: dict[str, list[dict[str, float]]] = {"direct": [], "siesta": []}
+    rounds = ctx.scale(3, 1)
+    for r in range(rounds):
+        order = [("direct", direct), ("siesta", proxied)]
+        if r % 2:
+            order.reverse()
+        for key, url in order:
+            got[key] += await asyncio.gather(*(timed_stream(ctx.session, url, body) for _ in range(concurrency)))
+    await siesta.unload(ctx.session, name)
+    fig = f"streaming at 50 tokens/s per stream, {concurrency} streams (paced fake)"
+    d_tps = median(x["tps"] for x in got["direct"])
+    s_tps = median(x["tps"] for x in got["siesta"])
+    ctx.add(Row(fig, "tokens/s per stream (median)", s_tps, "tok/s", "direct", d_tps, "ratio", ">= 0.95x",
+                s_tps / d_tps >= 0.95))
+    d_ttfc, s_ttfc = ms(p50(x["ttfc"] for x in got["direct"])), ms(p50(x["ttfc"] for x in got["siesta"]))
+    ctx.add(Row(fig, "time to first chunk p50", s_ttfc, "ms", "direct", d_ttfc, "delta", "<= +1 ms",
+                s_ttfc - d_ttfc <= 1.0))
+    ctx.log(f"paced: {s_tps:.1f} vs {d_tps:.1f} tok/s; first chunk {s_ttfc:.2f} vs {d_ttfc:.2f} ms")
+
+
+# ---- 4. requests/s -----------------------------------------------------------------------------
+
+
+async def throughput(ctx: Ctx, siesta: Siesta, clients: int = 16) -> None:
+    body = chat_body(MODEL, 1)
+    direct = _chat_url(await siesta.backend_url(ctx.session, MODEL))
+    proxied = _chat_url(siesta.url)
+    duration = ctx.scale(4.0, 1.0)
+    rounds = ctx.scale(3, 2)
+
+    async def run(url: str, seconds: float) -> tuple[int, float, list[float]]:
+        latencies: list[float] = []
+        t0 = time.perf_counter()
+        stop = t0 + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < stop:
+                latencies.append(await timed_post(ctx.session, url, body))
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return len(latencies), time.perf_counter() - t0, latencies
+
+    await run(direct, 0.5)
+    await run(proxied, 0.5)
+    totals = {"direct": [0, 0.0], "siesta": [0, 0.0]}
+    for r in range(rounds):
+        order = [("direct", direct), ("siesta", proxied)]
+        if r % 2:
+            order.reverse()
+        for name, url in order:
+            count, elapsed, _ = await run(url, duration)
+            totals[name][0] += count
+            totals[name][1] += elapsed
+    d_rps = totals["direct"][0] / totals["direct"][1]
+    s_rps = totals["siesta"][0] / totals["siesta"][1]
+    ctx.add(Row(f"throughput, {clients} clients, 1-token completions", "requests/s through Siesta", s_rps, "req/s",
+                "direct", d_rps, "ratio", ">= 0.6x", s_rps / d_rps >= 0.6))
+    ctx.log(f"throughput: {s_rps:.0f} vs {d_rps:.0f} req/s")
+
+
+# ---- 5. cold start ---------------------------------------------------------------------------------
+
+
+async def cold_start(ctx: Ctx, siesta: Siesta, router: Router) -> None:
+    """Request to first token for an unloaded model: Siesta, by hand (poll /health every 10 ms), router."""
+    reps = ctx.scale(20, 6)
+    body = chat_body(MODEL, 16, stream=True)
+    results: dict[str, list[float]] = {"siesta": [], "hand": [], "router": [], "hand_output": []}
+
+    async def via_siesta() -> float:
+        await siesta.unload(ctx.session, MODEL)
+        return (await timed_stream(ctx.session, _chat_url(siesta.url), body))["ttft"]
+
+    async def by_hand() -> float:
+        server = LlamaServer(ctx.work, ctx.llama_server, ctx.model_file, LLAMA_ARGS)
+        try:
+            t0 = time.perf_counter()
+            server.start()
+            await wait_http_ok(ctx.session, server.url + "/health", 30, proc=server.proc, interval=0.010,
+                               log=server.log)
+            result = await timed_stream(ctx.session, _chat_url(server.url), body)
+            return result["ttft"] + (time.perf_counter() - t0 - result["total"])
+        finally:
+            server.stop()
+
+    async def by_hand_on_output() -> float:
+        """By hand, but probing /health as soon as the server prints a line (and every 10 ms): what
+        Siesta would get by waking its health probe on its backend's output (docs/performance.md)."""
+        server = LlamaServer(ctx.work, ctx.llama_server, ctx.model_file, LLAMA_ARGS)
+        t0 = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(*server.argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                                                    start_new_session=True)
+        printed = asyncio.Event()
+
+        async def pump() -> None:
+            assert proc.stdout is not None
+            while await proc.stdout.read(65536):
+                printed.set()
+
+        pumping = asyncio.create_task(pump())
+        probe = aiohttp.ClientTimeout(total=2.0)
+        try:
+            while True:
+                try:
+                    async with ctx.session.get(server.url + "/health", timeout=probe) as resp:
+                        await resp.read()
+                        if resp.status == 200:
+                            break
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    pass
+                if proc.returncode is not None:
+                    raise RuntimeError("llama-server exited while loading")
+                printed.clear()
+                try:
+                    await asyncio.wait_for(printed.wait(), 0.010)
+                except asyncio.TimeoutError:
+                    pass
+            result = await timed_stream(ctx.session, _chat_url(server.url), body)
+            return result["ttft"] + (time.perf_counter() - t0 - result["total"])
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except asyncio.TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            pumping.cancel()
+
+    async def via_router() -> float:
+        await router.unload(ctx.session, MODEL)
+        return (await timed_stream(ctx.session, _chat_url(router.url), body))["ttft"]
+
+    runners = [("siesta", via_siesta), ("hand", by_hand), ("router", via_router), ("hand_output", by_hand_on_output)]
+    # make sure each starts from "unloaded" and has run once (page cache, first-use costs)
+    await via_siesta()
+    await siesta.unload(ctx.session, MODEL)
+    await by_hand()
+    await via_router()
+    await router.unload(ctx.session, MODEL)
+    await by_hand_on_output()
+    for i in range(reps):
+        order = runners[i % len(runners):] + runners[:i % len(runners)]
+        for name, fn in order:
+            results[name].append(await fn())
+        await siesta.unload(ctx.session, MODEL)
+        await router.unload(ctx.session, MODEL)
+    ctx.samples.update(cold_siesta=results["siesta"], cold_hand=results["hand"], cold_router=results["router"],
+                       cold_hand_output=results["hand_output"])
+    fig = "cold start, request to first token"
+    hand50, sie50, rou50 = (ms(p50(results[k])) for k in ("hand", "siesta", "router"))
+    ctx.add(Row(fig, "p50, Siesta", sie50, "ms", "by hand, health polled every 10 ms", hand50, "delta",
+                "<= +10 ms", sie50 - hand50 <= 10.0))
+    ctx.add(Row(fig, "p50, llama.cpp router", rou50, "ms", "by hand, health polled every 10 ms", hand50, "delta",
+                "(reference)"))
+    ctx.add(Row(fig, "p50, Siesta vs router", sie50, "ms", "router", rou50, "delta", "Siesta <= router",
+                sie50 <= rou50))
+    out50 = ms(p50(results["hand_output"]))
+    ctx.add(Row(fig, "p50, by hand, probing on output (the proposal)", out50, "ms", "router", rou50, "delta",
+                "(reference)", note="health probed when the server prints a line, else every 10 ms"))
+    worst = {k: ms(max(v)) for k, v in results.items()}
+    ctx.add(Row(fig, f"worst of {reps}, Siesta vs router", worst["siesta"], "ms", "router", worst["router"],
+                "delta", "(reference)", note=f"by hand: worst {worst['hand']:.1f} ms"))
+    ctx.log(f"cold start p50: Siesta {sie50:.1f}, by hand {hand50:.1f}, router {rou50:.1f}, "
+            f"by hand probing on output {out50:.1f} ms")
+
+
+# ---- 6. unload precision ------------------------------------------------------------------------
+
+
+async def unload_precision(ctx: Ctx, siesta: Siesta, name: str = "tiny1s") -> None:
+    reps = ctx.scale(10, 4)
+    body = chat_body(name, 4)
+    lags: list[float] = []
+    for _ in range(reps):
+        await timed_post(ctx.session, _chat_url(siesta.url), body)
+        model = (await siesta.models(ctx.session))[name]
+        while model["unload_at"] is None:
+            await asyncio.sleep(0.005)
+            model = (await siesta.models(ctx.session))[name]
+        unload_at, pid = model["unload_at"], model["pid"]
+        deadline = time.time() + 30
+        while not process_gone(pid):
+            if time.time() > deadline:
+                raise RuntimeError(f"{name} (pid {pid}) still running 30 s after its unload_at")
+            await asyncio.sleep(0.005)
+        lags.append(time.time() - unload_at)
+    ctx.samples["unload_lag"] = lags
+    fig = "unload precision (1 s timeout, graceful backend)"
+    ctx.add(Row(fig, "deadline to process exit, p50", ms(p50(lags)), "ms", target="(reference)"))
+    ctx.add(Row(fig, f"deadline to process exit, worst of {reps}", ms(max(lags)), "ms", target="<= 250 ms",
+                ok=max(lags) <= 0.25, note="polled every 5 ms"))
+    ctx.log(f"unload lag: p50 {ms(p50(lags)):.1f} ms, worst {ms(max(lags)):.1f} ms")
+
+
+# ---- 7. idle CPU ----------------------------------------------------------------------------------
+
+
+def _thread_switches(pid: int) -> dict[str, int]:
+    """Context switches per thread name (each wake-up of a sleeping thread is one voluntary switch)."""
+    out: dict[str, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:
+            continue
+        count = sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+        key = f"{name} ({'main' if tid == str(pid) else 'thread'})"
+        out[key] = out.get(key, 0) + count
+    return out
+
+
+async def idle_cpu(ctx: Ctx, models: int = 5) -> None:
+    seconds = ctx.scale(60.0, 20.0)
+    recipes = {f"idle{i}": llama_recipe(ctx.model_file, LLAMA_ARGS) for i in range(models)}
+    siesta = Siesta(ctx.work / "idle", recipes, llama_server=ctx.llama_server, global_unload_timeout="1h")
+    try:
+        await siesta.start(ctx.session)
+        for name in recipes:
+            await siesta.load(ctx.session, name)
+        await asyncio.sleep(2.0)
+        snap = await siesta.models(ctx.session)
+        counting = [n for n, m in snap.items() if m["unload_at"] is not None]
+        if len(counting) != models:
+            raise RuntimeError(f"expected {models} models counting down, got {counting}")
+        proc = psutil.Process(siesta.pid)
+        switches0 = _thread_switches(siesta.pid)
+        c0 = proc.cpu_times()
+        t0 = time.perf_counter()
+        await asyncio.sleep(seconds)
+        c1 = proc.cpu_times()
+        elapsed = time.perf_counter() - t0
+        switches1 = _thread_switches(siesta.pid)
+        used = (c1.user - c0.user) + (c1.system - c0.system)
+        percent = 100.0 * used / elapsed
+        wakeups = {k: (switches1.get(k, 0) - v) / elapsed for k, v in switches0.items()}
+        ctx.notes["idle_wakeups"] = wakeups
+        ctx.add(Row(f"idle CPU, {models} models loaded counting down", f"Siesta process over {seconds:.0f} s", percent,
+                    "% of a core", target="< 0.1%", ok=percent < 0.1,
+                    note="children excluded; wake-ups/s " + ", ".join(f"{k}: {v:.1f}" for k, v in wakeups.items())))
+        ctx.log(f"idle CPU {percent:.3f}% ({used * 1000:.0f} ms CPU in {elapsed:.0f} s); wake-ups/s {wakeups}")
+    finally:
+        siesta.stop()
+
+
+# ---- 8. start-up with many recipes; `siesta ps` -------------------------------------------------------
+
+
+async def startup(ctx: Ctx, recipes: int = 1000) -> None:
+    reps = ctx.scale(3, 1)
+    ps_reps = ctx.scale(7, 3)
+    home = ctx.work / "startup"
+    texts = {f"m{i:04d}": llama_recipe(ctx.model_file, LLAMA_ARGS) for i in range(recipes)}
+    times: list[float] = []
+    siesta: Siesta | None = None
+    try:
+        for r in range(reps):
+            siesta = Siesta(home, texts if r == 0 else {}, llama_server=ctx.llama_server)
+            times.append(await siesta.start(ctx.session))
+            count = len(await siesta.models(ctx.session))
+            if count != recipes:
+                raise RuntimeError(f"Siesta lists {count} models, expected {recipes}")
+            if r < reps - 1:
+                siesta.stop()
+        assert siesta is not None
+        # `siesta ps` against the running instance (1,000 models)
+        ps_argv = [sys.executable, "-m", "app", "--config-dir", str(siesta.config_dir), "--port", str(siesta.port), "ps"]
+        ps_times = _wall_times(ps_argv, siesta.env, ps_reps)
+        floor = _wall_times([sys.executable, "-c", "pass"], siesta.env, ps_reps)
+        ctx.add(Row(f"start-up with {recipes} recipe files", "launch to /api/v1/health answering", ms(median(times)),
+                    "ms", target="<= 1000 ms", ok=median(times) <= 1.0, note=f"median of {reps}"))
+        ctx.add(Row(f"start-up with {recipes} recipe files", f"`python -m app ps` wall time ({recipes} models)",
+                    ms(median(ps_times)), "ms", "`python -c pass`", ms(median(floor)), "delta", "<= 300 ms",
+                    median(ps_times) <= 0.3, note=f"median of {ps_reps}"))
+        script = Path(sys.executable).parent / "siesta"
+        if script.exists():
+            st = _wall_times([str(script), "--config-dir", str(siesta.config_dir), "--port", str(siesta.port), "ps"],
+                             siesta.env, ps_reps)
+            ctx.add(Row(f"start-up with {recipes} recipe files", "`siesta ps` (console script) wall time",
+                        ms(median(st)), "ms", target="<= 300 ms", ok=median(st) <= 0.3))
+        ctx.notes["ps_import"] = _import_profile(siesta.env)
+        ctx.log(f"start-up {ms(median(times)):.0f} ms; ps {ms(median(ps_times)):.0f} ms (python floor {ms(median(floor)):.0f})")
+    finally:
+        if siesta is not None:
+            siesta.stop()
+
+
+def _wall_times(argv: list[str], env: dict[str, str], reps: int) -> list[float]:
+    out = []
+    subprocess.run(argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        done = subprocess.run(argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        out.append(time.perf_counter() - t0)
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv} exited {done.returncode}: {done.stderr.decode()[-500:]}")
+    return out
+
+
+def _import_profile(env: dict[str, str]) -> list[tuple[str, float]]:
+    """The slowest top-level imports of the CLI (``-X importtime``), cumulative ms."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import app.cli"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    rows = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line.split("|")
+        try:
+            cumulative = int(parts[1].strip())
+        except ValueError:
+            continue
+        name = parts[2].rstrip()
+        depth = (len(name) - len(name.lstrip())) // 2
+        if depth <= 1:
+            rows.append((name.strip(), cumulative / 1000.0))
+    rows.sort(key=lambda r: -r[1])
+    return rows[:8]
+
+
+# ---- 9. the tray app: GUI loop lag and memory (only when app/ui/app.py exists) --------------------------
+
+
+def tray_app_exists() -> bool:
+    return (REPO / "app" / "ui" / "app.py").exists()
+
+
+async def _loop_lag(ctx: Ctx, mode: str, streams: int, seconds: float, *, direct: bool = False) -> list[float]:
+    """Loop lag of a probe process in ``mode`` while ``streams`` streams run through it (or, with
+    ``direct``, straight to its backend: the process then only ticks, which gives the floor)."""
+    home = ctx.work / f"lag-{mode}"
+    config = home / "config"
+    (config / "recipes").mkdir(parents=True, exist_ok=True)
+    (config / "recipes" / f"{MODEL}.toml").write_text(llama_recipe(ctx.model_file, LLAMA_ARGS))
+    port, control_port = free_port(), free_port()
+    log = home / "probe.log"
+    env = child_env(home, {"QT_QPA_PLATFORM": "offscreen"})
+    proc = spawn([sys.executable, "-m", "bench.gui_probe", "--mode", mode, "--config-dir", str(config),
+                  "--port", str(port), "--control-port", str(control_port), "--llama-server", str(ctx.llama_server)],
+                 log=log, env=env)
+    url = f"http://127.0.0.1:{port}"
+    control = f"http://127.0.0.1:{control_port}"
+    try:
+        await wait_http_ok(ctx.session, url + "/api/v1/health", 60, proc=proc, log=log)
+        async with ctx.session.post(url + "/api/v1/load", json={"model": MODEL}) as resp:
+            loaded = await resp.json()
+        PROCS.note_descendants(proc)
+        body = chat_body(MODEL, STREAM_TOKENS, stream=True)
+        key = mode + ("-direct" if direct else "")
+        if direct:
+            url = f"http://127.0.0.1:{port_of(loaded['pid'])}"
+        deadline = time.perf_counter() + 30
+        while True:  # the probe starts once the app is up
+            try:
+                async with ctx.session.post(control + "/probe/reset") as resp:
+                    await resp.read()
+                    break
+            except aiohttp.ClientConnectionError:
+                if time.perf_counter() > deadline:
+                    raise RuntimeError("the loop-lag probe did not start\n" + log_tail(log))
+                await asyncio.sleep(0.05)
+        await asyncio.gather(*(timed_stream(ctx.session, _chat_url(url), body) for _ in range(streams)))
+        async with ctx.session.post(control + "/probe/reset") as resp:
+            await resp.read()
+        ps = psutil.Process(proc.pid)
+        c0, t0 = ps.cpu_times(), time.perf_counter()
+        results = []
+        stop = time.perf_counter() + seconds
+        while time.perf_counter() < stop:
+            results += await asyncio.gather(*(timed_stream(ctx.session, _chat_url(url), body) for _ in range(streams)))
+        c1, t1 = ps.cpu_times(), time.perf_counter()
+        async with ctx.session.post(control + "/probe/dump") as resp:
+            dumped = await resp.json()
+        lateness = dumped["lateness"]
+        cpu = 100 * ((c1.user - c0.user) + (c1.system - c0.system)) / (t1 - t0)
+        tps = median(r["tps"] for r in results if not math.isnan(r["tps"]))
+        # For each late tick, how much of the gap the loop's thread spent waiting on a run queue
+        # (runnable, but the CPUs were busy with other processes) and how much running (its own
+        # work: callbacks, Qt, GC); "own lag" = lateness less the run-queue wait.
+        late = [(l, b, w) for l, b, w in zip(lateness, dumped["busy"], dumped["waited"]) if l > 0.005]
+        busy_share = median(min(1.0, b / (l + 0.010)) for l, b, w in late) if late else 0.0
+        wait_share = median(min(1.0, w / (l + 0.010)) for l, b, w in late) if late else 0.0
+        own = [max(0.0, l - w) for l, w in zip(lateness, dumped["waited"])]
+        gc_max = max(dumped["gc"], default=0.0)
+        info = {"cpu_percent": cpu, "tokens_per_s_per_stream": tps, "late_ticks_over_5ms": len(late),
+                "busy_share_of_late_ticks": busy_share, "runqueue_share_of_late_ticks": wait_share,
+                "own_lag_p99_ms": ms(p99(own)), "gc_collections": len(dumped["gc"]), "gc_max_ms": ms(gc_max),
+                "gc_total_ms": ms(sum(dumped["gc"]))}
+        ctx.notes.setdefault("loop_lag", {})[key] = info
+        ctx.log(f"{key}: Siesta CPU {cpu:.0f}% of a core while streaming, {tps:.0f} tok/s per stream; "
+                f"{len(late)} ticks >5 ms late, in those gaps the loop thread ran {100 * busy_share:.0f}% and "
+                f"waited for a CPU {100 * wait_share:.0f}%; own lag p99 {ms(p99(own)):.2f} ms; "
+                f"GC {len(dumped['gc'])}x, max {ms(gc_max):.1f} ms")
+        return lateness
+    finally:
+        PROCS.stop(proc)
+
+
+async def gui_loop_lag(ctx: Ctx, streams: int = 8) -> None:
+    """Lateness of a 10 ms repeating callback on the tray app's loop while 8 streams run through it;
+    the same on a bare qasync loop and on plain asyncio (``siesta serve``) as references."""
+    seconds = ctx.scale(10.0, 2.5)
+    fig = f"event-loop lag, {streams} streams running"
+    floor: float | None = None
+    for mode, direct, label, target in (
+            ("tray", True, "tray app idle, the streams going straight to its backend", "(floor)"),
+            ("tray", False, "tray app (qasync, offscreen), the streams through it", "<= 20 ms"),
+            ("qasync", False, "manager + API on bare qasync", "(reference)"),
+            ("asyncio", False, "manager + API on asyncio (`siesta serve`)", "(reference)")):
+        key = mode + ("-direct" if direct else "")
+        lateness = await _loop_lag(ctx, mode, streams, seconds, direct=direct)
+        ctx.samples[f"lag_{key}"] = lateness
+        value = ms(p99(lateness))
+        info = ctx.notes["loop_lag"][key]
+        if direct:
+            floor = value
+        ctx.add(Row(fig, f"10 ms timer lateness p99, {label}", value, "ms",
+                    "floor" if floor is not None and not direct else "-", floor if not direct else None,
+                    "delta" if floor is not None and not direct else None, target=target,
+                    ok=(value <= 20.0) if key == "tray" else None,
+                    note=f"p50 {ms(p50(lateness)):.2f} ms, max {ms(max(lateness)):.1f} ms, {len(lateness)} ticks; "
+                         f"{100 * info['runqueue_share_of_late_ticks']:.0f}% of late gaps spent waiting for a CPU; "
+                         f"lateness less run-queue wait p99 {info['own_lag_p99_ms']:.2f} ms"))
+        ctx.add(Row(fig, f"lateness less run-queue wait p99, {label}", info["own_lag_p99_ms"], "ms",
+                    target="(attribution)"))
+        ctx.log(f"loop lag ({key}): p50 {ms(p50(lateness)):.2f} ms, p99 {value:.2f} ms, max {ms(max(lateness)):.1f} ms")
+
+
+async def tray_memory(ctx: Ctx) -> None:
+    home = ctx.work / "tray"
+    config = home / "config"
+    (config / "recipes").mkdir(parents=True, exist_ok=True)
+    (config / "recipes" / f"{MODEL}.toml").write_text(llama_recipe(ctx.model_file, LLAMA_ARGS))
+    port = free_port()
+    log = home / "tray.log"
+    env = child_env(home, {"QT_QPA_PLATFORM": "offscreen"})
+    proc = spawn([sys.executable, "-m", "app", "--config-dir", str(config), "--port", str(port),
+                  "--llama-server", str(ctx.llama_server)], log=log, env=env)
+    try:
+        await wait_http_ok(ctx.session, f"http://127.0.0.1:{port}/api/v1/health", 60, proc=proc, log=log)
+        await asyncio.sleep(2.0)
+        rss = psutil.Process(proc.pid).memory_info().rss
+    finally:
+        PROCS.stop(proc)
+    ctx.add(Row("memory with the tray up", "RSS of the Siesta process", rss / 2**20, "MB", target="<= 120 MB",
+                ok=rss / 2**20 <= 120, note="QT_QPA_PLATFORM=offscreen, no model loaded"))
