@@ -14,7 +14,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+    import http.client
 
 
 from app import __version__
@@ -170,7 +174,7 @@ def _serve(paths: Paths, settings: LoadedSettings) -> int:
         return 130
 
 
-async def serve(paths: Paths, settings: LoadedSettings, stop: "asyncio.Event | None" = None) -> int:
+async def serve(paths: Paths, settings: LoadedSettings, stop: asyncio.Event | None = None) -> int:
     """Runs the manager and the API until SIGINT/SIGTERM (or ``stop``); then unloads everything."""
     import asyncio
 
@@ -225,7 +229,7 @@ class ApiClient:
         self.headers = {"Authorization": f"Bearer {values.api_key}"} if values.api_key else {}
 
     def open(self, method: str, path: str, body: dict[str, Any] | None = None,
-             timeout: float | None = 30.0) -> "http.client.HTTPResponse":
+             timeout: float | None = 30.0) -> http.client.HTTPResponse:
         import http.client
 
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
@@ -457,7 +461,7 @@ def _discover(paths: Paths, extra_dirs: list[Path], *, assume_yes: bool) -> int:
         if not sys.stdin.isatty():
             print("run with --yes to create recipes for the new ones, or run in a terminal to choose")
             return 0
-        answer = input(f"create recipes for which? numbers separated by spaces, 'all' or nothing [all]: ").strip()
+        answer = input("create recipes for which? numbers separated by spaces, 'all' or nothing [all]: ").strip()
         if answer and answer != "all":
             picked = {int(tok) for tok in answer.replace(",", " ").split() if tok.isdigit()}
             chosen = [m for i, m in enumerate(found, 1) if i in picked and m in new]

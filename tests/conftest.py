@@ -194,3 +194,26 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+@pytest.fixture
+async def front_door(manager_factory) -> AsyncIterator[Callable[..., Any]]:
+    """Starts a manager with its HTTP API on a free port; returns (manager, client session, base URL)."""
+    import aiohttp
+
+    from app.api.server import ApiServer
+
+    started: list[tuple[ApiServer, aiohttp.ClientSession]] = []
+
+    async def start(**flags: Any) -> tuple[ModelManager, aiohttp.ClientSession, str]:
+        manager = await manager_factory(**flags)
+        server = ApiServer(manager)
+        await server.start(port=0)
+        session = aiohttp.ClientSession()
+        started.append((server, session))
+        return manager, session, f"http://127.0.0.1:{server.port}"
+
+    yield start
+    for server, session in started:
+        await session.close()
+        await server.stop()

@@ -5,48 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
 from app.api.server import ApiServer, PortInUse
-from app.core.manager import ModelManager
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def serve(manager_factory) -> AsyncIterator[Callable[..., Any]]:
-    servers: list[ApiServer] = []
-    sessions: list[aiohttp.ClientSession] = []
-
-    async def start(**flags: Any) -> tuple[ModelManager, aiohttp.ClientSession, str]:
-        watch = flags.pop("watch_files", False)
-        manager = await manager_factory(watch_files=watch, **flags)
-        server = ApiServer(manager)
-        await server.start(port=0)
-        servers.append(server)
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return manager, session, f"http://127.0.0.1:{server.port}"
-
-    yield start
-    for session in sessions:
-        await session.close()
-    for server in servers:
-        await server.stop()
 
 
 async def _json(resp: aiohttp.ClientResponse) -> Any:
     return json.loads(await resp.read())
 
 
-async def test_chat_completion_loads_on_first_request_and_routes_by_model(serve, write_recipe):
+async def test_chat_completion_loads_on_first_request_and_routes_by_model(front_door, write_recipe):
     write_recipe("a")
     write_recipe("b")
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     for name in ("a", "b"):
         async with http.post(f"{url}/v1/chat/completions", json={"model": name, "messages": []}) as resp:
             assert resp.status == 200
@@ -58,9 +36,9 @@ async def test_chat_completion_loads_on_first_request_and_routes_by_model(serve,
     assert ids == ["a", "b"]
 
 
-async def test_streaming_is_passed_through_chunk_by_chunk(serve, write_recipe):
+async def test_streaming_is_passed_through_chunk_by_chunk(front_door, write_recipe):
     write_recipe("a", fake=["--delay", "0.2", "--chunks", "3"])
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     await manager.load("a")
     arrivals = []
     async with http.post(f"{url}/v1/chat/completions", json={"model": "a", "stream": True}) as resp:
@@ -75,9 +53,9 @@ async def test_streaming_is_passed_through_chunk_by_chunk(serve, write_recipe):
     assert manager.get("a").in_flight == 0
 
 
-async def test_keep_alive_is_applied_and_removed_before_forwarding_on_every_v1_endpoint(serve, write_recipe):
+async def test_keep_alive_is_applied_and_removed_before_forwarding_on_every_v1_endpoint(front_door, write_recipe):
     write_recipe("a", unload_timeout="10m")
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank"):
         async with http.post(url + path, json={"model": "a", "keep_alive": "2h"}) as resp:
             body = await _json(resp)
@@ -104,9 +82,9 @@ async def test_keep_alive_is_applied_and_removed_before_forwarding_on_every_v1_e
         (b'{"model": "a", "keep_alive": true}', 400, "invalid_keep_alive"),
     ],
 )
-async def test_bad_requests_get_openai_shaped_errors(serve, write_recipe, body, status, code):
+async def test_bad_requests_get_openai_shaped_errors(front_door, write_recipe, body, status, code):
     write_recipe("a")
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     async with http.post(f"{url}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}) as resp:
         assert resp.status == status
         error = (await _json(resp))["error"]
@@ -115,9 +93,9 @@ async def test_bad_requests_get_openai_shaped_errors(serve, write_recipe, body, 
     assert manager.get("a").state.value == "unloaded"
 
 
-async def test_failed_load_is_503_with_retry_after_and_log_tail(serve, write_recipe):
+async def test_failed_load_is_503_with_retry_after_and_log_tail(front_door, write_recipe):
     write_recipe("a", fake=["--exit-at-start", "4"])
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     async with http.post(f"{url}/v1/chat/completions", json={"model": "a"}) as resp:
         assert resp.status == 503
         assert int(resp.headers["Retry-After"]) > 0
@@ -126,18 +104,18 @@ async def test_failed_load_is_503_with_retry_after_and_log_tail(serve, write_rec
     assert "exiting at start" in error["log_tail"]
 
 
-async def test_backend_dying_during_request_is_502(serve, write_recipe):
+async def test_backend_dying_during_request_is_502(front_door, write_recipe):
     write_recipe("a", fake=["--exit-after", "1"])
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     async with http.post(f"{url}/v1/chat/completions", json={"model": "a"}) as resp:
         assert resp.status == 502
         assert (await _json(resp))["error"]["code"] == "backend_error"
     assert manager.get("a").in_flight == 0
 
 
-async def test_client_disconnect_mid_stream_ends_the_request_and_starts_the_countdown(serve, write_recipe):
+async def test_client_disconnect_mid_stream_ends_the_request_and_starts_the_countdown(front_door, write_recipe):
     write_recipe("a", fake=["--delay", "0.3", "--chunks", "50"], unload_timeout="10m")
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     model = manager.get("a")
     resp = await http.post(f"{url}/v1/chat/completions", json={"model": "a", "stream": True})
     await resp.content.readany()
@@ -150,9 +128,9 @@ async def test_client_disconnect_mid_stream_ends_the_request_and_starts_the_coun
     assert model.unload_at is not None
 
 
-async def test_management_load_unload_and_models(serve, write_recipe):
+async def test_management_load_unload_and_models(front_door, write_recipe):
     write_recipe("a")
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     async with http.post(f"{url}/api/v1/load", json={"model": "a"}) as resp:
         body = await _json(resp)
         assert resp.status == 200 and body["state"] == "ready" and body["pid"]
@@ -173,9 +151,9 @@ async def test_management_load_unload_and_models(serve, write_recipe):
         assert resp.status == 404
 
 
-async def test_patch_model_timeout_persists_keeping_comments(serve, write_recipe):
+async def test_patch_model_timeout_persists_keeping_comments(front_door, write_recipe):
     path = write_recipe("a", '# my model\nbackend = "command"  # inline\ncommand = ["x", "{port}"]\n# end\n')
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     async with http.patch(f"{url}/api/v1/models/a", json={"unload_timeout": "90m"}) as resp:
         assert resp.status == 200
         assert (await _json(resp))["unload_timeout"] == 5400
@@ -189,18 +167,18 @@ async def test_patch_model_timeout_persists_keeping_comments(serve, write_recipe
         assert resp.status == 400 and "whenever" in (await _json(resp))["error"]["message"]
 
 
-async def test_patch_refuses_a_recipe_that_does_not_parse_and_leaves_it_alone(serve, write_recipe):
+async def test_patch_refuses_a_recipe_that_does_not_parse_and_leaves_it_alone(front_door, write_recipe):
     path = write_recipe("a", "backend = [broken\n")
     before = path.read_bytes()
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     async with http.patch(f"{url}/api/v1/models/a", json={"unload_timeout": "5m"}) as resp:
         assert resp.status == 409
     assert path.read_bytes() == before
 
 
-async def test_patch_settings_persists_and_refuses_pinned_values(serve, write_recipe, paths, monkeypatch):
+async def test_patch_settings_persists_and_refuses_pinned_values(front_door, write_recipe, paths, monkeypatch):
     paths.settings_file.write_text("# mine\nport = 1234\n")
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     async with http.patch(f"{url}/api/v1/settings", json={"global_unload_timeout": "7m"}) as resp:
         assert resp.status == 200
     assert 'global_unload_timeout = "7m"' in paths.settings_file.read_text()
@@ -212,17 +190,17 @@ async def test_patch_settings_persists_and_refuses_pinned_values(serve, write_re
         assert resp.status == 400
 
 
-async def test_setting_pinned_by_env_is_refused_with_409_naming_it(serve, monkeypatch):
+async def test_setting_pinned_by_env_is_refused_with_409_naming_it(front_door, monkeypatch):
     monkeypatch.setenv("SIESTA_GLOBAL_UNLOAD_TIMEOUT", "3m")
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     async with http.patch(f"{url}/api/v1/settings", json={"global_unload_timeout": "7m"}) as resp:
         assert resp.status == 409
         assert "SIESTA_GLOBAL_UNLOAD_TIMEOUT" in (await _json(resp))["error"]["message"]
 
 
-async def test_events_stream_every_state_change(serve, write_recipe):
+async def test_events_stream_every_state_change(front_door, write_recipe):
     write_recipe("a", unload_timeout="0.3s")
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     reasons: list[tuple[str, str]] = []
     async with http.get(f"{url}/api/v1/events") as resp:
         assert resp.content_type == "text/event-stream"
@@ -246,16 +224,16 @@ async def test_events_stream_every_state_change(serve, write_recipe):
         ({"Origin": "null"}, 403),
     ],
 )
-async def test_host_and_origin_checks(serve, headers, status):
-    manager, http, url = await serve()
+async def test_host_and_origin_checks(front_door, headers, status):
+    manager, http, url = await front_door()
     async with http.get(f"{url}/api/v1/models", headers=headers) as resp:
         assert resp.status == status
 
 
-async def test_api_key_protects_both_apis(serve, write_recipe, monkeypatch):
+async def test_api_key_protects_both_apis(front_door, write_recipe, monkeypatch):
     monkeypatch.setenv("SIESTA_API_KEY", "s3cret")
     write_recipe("a")
-    manager, http, url = await serve()
+    manager, http, url = await front_door()
     for method, path in (("GET", "/api/v1/models"), ("POST", "/v1/chat/completions")):
         async with http.request(method, url + path, json={"model": "a"}) as resp:
             assert resp.status == 401

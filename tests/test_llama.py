@@ -17,11 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import httpx
 import pytest
 
-from app.api.server import ApiServer
 from app.core.model import ModelState
 from app.demo_model import write_tiny_model
 from tests.conftest import LLAMA_SERVER, pid_alive
@@ -42,22 +40,6 @@ def llama_recipe(write_recipe, tiny_model):
     return write
 
 
-@pytest.fixture
-async def front_door(manager_factory):
-    started = []
-
-    async def start(**flags):
-        manager = await manager_factory(**flags)
-        api = ApiServer(manager)
-        await api.start(port=0)
-        session = aiohttp.ClientSession()
-        started.append((api, session))
-        return manager, session, f"http://127.0.0.1:{api.port}"
-
-    yield start
-    for api, session in started:
-        await session.close()
-        await api.stop()
 
 
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}

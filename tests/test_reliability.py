@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from app.api.server import ApiServer
 from app.core import atomic_write
-from app.core.model import ModelState, ModelUnavailable
+from app.core.model import ModelState
 from app.demo_model import write_tiny_model
 from tests.conftest import pid_alive
 
@@ -31,22 +31,6 @@ pytestmark = pytest.mark.timeout(120)
 RACE_ROUNDS = int(os.environ.get("SIESTA_RACE_ROUNDS", "200"))
 
 
-@pytest.fixture
-async def api(manager_factory):
-    started = []
-
-    async def start(**flags):
-        manager = await manager_factory(**flags)
-        server = ApiServer(manager)
-        await server.start(port=0)
-        session = aiohttp.ClientSession()
-        started.append((server, session))
-        return manager, session, f"http://127.0.0.1:{server.port}"
-
-    yield start
-    for server, session in started:
-        await session.close()
-        await server.stop()
 
 
 @pytest.mark.llama
@@ -106,10 +90,10 @@ async def test_timeout_changed_while_loading_busy_idle_and_unloading(manager_fac
     assert model.effective_timeout() == (120, "recipe")
 
 
-async def test_swap_under_load_every_request_completes_or_fails_clearly(api, write_recipe):
+async def test_swap_under_load_every_request_completes_or_fails_clearly(front_door, write_recipe):
     write_recipe("a", fake=["--delay", "0.02", "--chunks", "5"])
     write_recipe("b", fake=["--delay", "0.02", "--chunks", "5"])
-    manager, http, url = await api(max_loaded_models=1, load_timeout=20)
+    manager, http, url = await front_door(max_loaded_models=1, load_timeout=20)
     outcomes: list[str] = []
 
     async def client(i: int) -> None:
@@ -131,9 +115,9 @@ async def test_swap_under_load_every_request_completes_or_fails_clearly(api, wri
     assert sum(1 for m in manager.models.values() if m.pid) <= 1
 
 
-async def test_load_is_cancelled_when_every_waiting_client_disconnects(api, write_recipe, event_log):
+async def test_load_is_cancelled_when_every_waiting_client_disconnects(front_door, write_recipe, event_log):
     write_recipe("slow", fake=["--startup-delay", "3"])
-    manager, http, url = await api()
+    manager, http, url = await front_door()
     events = event_log(manager)
     model = manager.get("slow")
     request = asyncio.create_task(http.post(f"{url}/v1/chat/completions", json={"model": "slow"}))
@@ -172,10 +156,10 @@ def _slow_children() -> list[psutil.Process]:
     return found
 
 
-async def test_persist_failure_reaches_the_user_and_recipe_is_intact(api, write_recipe, monkeypatch):
+async def test_persist_failure_reaches_the_user_and_recipe_is_intact(front_door, write_recipe, monkeypatch):
     path = write_recipe("a", unload_timeout="5m")
     before = path.read_bytes()
-    manager, http, url = await api()
+    manager, http, url = await front_door()
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -190,9 +174,9 @@ async def test_persist_failure_reaches_the_user_and_recipe_is_intact(api, write_
     assert [p.name for p in path.parent.iterdir()] == ["a.toml"]
 
 
-async def test_huge_bodies_wrong_content_type_and_slow_clients(api, write_recipe):
+async def test_huge_bodies_wrong_content_type_and_slow_clients(front_door, write_recipe):
     write_recipe("a")
-    manager, http, url = await api()
+    manager, http, url = await front_door()
     async with http.post(f"{url}/v1/chat/completions", data=b"x" * (33 * 1024 * 1024)) as resp:
         assert resp.status == 413
     async with http.post(f"{url}/api/v1/load", data=b'{"model": "a"}', headers={"Content-Type": "text/plain"}) as resp:
@@ -261,10 +245,10 @@ async def _fuzz_once(root: Path, path: str, body: bytes) -> tuple[int, dict]:
 
 
 @pytest.mark.soak
-async def test_soak_no_growth_in_tasks_fds_or_memory(api, write_recipe):
+async def test_soak_no_growth_in_tasks_fds_or_memory(front_door, write_recipe):
     """Thousands of requests and load/unload cycles; tasks, fds and RSS stay flat after warm-up."""
     write_recipe("a")
-    manager, http, url = await api()
+    manager, http, url = await front_door()
     me = psutil.Process()
 
     async def cycle(n: int) -> None:
