@@ -23,6 +23,8 @@ import psutil
 from .process_reaper import ProcessReaper
 from .recipes import Recipe
 
+# Windows has no SIGKILL; there "kill" means TerminateProcess, which _kill_group does.
+KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
 LOG_MAX_BYTES = 2 * 1024 * 1024
 LOG_TAIL_LINES = 40
 HEALTH_POLL_INTERVAL = 0.01
@@ -190,7 +192,7 @@ class BackendProcess:
         except (asyncio.TimeoutError, asyncio.CancelledError):
             pass
         if self._reaper is not None:
-            self._kill_group(signal.SIGKILL)  # anything it left behind in its group
+            self._kill_group(KILL)  # anything it left behind in its group
             self._reaper.remove(self._proc.pid)
         self.log.note(f"exited with code {code}")
         self.log.close()
@@ -233,7 +235,7 @@ class BackendProcess:
         try:
             if os.name == "posix":
                 os.killpg(self._proc.pid, sig)
-            elif sig == signal.SIGKILL:
+            elif sig == KILL:
                 self._proc.kill()
             else:
                 self._proc.terminate()
@@ -249,7 +251,7 @@ class BackendProcess:
                 await asyncio.wait_for(asyncio.shield(self._exit), timeout)
             except asyncio.TimeoutError:
                 self.log.note(f"did not stop within {timeout:g} s; killing")
-                self._kill_group(signal.SIGKILL)
+                self._kill_group(KILL)
         return await asyncio.shield(self._exit)
 
     def memory(self) -> int | None:
