@@ -4,18 +4,32 @@
 # counting down, its tray menu opened with a right click, then its Settings dialog opened
 # from that menu with the keyboard.
 #
-#   scripts/screenshots.sh            writes docs/screenshots/tray-menu.png and settings.png
-#   scripts/screenshots.sh OUT_DIR    writes them to OUT_DIR instead
+#   scripts/screenshots.sh                      writes docs/screenshots/tray-menu.png and settings.png
+#   scripts/screenshots.sh first-run            writes docs/screenshots/first-run-menu.png and discover.png
+#   scripts/screenshots.sh [first-run] OUT_DIR  writes them to OUT_DIR instead
+#
+# first-run: Siesta as a new user meets it, with no recipe and no llama-server: its tray
+# menu saying so, then "Find models on this computer" chosen from that menu, listing the
+# GGUF models a fake home holds in the Hugging Face cache, LM Studio, Ollama and
+# llama.cpp's cache (sparse files: real-looking sizes, no disk used).
 #
 # Needs Debian's xvfb, trayer (the tray), openbox (window frames), imagemagick and xdotool
 # plus the xcb libraries Qt loads; installs them with apt-get when missing (as root). The models are two copies of the
-# test suite's fake OpenAI-compatible backend, so no llama-server or model is needed.
+# test suite's fake OpenAI-compatible backend, so no llama-server or model is needed (a
+# llama-server found on this computer is shown in Settings, if there is one).
 # Everything runs in a temporary home; nothing of the user's config is read or written.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+mode=default
+if [[ ${1:-} == first-run ]]; then
+    mode=first-run
+    shift
+fi
 out=${1:-$repo/docs/screenshots}
 python=${PYTHON:-python3}
+# A llama-server of this computer, looked up before HOME moves (for the Settings screenshot).
+real_llama_server=$(command -v llama-server || ls "$HOME"/.cache/siesta/engine/*/llama-server 2>/dev/null | tail -n 1 || true)
 
 packages=(xvfb trayer openbox imagemagick xdotool libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1
           libxcb-shape0 libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0 libegl1 libgl1
@@ -50,8 +64,9 @@ export XDG_CONFIG_HOME=$HOME/.config XDG_DATA_HOME=$HOME/.local/share XDG_STATE_
 export XDG_CACHE_HOME=$HOME/.cache XDG_RUNTIME_DIR=$work/run
 mkdir -p "$XDG_CONFIG_HOME" "$XDG_DATA_HOME" "$XDG_STATE_HOME" "$XDG_CACHE_HOME" "$XDG_RUNTIME_DIR"
 chmod 700 "$XDG_RUNTIME_DIR"
-unset SIESTA_CONFIG_DIR SIESTA_PORT SIESTA_HOST SIESTA_GLOBAL_UNLOAD_TIMEOUT LEMONADE_GLOBAL_AUTO_UNLOAD_TIMER \
-      WAYLAND_DISPLAY DBUS_SESSION_BUS_ADDRESS
+unset SIESTA_CONFIG_DIR SIESTA_PORT SIESTA_HOST SIESTA_GLOBAL_UNLOAD_TIMEOUT SIESTA_LLAMA_SERVER \
+      LEMONADE_GLOBAL_AUTO_UNLOAD_TIMER WAYLAND_DISPLAY DBUS_SESSION_BUS_ADDRESS \
+      HF_HOME HF_HUB_CACHE LLAMA_CACHE OLLAMA_MODELS
 
 # ---- an X server with a system tray ------------------------------------------------------
 display_number=90
@@ -77,9 +92,10 @@ trayer --edge top --align right --widthtype request --height 30 --iconspacing 6 
        >"$work/trayer.log" 2>&1 &
 pids+=($!)
 
-# ---- Siesta with two models loaded ----------------------------------------------------------
 config=$work/config
 mkdir -p "$config/recipes"
+if [[ $mode == default ]]; then
+# ---- Siesta with two models loaded ----------------------------------------------------------
 fake=("$python" "$repo/tests/fake_backend.py" --port "{port}")
 toml_list() { local sep="" item; printf '['; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
 cat >"$config/recipes/tiny.toml" <<EOF
@@ -99,6 +115,49 @@ cat >"$config/recipes/coder.toml" <<EOF
 backend = "command"
 command = $(toml_list "${fake[@]}")
 EOF
+if [[ -n $real_llama_server ]]; then  # installed where "Install llama-server..." puts it
+    mkdir -p "$XDG_DATA_HOME/siesta/engine"
+    ln -s "$real_llama_server" "$XDG_DATA_HOME/siesta/engine/llama-server"
+fi
+else
+# ---- a new user's computer: models of other tools, no recipe, no llama-server ----------------------
+"$python" - "$HOME" <<'PY'
+import json, os, sys
+from pathlib import Path
+
+home = Path(sys.argv[1])
+GB = 1024 ** 3
+
+
+def model(path: Path, size: int) -> Path:
+    """A sparse file with the GGUF magic: the size a real one has, no disk used."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(b"GGUF\x03\x00\x00\x00")
+        fh.truncate(size)
+    return path
+
+
+def hub(repo: str, file: str, size: int, blob: str) -> None:
+    root = home / ".cache/huggingface/hub" / ("models--" + repo.replace("/", "--"))
+    target = model(root / "blobs" / blob, size)
+    link = root / "snapshots" / "9217f5db79a29953eb74d5343926648285ec7e67" / file
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.relpath(target, link.parent))
+
+
+hub("Qwen/Qwen2.5-1.5B-Instruct-GGUF", "qwen2.5-1.5b-instruct-q4_k_m.gguf", int(1.04 * GB), "a" * 64)
+hub("bartowski/Llama-3.2-3B-Instruct-GGUF", "Llama-3.2-3B-Instruct-Q4_K_M.gguf", int(1.88 * GB), "b" * 64)
+model(home / ".lmstudio/models/lmstudio-community/gemma-2-2b-it-GGUF/gemma-2-2b-it-Q4_K_M.gguf", int(1.59 * GB))
+model(home / ".cache/llama.cpp/ggml-org_SmolLM3-3B-GGUF_SmolLM3-Q4_K_M.gguf", int(1.78 * GB))
+digest = "dde5aa3fc5ffc17176b5e8bdc82f587b24b2678c6c66101bf7da77af9f7ccdff"
+model(home / ".ollama/models/blobs" / f"sha256-{digest}", int(1.88 * GB))
+manifest = home / ".ollama/models/manifests/registry.ollama.ai/library/llama3.2/latest"
+manifest.parent.mkdir(parents=True)
+manifest.write_text(json.dumps({"schemaVersion": 2, "layers": [
+    {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}", "size": int(1.88 * GB)}]}))
+PY
+fi
 port=$("$python" - <<'PY'
 import socket
 for wanted in (8777, 0):  # Siesta's default port when it is free, as a user would see it
@@ -133,8 +192,10 @@ PY
 export SIESTA_SHOT_PORT=$port
 for _ in $(seq 200); do api GET /api/v1/health >/dev/null 2>&1 && break; sleep 0.05; done
 api GET /api/v1/health >/dev/null || { cat "$work/siesta.log" >&2; exit 1; }
-api POST /api/v1/load '{"model": "qwen"}' >/dev/null
-api POST /api/v1/load '{"model": "tiny"}' >/dev/null
+if [[ $mode == default ]]; then
+    api POST /api/v1/load '{"model": "qwen"}' >/dev/null
+    api POST /api/v1/load '{"model": "tiny"}' >/dev/null
+fi
 
 # ---- the tray menu ----------------------------------------------------------------------------
 tray_geometry() {  # prints "X Y WIDTH HEIGHT" of the trayer panel
@@ -157,35 +218,53 @@ open_menu() {
     xdotool click 3
     sleep 0.5
 }
+shoot_dialog() {  # shoot_dialog UPS TITLE_REGEX FILE: opens a menu entry with the keyboard, shoots its window
+    local ups=$1 title=$2 file=$3 dialog="" frame
+    xdotool key Escape
+    sleep 0.3
+    open_menu
+    for ((i = 0; i < ups; i++)); do xdotool key Up; sleep 0.05; done
+    xdotool key Return
+    for _ in $(seq 100); do  # (xdotool search can trip over the closing menu's window: retry)
+        dialog=$(xdotool search --onlyvisible --name "$title" 2>/dev/null | head -n 1 || true)
+        [[ -n $dialog ]] && break
+        sleep 0.05
+    done
+    [[ -n $dialog ]] || { echo "screenshots.sh: no window $title opened" >&2; cat "$work/siesta.log" >&2; exit 1; }
+    xdotool windowmove "$dialog" 60 60
+    sleep 1.5
+    # The frame the window manager drew is the dialog's parent window: take that, title bar and all.
+    frame=$(xwininfo -id "$dialog" -children 2>/dev/null | awk '/Parent window id:/{print $4}')
+    if [[ -n $frame && $frame != "$(xwininfo -root | awk '/Window id:/{print $4}')" ]]; then
+        import -window "$frame" "$file"
+    else
+        import -window "$dialog" "$file"
+    fi
+}
+mkdir -p "$out"
+
+if [[ $mode == first-run ]]; then
+    sleep 9  # the "Siesta is running" note that greets a new user fades after 8 s
+    open_menu
+    import -window root "$work/screen.png"
+    convert "$work/screen.png" -crop 620x340+660+0 +repage "$out/first-run-menu.png"
+    # Up from the bottom: Quit, Copy API URL, Open logs folder, Settings..., Models window...,
+    # Import configuration..., Find models on this computer...
+    shoot_dialog 7 '^Find models' "$out/discover.png"
+    kill -TERM "$siesta_pid"
+    wait "$siesta_pid" || { echo "screenshots.sh: siesta exited with $?" >&2; cat "$work/siesta.log" >&2; exit 1; }
+    echo "wrote $out/first-run-menu.png and $out/discover.png"
+    exit 0
+fi
+
 open_menu
 sleep 2.2   # let the countdowns tick twice, as a person watching would see them
-mkdir -p "$out"
 import -window root "$work/screen.png"
 # The panel and the menu hang from the top right corner; keep that part of the screen.
 convert "$work/screen.png" -crop 620x340+660+0 +repage "$out/tray-menu.png"
 
 # ---- the settings dialog, opened from the menu with the keyboard -----------------------------------
-xdotool key Escape
-sleep 0.3
-open_menu
-for _ in 1 2 3 4; do xdotool key Up; sleep 0.05; done   # Quit, Copy API URL, Open logs folder, Settings...
-xdotool key Return
-dialog=""
-for _ in $(seq 100); do  # (xdotool search can trip over the closing menu's window: retry)
-    dialog=$(xdotool search --onlyvisible --name '^Siesta Settings$' 2>/dev/null | head -n 1 || true)
-    [[ -n $dialog ]] && break
-    sleep 0.05
-done
-[[ -n $dialog ]] || { echo "screenshots.sh: the Settings dialog did not open" >&2; cat "$work/siesta.log" >&2; exit 1; }
-xdotool windowmove "$dialog" 60 60
-sleep 1.5
-# The frame the window manager drew is the dialog's parent window: take that, title bar and all.
-frame=$(xwininfo -id "$dialog" -children 2>/dev/null | awk '/Parent window id:/{print $4}')
-if [[ -n $frame && $frame != "$(xwininfo -root | awk '/Window id:/{print $4}')" ]]; then
-    import -window "$frame" "$out/settings.png"
-else
-    import -window "$dialog" "$out/settings.png"
-fi
+shoot_dialog 4 '^Siesta Settings$' "$out/settings.png"   # Quit, Copy API URL, Open logs folder, Settings...
 
 # ---- quit: every model unloaded, no child left ---------------------------------------------------------
 children=$(api GET /api/v1/models | "$python" -c 'import json, sys; print(" ".join(str(m["pid"]) for m in json.load(sys.stdin)["models"] if m["pid"]))')

@@ -5,5 +5,7 @@ Entry point: :func:`app.ui.app.run_tray_app`. Module map: ``app`` (start-up, sin
 instance, quit), ``bridge`` (the only place the GUI meets the core), ``tray``,
 ``models_window``, ``settings_dialog``, ``timeout_scale`` and ``text`` (pure, no Qt),
 ``ticker`` (1 Hz only while visible), ``icons``, ``autostart``, ``single_instance``,
-``desktop`` (open files, clipboard).
+``desktop`` (open files, clipboard, file pickers). First run: ``discover_dialog`` (GGUF
+models on this computer become recipes), ``import_dialog`` (llama-swap or Lemonade
+configurations), ``engine_dialog`` (build and install llama-server).
 """

@@ -22,12 +22,13 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import qasync
 import shiboken6
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon
+from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon, QWidget
 
 from app import __version__
 from app.api.server import ApiServer, PortInUse
@@ -37,6 +38,9 @@ from app.core.settings import LoadedSettings
 
 from . import icons
 from .bridge import ManagerBridge
+from .discover_dialog import DiscoverDialog
+from .engine_dialog import InstallEngineDialog
+from .import_dialog import ImportDialog, choose_config
 from .models_window import ModelsWindow
 from .settings_dialog import SettingsDialog
 from .single_instance import SingleInstance, instance_name
@@ -54,7 +58,7 @@ def run_tray_app(paths: Paths, settings: LoadedSettings) -> int:
     assert isinstance(app, QApplication)
     app.setApplicationName("Siesta")
     app.setApplicationVersion(__version__)
-    app.setDesktopFileName("siesta")
+    app.setDesktopFileName("io.github.siesta.Siesta")  # matches packaging/io.github.siesta.Siesta.desktop
     app.setQuitOnLastWindowClosed(False)  # the tray app quits only through request_quit
     app.setWindowIcon(icons.app_icon())
 
@@ -89,6 +93,12 @@ def run_tray_app(paths: Paths, settings: LoadedSettings) -> int:
         if file_log is not None:
             logging.getLogger().removeHandler(file_log)
             file_log.close()
+
+
+def _bring_up(widget: QWidget) -> None:
+    widget.show()
+    widget.raise_()
+    widget.activateWindow()
 
 
 def client_url(host: str, port: int | None) -> str:
@@ -136,6 +146,9 @@ class SiestaApp:
         self.tray: TrayMenu | None = None
         self.window: ModelsWindow | None = None
         self.settings_dialog: SettingsDialog | None = None
+        self.discover_dialog: DiscoverDialog | None = None
+        self.import_dialog: ImportDialog | None = None
+        self.install_dialog: InstallEngineDialog | None = None
         self.main_task: asyncio.Task[Any] | None = None
         self.started = asyncio.Event()
         self.errors: list[str] = []
@@ -171,10 +184,42 @@ class SiestaApp:
             return
         dialog = self.settings_dialog
         if dialog is None or not shiboken6.isValid(dialog):
-            dialog = self.settings_dialog = SettingsDialog(self.bridge)
-        dialog.show()
-        dialog.raise_()
-        dialog.activateWindow()
+            dialog = self.settings_dialog = SettingsDialog(self.bridge, shell=self)
+        _bring_up(dialog)
+
+    def show_discover(self) -> None:
+        if self.bridge is None:
+            return
+        dialog = self.discover_dialog
+        if dialog is None or not shiboken6.isValid(dialog):
+            dialog = self.discover_dialog = DiscoverDialog(self.bridge)
+        _bring_up(dialog)
+
+    def show_import(self) -> None:
+        if self.bridge is None:
+            return
+        dialog = self.import_dialog
+        if dialog is not None and shiboken6.isValid(dialog) and dialog.importing:
+            _bring_up(dialog)  # one import at a time
+            return
+        choose_config(self.bridge, self._import_chosen)
+
+    def _import_chosen(self, path: Path) -> None:
+        if self.bridge is None or self.bridge.closing:
+            return
+        old = self.import_dialog
+        if old is not None and shiboken6.isValid(old) and not old.importing:
+            old.close()
+        self.import_dialog = ImportDialog(self.bridge, path)
+        _bring_up(self.import_dialog)
+
+    def show_install_engine(self) -> None:
+        if self.bridge is None:
+            return
+        dialog = self.install_dialog
+        if dialog is None or not shiboken6.isValid(dialog):
+            dialog = self.install_dialog = InstallEngineDialog(self.bridge)
+        _bring_up(dialog)
 
     # ---- running ------------------------------------------------------------------------------------------
 
@@ -282,6 +327,14 @@ class SiestaApp:
         dialog = self.settings_dialog
         if dialog is not None and shiboken6.isValid(dialog):
             dialog.reject()  # unsaved edits are discarded, as with Cancel
+        install = self.install_dialog
+        stopping_build: asyncio.Future[Any] | None = None
+        if install is not None and shiboken6.isValid(install):
+            stopping_build = asyncio.ensure_future(install.stop_build())  # no build outlives Siesta
+        for other in (self.discover_dialog, self.import_dialog):
+            if other is not None and shiboken6.isValid(other):
+                other.reject()  # a scan still running is dropped (its thread ends on its own)
+                other.hide()
         if self.window is not None:
             self.window.ticker.stop()
             self.window.hide()
@@ -289,6 +342,12 @@ class SiestaApp:
             if self.manager is not None:
                 await self.manager.close()
         finally:
+            if stopping_build is not None:
+                for result in await asyncio.gather(stopping_build, return_exceptions=True):
+                    if isinstance(result, BaseException):
+                        log.error("stopping the llama-server build failed: %s", result)
+                if install is not None and shiboken6.isValid(install):
+                    install.close()
             if self.api is not None:
                 await self.api.stop()
             if self.bridge is not None:

@@ -10,29 +10,64 @@ shared qasync loop, so the GUI never blocks. The bridge keeps each task referenc
 it ends, and reports a failure through :attr:`ManagerBridge.actionFailed` (the tray turns
 that into a message), unless the caller awaits the task and handles errors itself, as the
 settings dialog does to name the field that failed.
+
+It also carries what the first-run dialogs need from the core: finding GGUF models and
+writing recipes for them, importing another manager's configuration, and which
+llama-server is used (whether it can run, its version, the command that builds one).
+Blocking work (walking the disk, writing files) runs in a worker thread, never on the
+GUI thread; ``llama-server --version`` runs as an asyncio subprocess and is cached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import os
+import shutil
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
+from app.core import discovery, engine_build, importers
+from app.core.discovery import FoundModel
 from app.core.durations import Timeout
+from app.core.importers import ImportConfigError, ImportResult
 from app.core.manager import ModelManager, PersistError, SettingFixed, UnknownModel
 from app.core.model import ModelUnavailable
 from app.core.paths import Paths
 
+from . import text
 from .text import Snapshot
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EXPECTED_ERRORS = (ModelUnavailable, PersistError, SettingFixed, UnknownModel, ValueError, OSError)
+EXPECTED_ERRORS = (ModelUnavailable, PersistError, SettingFixed, UnknownModel, ImportConfigError, ValueError,
+                   OSError)
+VERSION_TIMEOUT = 15.0
+_versions: dict[tuple[str, int, int], str] = {}  # (path, mtime, size) -> version text, for the whole process
+
+__all__ = ["ManagerBridge", "EngineStatus", "FoundModel", "ImportResult", "ImportConfigError"]
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """Which llama-server Siesta would run, and whether it can."""
+
+    path: Path | None
+    usable: bool  # an existing file that may be executed
+    configured_by: str | None  # "settings.toml", "--llama-server", "SIESTA_LLAMA_SERVER"; None: found by search
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong, in plain words (None when llama-server can run)."""
+        return text.engine_problem(str(self.path) if self.path else None, self.usable, self.configured_by)
+
 
 class ManagerBridge(QObject):
     """Turns manager events into Qt signals and GUI requests into manager tasks."""
@@ -43,6 +78,9 @@ class ManagerBridge(QObject):
     actionFailed = Signal(str, str)
     """``(title, message)`` of an action that failed and that no caller handled."""
 
+    engineChanged = Signal()
+    """A llama-server was installed: menus and banners that name it should look again."""
+
     def __init__(self, manager: ModelManager, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.manager = manager
@@ -50,6 +88,7 @@ class ManagerBridge(QObject):
         self.closing = False
         self.models: dict[str, Snapshot] = {s["name"]: s for s in manager.snapshots()}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._version_checks: dict[tuple[str, int, int], asyncio.Future[str]] = {}
         self._unsubscribe: Callable[[], None] | None = manager.subscribe(self._on_event)
 
     # ---- what widgets read ----------------------------------------------------------------
@@ -141,6 +180,145 @@ class ManagerBridge(QObject):
 
     def set_setting(self, field: str, raw: Any, *, report: bool = True) -> asyncio.Task[Any]:
         return self.run(self.manager.set_setting(field, raw), f"change {field}", report=report)
+
+    # ---- first run: models on this computer, other managers' configurations -----------------
+
+    @property
+    def has_recipes(self) -> bool:
+        return bool(self.models)
+
+    async def discover_models(self, *, home: Path | None = None, extra_dirs: Sequence[Path] = (),
+                              env: Mapping[str, str] | None = None) -> tuple[list[FoundModel], dict[str, str]]:
+        """The GGUF models on this computer (``discover_models``) and the recipes that
+        already serve some of them (resolved path -> recipe name), read in a worker thread."""
+        recipes_dir = self.paths.recipes_dir
+        folders = list(extra_dirs)
+
+        def scan() -> tuple[list[FoundModel], dict[str, str]]:
+            found = discovery.discover_models(home, folders, env)
+            return found, discovery.configured_model_paths(recipes_dir)
+
+        return await asyncio.to_thread(scan)
+
+    async def create_recipes(self, models: Iterable[FoundModel]) -> tuple[list[Path], dict[str, str]]:
+        """Writes a recipe for each model (never overwriting one) and lists them at once;
+        returns the files written and the recipes that now serve models, as above."""
+        chosen = list(models)
+        recipes_dir = self.paths.recipes_dir
+
+        def write() -> tuple[list[Path], dict[str, str]]:
+            created = discovery.create_recipes(chosen, recipes_dir)
+            return created, discovery.configured_model_paths(recipes_dir)
+
+        result = await asyncio.to_thread(write)
+        self._reload_recipes()
+        return result
+
+    def import_candidates(self, home: Path | None = None) -> list[Path]:
+        """Configurations of llama-swap or Lemonade in their usual places."""
+        return importers.find_import_candidates(home)
+
+    async def import_config(self, path: Path, *, home: Path | None = None,
+                            env: Mapping[str, str] | None = None) -> ImportResult:
+        """Imports a llama-swap or Lemonade configuration (in a worker thread); the new
+        recipes are listed at once. ImportConfigError when the file is neither."""
+        recipes_dir = self.paths.recipes_dir
+        result = await asyncio.to_thread(importers.import_config, path, recipes_dir, home=home, env=env)
+        if result.created:
+            self._reload_recipes()
+        return result
+
+    def _reload_recipes(self) -> None:
+        # The recipe watcher would find the new files within a moment; this lists them now.
+        if not self.closing and not self.manager.closing:
+            self.manager.reload_recipes()
+
+    # ---- the engine: llama-server ---------------------------------------------------------------
+
+    def engine_status(self) -> EngineStatus:
+        """The llama-server that loads would run now (a few file checks; cheap)."""
+        path = self.manager.llama_server_path()
+        usable = path is not None and path.is_file() and os.access(path, os.X_OK)
+        configured_by = None
+        if self.settings.llama_server is not None:
+            source = self.manager.loaded_settings.sources.get("llama_server", "default")
+            configured_by = source.split(" ", 1)[1] if " " in source else source
+        return EngineStatus(path, usable, configured_by)
+
+    @property
+    def engine_dir(self) -> Path:
+        """Where "Install llama-server..." puts it: Siesta's data dir, where loads look for it."""
+        return self.paths.data_dir / "engine"
+
+    def engine_build_command(self, dest: Path, gpu: str) -> list[str]:
+        """The build as a subprocess (so it can be stopped): it prints ``[ 42%] text`` lines
+        to stderr and the installed binary's path to stdout."""
+        return [sys.executable, "-m", "app.core.engine_build", "--dest", str(dest), "--gpu", gpu]
+
+    def engine_build_env(self) -> dict[str, str]:
+        """The build's environment: ours, with this ``app`` package importable even when
+        Siesta runs from a source checkout started from another folder."""
+        env = dict(os.environ)
+        if not getattr(sys, "frozen", False):
+            root = str(Path(engine_build.__file__).resolve().parents[2])
+            env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        return env
+
+    @staticmethod
+    def build_tools_missing() -> list[str]:
+        """What the build needs and this computer lacks: ``cmake``, ``a C++ compiler``."""
+        missing = []
+        if shutil.which("cmake") is None:
+            missing.append("cmake")
+        if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
+            missing.append("a C++ compiler")
+        return missing
+
+    @staticmethod
+    def gpu_choices() -> list[str]:
+        return ["cpu"] + [g for g in engine_build.GPU_FLAGS if g != "cpu"]
+
+    @staticmethod
+    def gpu_toolkits() -> list[str]:
+        return engine_build.detect_gpu_toolkits()
+
+    def engine_changed(self) -> None:
+        self.engineChanged.emit()
+
+    async def engine_version(self, path: Path) -> str:
+        """What ``path --version`` says, in one line; cached while the file stays the same."""
+        try:
+            st = path.stat()
+        except OSError as exc:
+            return f"cannot run it: {exc.strerror or exc}"
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key in _versions:
+            return _versions[key]
+        pending = self._version_checks.get(key)
+        if pending is None:
+            pending = self._version_checks[key] = asyncio.ensure_future(self._run_version(path))
+            pending.add_done_callback(lambda _f: self._version_checks.pop(key, None))
+        version = await asyncio.shield(pending)
+        _versions[key] = version
+        return version
+
+    async def _run_version(self, path: Path) -> str:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(path), "--version", stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        except OSError as exc:
+            return f"cannot run it: {exc.strerror or exc}"
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), VERSION_TIMEOUT)
+        except asyncio.TimeoutError:
+            return f"did not answer --version within {VERSION_TIMEOUT:.0f} s"
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        version = text.version_text(out.decode("utf-8", "replace"))
+        return version if proc.returncode == 0 else f"{version} (--version failed: exit {proc.returncode})"
 
     # ---- end --------------------------------------------------------------------------------
 

@@ -6,6 +6,11 @@ keeps Siesta running only when a tray icon is there to bring it back; otherwise 
 the window quits, which unloads every model.
 
 Its countdowns tick once a second while it is visible and not at all while it is hidden.
+
+With no recipe yet, a first-run panel takes the table's place: what Siesta does, and
+buttons to find models on this computer or import another manager's configuration. A
+banner at the top says when no llama-server can run (and some model needs it), with a
+button to install one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -174,9 +180,56 @@ class ModelsWindow(QWidget):
         header.setSectionResizeMode(COL_TIMEOUT, QHeaderView.ResizeMode.Fixed)
         header.setSectionResizeMode(COL_ACTIONS, QHeaderView.ResizeMode.Fixed)
 
-        self.empty_label = QLabel("No recipes yet. Run <code>siesta demo</code> or add a recipe to<br>"
-                                  f"<code>{bridge.paths.recipes_dir}</code>")
+        # ---- first run: no recipes yet ----
+        self.empty_label = QLabel(
+            "<b>No models yet.</b> Siesta serves GGUF models through one OpenAI-compatible address, "
+            "loading each one when a request asks for it and unloading it when idle. "
+            "Start with the models already on this computer, or with another model manager's configuration.")
+        self.empty_label.setObjectName("first-run-text")
+        self.empty_label.setWordWrap(True)
         self.empty_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        find = QPushButton("Find models on this computer...")
+        find.setObjectName("first-run-find")
+        find.setToolTip("Looks in the Hugging Face cache, LM Studio, llama.cpp's cache, Ollama and folders you pick")
+        find.clicked.connect(shell.show_discover)
+        imp = QPushButton("Import configuration...")
+        imp.setObjectName("first-run-import")
+        imp.setToolTip("Adds the models of a llama-swap config.yaml or a Lemonade user_models.json")
+        imp.clicked.connect(shell.show_import)
+        hint = QLabel(f"Or write a recipe into <code>{bridge.paths.recipes_dir}</code>, "
+                      "or run <code>siesta demo</code> for a tiny test model.")
+        hint.setWordWrap(True)
+        hint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        hint.setStyleSheet("color: palette(mid)")
+        first_buttons = QHBoxLayout()
+        first_buttons.addWidget(find)
+        first_buttons.addWidget(imp)
+        first_buttons.addStretch(1)
+        self.first_run = QFrame()
+        self.first_run.setObjectName("first-run")
+        first_layout = QVBoxLayout(self.first_run)
+        first_layout.setContentsMargins(12, 12, 12, 12)
+        first_layout.addWidget(self.empty_label)
+        first_layout.addLayout(first_buttons)
+        first_layout.addWidget(hint)
+        first_layout.addStretch(1)
+
+        # ---- llama-server missing ----
+        self.engine_label = QLabel()
+        self.engine_label.setObjectName("engine-problem")
+        self.engine_label.setWordWrap(True)
+        self.engine_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        install = QPushButton("Install llama-server...")
+        install.setObjectName("install-engine")
+        install.clicked.connect(shell.show_install_engine)
+        self.engine_banner = QFrame()
+        self.engine_banner.setObjectName("engine-banner")
+        self.engine_banner.setStyleSheet("QFrame#engine-banner { background: #fff4ce; border: 1px solid #e0c36a;"
+                                         " border-radius: 4px; } QLabel { color: #3d3000; }")
+        banner_layout = QHBoxLayout(self.engine_banner)
+        banner_layout.addWidget(self.engine_label, 1)
+        banner_layout.addWidget(install)
+        self.engine_banner.hide()
         self.url_label = QLabel()
         self.url_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         copy = QPushButton("Copy API URL")
@@ -189,6 +242,12 @@ class ModelsWindow(QWidget):
 
         self.unload_all_button = QPushButton("Unload all")
         self.unload_all_button.clicked.connect(bridge.unload_all)
+        self.find_button = QPushButton("Find models...")
+        self.find_button.setToolTip("Find GGUF models on this computer and add them")
+        self.find_button.clicked.connect(shell.show_discover)
+        self.import_button = QPushButton("Import...")
+        self.import_button.setToolTip("Add the models of a llama-swap or Lemonade configuration")
+        self.import_button.clicked.connect(shell.show_import)
         settings = QPushButton("Settings...")
         settings.clicked.connect(shell.show_settings)
         logs = QPushButton("Open logs folder")
@@ -202,13 +261,16 @@ class ModelsWindow(QWidget):
         url_row.addWidget(copy)
         buttons = QHBoxLayout()
         buttons.addWidget(self.unload_all_button)
+        buttons.addWidget(self.find_button)
+        buttons.addWidget(self.import_button)
         buttons.addStretch(1)
         buttons.addWidget(settings)
         buttons.addWidget(logs)
         buttons.addWidget(self.quit_button)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.engine_banner)
         layout.addWidget(self.table, 1)
-        layout.addWidget(self.empty_label)
+        layout.addWidget(self.first_run, 1)
         layout.addWidget(self.message_label)
         layout.addLayout(url_row)
         layout.addLayout(buttons)
@@ -217,6 +279,7 @@ class ModelsWindow(QWidget):
         self.ticker = SecondTicker(self._tick, self._deadlines, bridge.now, self)
         bridge.modelEvent.connect(self._on_event)
         bridge.actionFailed.connect(self._on_action_failed)
+        bridge.engineChanged.connect(self.refresh)
         self.refresh()
 
     # ---- contents ----------------------------------------------------------------------------
@@ -231,7 +294,14 @@ class ModelsWindow(QWidget):
         for snapshot in snapshots:
             self.rows[snapshot["name"]].update(snapshot, now, global_timeout)
         self._fit_widget_columns()
-        self.empty_label.setVisible(not snapshots)
+        first_run = not snapshots
+        self.first_run.setVisible(first_run)
+        self.table.setVisible(not first_run)
+        for button in (self.unload_all_button, self.find_button, self.import_button):
+            button.setVisible(not first_run)
+        problem = self.bridge.engine_status().problem if text.engine_needed(snapshots) else None
+        self.engine_label.setText(problem or "")
+        self.engine_banner.setVisible(problem is not None)
         self.unload_all_button.setEnabled(any(s["state"] in ("loading", "ready", "failed") for s in snapshots))
         url = f"{self.bridge.api_url}/v1" if self.bridge.api_url else ""
         self.url_label.setText(f"OpenAI-compatible API: <b>{url}</b>" if url else "API not running")

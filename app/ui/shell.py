@@ -17,4 +17,13 @@ class Shell(Protocol):
 
     def show_models_window(self) -> None: ...
 
+    def show_discover(self) -> None:
+        """"Find models on this computer": the discovery dialog."""
+
+    def show_import(self) -> None:
+        """"Import configuration...": a file picker, then the import's result."""
+
+    def show_install_engine(self) -> None:
+        """"Install llama-server...": the build dialog."""
+
     def request_quit(self) -> None: ...

@@ -220,3 +220,122 @@ def short_state(snapshot: Snapshot, now: float | None = None) -> str:
     if snapshot["state"] == "ready" and not snapshot.get("in_flight") and not snapshot.get("waiting"):
         return "idle"
     return status_text(snapshot, now)
+
+
+# ---- first run: finding models, importing configurations, the engine ----------------------------
+
+SOURCE_SHORT = {
+    "huggingface": "Hugging Face",
+    "lmstudio": "LM Studio",
+    "llama.cpp": "llama.cpp cache",
+    "ollama": "Ollama",
+    "folder": "Folder",
+}
+
+NO_RECIPES_MENU = "No models yet"
+ENGINE_MISSING_MENU = "llama-server not found"
+
+
+def home_relative(path: str, home: str | None) -> str:
+    """``/home/ann/models/x`` as ``~/models/x`` when ``home`` is ``/home/ann``."""
+    if home:
+        home = home.rstrip("/")
+        if path == home:
+            return "~"
+        if path.startswith(home + "/"):
+            return "~" + path[len(home):]
+    return path
+
+
+def found_where(source: str, origin: str, home: str | None = None) -> str:
+    """Where discovery found a model, for the "Where" column: ``"Hugging Face: Qwen/Qwen2.5-GGUF"``,
+    ``"Ollama: llama3.2:latest"``, ``"Folder: ~/models"``."""
+    label = SOURCE_SHORT.get(source, source)
+    if not origin:
+        return label
+    if origin.startswith("/"):
+        origin = home_relative(origin, home)
+    return f"{label}: {origin}"
+
+
+def found_summary(new: int, known: int, folders: int = 0) -> str:
+    """The line above the list of found models."""
+    places = "the usual places" + (f" and {folders} chosen folder{'s' if folders != 1 else ''}" if folders else "")
+    if not new and not known:
+        return (f"No GGUF models found in {places}. Use \"Add folder...\" to look in a folder of your own, "
+                "or download a model with LM Studio, Ollama or llama.cpp first.")
+    total = new + known
+    head = f"Found {total} model{'s' if total != 1 else ''} in {places}"
+    if known and not new:
+        return head + ("; it already has a recipe." if total == 1 else "; every one already has a recipe.")
+    if known:
+        return head + f"; {known} already {'has a recipe' if known == 1 else 'have recipes'}. Tick the ones to add."
+    return head + ". Tick the ones to add."
+
+
+def recipes_created_text(names: list[str]) -> str:
+    if not names:
+        return "No recipe was created."
+    count = len(names)
+    return (f"Created {count} recipe{'s' if count != 1 else ''}: {', '.join(names)}. "
+            "Load a model from the tray menu's \"Load model\", or just ask for it by name through the API.")
+
+
+def split_import_notes(skipped: Iterable[str]) -> tuple[list[str], list[str]]:
+    """An import's ``skipped`` lines as ``(models not imported, settings changed or dropped)``."""
+    left_out, changed = [], []
+    for line in skipped:
+        (left_out if ": not imported: " in line else changed).append(line)
+    return left_out, changed
+
+
+def import_headline(kind: str, created: int, not_imported: int) -> str:
+    source = {"llama-swap": "llama-swap", "lemonade": "Lemonade"}.get(kind, kind or "the configuration")
+    made = f"{created} recipe{'s' if created != 1 else ''}" if created else "no recipe"
+    text = f"Imported from {source}: {made} created"
+    if not_imported:
+        text += f", {not_imported} model{'s' if not_imported != 1 else ''} left out"
+    return text + "."
+
+
+def build_progress(line: str) -> tuple[int, str] | None:
+    """A progress line of ``python -m app.core.engine_build`` (``"[ 42%] text"``) as
+    ``(42, "text")``; None for any other line."""
+    line = line.strip()
+    if not line.startswith("["):
+        return None
+    head, sep, rest = line.partition("%]")
+    if not sep:
+        return None
+    try:
+        pct = int(head[1:].strip())
+    except ValueError:
+        return None
+    return max(0, min(100, pct)), rest.strip()
+
+
+def version_text(output: str) -> str:
+    """What ``llama-server --version`` printed, in one line: ``"0.5.0-dev (build 1, commit 0c1e570)"``."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if line.lower().startswith("version:"):
+            return line.split(":", 1)[1].strip()
+    return lines[0][:120] if lines else "(no version printed)"
+
+
+def engine_needed(snapshots: Iterable[Snapshot]) -> bool:
+    """Whether a missing llama-server matters now: with no recipes yet (the models a new
+    user adds will need it) or with any recipe that runs a GGUF through llama-server."""
+    models = list(snapshots)
+    return not models or any(m.get("backend") == "llamacpp" for m in models)
+
+
+def engine_problem(path: str | None, usable: bool, configured_by: str | None) -> str | None:
+    """Why Siesta cannot run llama-server, in plain words, or None when it can."""
+    if usable and path:
+        return None
+    if configured_by and path:
+        return (f"llama-server not found: Siesta is set to use {path} (by {configured_by}), "
+                "but that is not an executable file, so models cannot load.")
+    return ("llama-server not found. Siesta runs GGUF models with llama.cpp's llama-server: "
+            "install it (Siesta builds it from source), or put one on your PATH.")

@@ -9,17 +9,25 @@ The menu is brought up to date when it is about to show, and its countdowns tick
 second only while it is open: when it closes, no timer runs. Model entries are updated
 in place while the set of listed models stays the same, so an open submenu is not torn
 down by a countdown tick or an event.
+
+With no recipe yet the menu says so ("No models yet") and offers "Find models on this
+computer..." and "Import configuration..." in place of the load entries, and a greeting
+says where to start (clicking it opens "Find models"). "Find models..." and "Import
+configuration..." stay in the menu once recipes exist. While no llama-server can run and
+some model (or the first one to come) needs it, "llama-server not found" and "Install
+llama-server..." head the menu.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QActionGroup, QCursor
-from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+from PySide6.QtWidgets import QMenu, QStyle, QSystemTrayIcon
 
 from . import desktop, icons, text
 from .bridge import ManagerBridge
@@ -133,21 +141,34 @@ class TrayMenu(QObject):
         self.icon.activated.connect(self._on_activated)
         self.icon.messageClicked.connect(self._on_message_clicked)
         self._message_log: Path | None = None
+        self._message_action: Callable[[], None] | None = None  # what clicking the shown message does
         self.last_message: tuple[str, str] | None = None
         bridge.modelEvent.connect(self._on_event)
         bridge.actionFailed.connect(self._on_action_failed)
+        bridge.engineChanged.connect(self._on_engine_changed)
         self.update_icon_and_tooltip()
+        self.refresh()
 
     # ---- building ---------------------------------------------------------------------------
 
     def _build_static_menu(self) -> None:
         menu = self.menu
+        menu.setToolTipsVisible(True)
         self.empty_action = menu.addAction("No models loaded")
         self.empty_action.setEnabled(False)
+        # Shown only while llama-server is missing and some model (or the first one) needs it.
+        self.engine_action = menu.addAction(text.ENGINE_MISSING_MENU)
+        self.engine_action.setEnabled(False)
+        self.install_action = menu.addAction("Install llama-server...", self.shell.show_install_engine)
+        self.install_action.setIcon(menu.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
         self.models_separator = menu.addSeparator()
         self.load_menu = menu.addMenu("Load model")
         self.load_menu.setObjectName("load-menu")
         self.unload_all_action = menu.addAction("Unload all", self.bridge.unload_all)
+        self.discover_action = menu.addAction("Find models...", self.shell.show_discover)
+        self.discover_action.setToolTip("Find GGUF models on this computer and add them")
+        self.import_action = menu.addAction("Import configuration...", self.shell.show_import)
+        self.import_action.setToolTip("Add the models of a llama-swap or Lemonade configuration")
         menu.addSeparator()
         self.window_action = menu.addAction("Models window...", self.shell.show_models_window)
         self.settings_action = menu.addAction("Settings...", self.shell.show_settings)
@@ -158,6 +179,11 @@ class TrayMenu(QObject):
 
     def show(self) -> None:
         self.icon.show()
+        if not self.bridge.has_recipes:  # a new user: say where to start; a click on it starts there
+            self._message_log = None
+            self._message_action = self.shell.show_discover
+            self.show_message("Siesta is running", "No models yet: click the Siesta icon and choose "
+                              "\"Find models on this computer\".", QSystemTrayIcon.MessageIcon.Information)
 
     def hide(self) -> None:
         self.ticker.stop()
@@ -196,11 +222,25 @@ class TrayMenu(QObject):
         global_timeout = self.bridge.settings.global_unload_timeout
         for snapshot in shown:
             self.entries[snapshot["name"]].update(snapshot, now, global_timeout)
+        first_run = not snapshots
         self.empty_action.setVisible(not shown)
+        self.empty_action.setText(text.NO_RECIPES_MENU if first_run else "No models loaded")
+        self.load_menu.menuAction().setVisible(not first_run)
+        self.unload_all_action.setVisible(not first_run)
         self.unload_all_action.setEnabled(any(s["state"] in ("loading", "ready", "failed") for s in snapshots))
+        self.discover_action.setText("Find models on this computer..." if first_run else "Find models...")
+        self._update_engine_entries(snapshots)
         self._rebuild_load_menu(snapshots)
         self.copy_action.setText(f"Copy API URL ({self.api_url})" if self.api_url else "Copy API URL")
         self.copy_action.setEnabled(bool(self.api_url))
+
+    def _update_engine_entries(self, snapshots: list[text.Snapshot]) -> None:
+        problem = None
+        if text.engine_needed(snapshots):
+            problem = self.bridge.engine_status().problem
+        self.engine_action.setVisible(problem is not None)
+        self.engine_action.setToolTip(problem or "")
+        self.install_action.setVisible(problem is not None)
 
     def _rebuild_entries(self, names: list[str]) -> None:
         for name, entry in list(self.entries.items()):
@@ -272,11 +312,17 @@ class TrayMenu(QObject):
         if note is not None:
             crashed = event["reason"] == "crashed"
             self._message_log = Path(event["model"]["log_file"]) if crashed else None
+            self._message_action = None
             icon = QSystemTrayIcon.MessageIcon.Warning if crashed else QSystemTrayIcon.MessageIcon.Information
             self.show_message(note[0], note[1], icon)
 
+    def _on_engine_changed(self) -> None:
+        if self.menu.isVisible():
+            self.refresh()
+
     def _on_action_failed(self, title: str, message: str) -> None:
         self._message_log = None
+        self._message_action = None
         self.show_message(title, message, QSystemTrayIcon.MessageIcon.Critical)
         if self.menu.isVisible():
             self.refresh()  # put back the check mark of a timeout that did not change
@@ -289,7 +335,9 @@ class TrayMenu(QObject):
             log.info("%s: %s", title, message)
 
     def _on_message_clicked(self) -> None:
-        if self._message_log is not None:
+        if self._message_action is not None:
+            self._message_action()
+        elif self._message_log is not None:
             desktop.open_file(self._message_log)
 
     def _on_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:

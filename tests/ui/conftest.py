@@ -15,6 +15,7 @@ import os
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before Qt is imported: no display, no tray
 
 import asyncio
+import gc
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -34,6 +35,14 @@ def loop(qapp: Any) -> Iterator[asyncio.AbstractEventLoop]:
     swallowed: list[dict[str, Any]] = []
     hook_errors: list[BaseException] = []
     qapp.setQuitOnLastWindowClosed(False)  # as run_tray_app sets it: closing a window must not stop the loop
+    # Python's cycle collector runs in whichever thread happens to allocate, and a Qt object
+    # it frees from a worker thread (asyncio.to_thread, the child watcher) cannot stop its
+    # timers there ("Timers cannot be stopped from another thread"): a later timer event
+    # reaches freed memory and the run segfaults. Widgets a test leaves behind are such
+    # garbage; so while the loop runs nothing is collected automatically, and what the test
+    # left is collected at the end, on the GUI thread.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     event_loop = qasync.QEventLoop(qapp)
     event_loop.set_exception_handler(lambda _loop, context: swallowed.append(context))
     asyncio.set_event_loop(event_loop)
@@ -53,6 +62,9 @@ def loop(qapp: Any) -> Iterator[asyncio.AbstractEventLoop]:
         finally:
             event_loop.close()
             asyncio.set_event_loop(None)
+            gc.collect()
+            if gc_was_enabled:
+                gc.enable()
     assert not swallowed, f"the loop swallowed: {swallowed}"
     assert not hook_errors, f"uncaught exceptions in Qt callbacks: {hook_errors!r}"
 

@@ -142,3 +142,60 @@ def test_notifications() -> None:
     assert text.notification_for(crash, notify_idle=False, notify_crash=True) == (
         "tiny crashed", "crashed: exit 139. See its log for details.")
     assert text.notification_for(crash, notify_idle=True, notify_crash=False) is None
+
+
+# ---- first run -----------------------------------------------------------------------------------
+
+
+def test_build_progress_lines() -> None:
+    assert text.build_progress("[ 42%] Building CXX object ggml.o") == (42, "Building CXX object ggml.o")
+    assert text.build_progress("[100%] installed /x/llama-server") == (100, "installed /x/llama-server")
+    assert text.build_progress("[  0%] downloading") == (0, "downloading")
+    assert text.build_progress("llama-server build failed: boom") is None
+    assert text.build_progress("[ab%] x") is None
+    assert text.build_progress("[notes] x") is None
+
+
+def test_version_text() -> None:
+    out = "version: 0.5.0-dev (build 1, commit 0c1e570)\nbuilt with GNU 12.2.0 for Linux x86_64\n"
+    assert text.version_text(out) == "0.5.0-dev (build 1, commit 0c1e570)"
+    assert text.version_text("llama-server b4500\n") == "llama-server b4500"
+    assert text.version_text("") == "(no version printed)"
+
+
+def test_where_a_model_was_found() -> None:
+    assert text.found_where("huggingface", "Qwen/Qwen2.5-GGUF") == "Hugging Face: Qwen/Qwen2.5-GGUF"
+    assert text.found_where("ollama", "llama3.2:latest") == "Ollama: llama3.2:latest"
+    assert text.found_where("folder", "/home/ann/models/x", "/home/ann") == "Folder: ~/models/x"
+    assert text.found_where("folder", "/srv/models", "/home/ann") == "Folder: /srv/models"
+    assert text.found_where("lmstudio", "") == "LM Studio"
+    assert text.home_relative("/home/annie/x", "/home/ann") == "/home/annie/x"
+
+
+def test_found_summary() -> None:
+    assert text.found_summary(2, 0) == "Found 2 models in the usual places. Tick the ones to add."
+    assert text.found_summary(1, 1, 2) == ("Found 2 models in the usual places and 2 chosen folders; "
+                                           "1 already has a recipe. Tick the ones to add.")
+    assert text.found_summary(0, 3) == "Found 3 models in the usual places; every one already has a recipe."
+    assert text.found_summary(0, 0).startswith("No GGUF models found in the usual places.")
+
+
+def test_import_texts() -> None:
+    skipped = ["b: not imported: no cmd", "a: ttl could not be mapped", "config.yaml: globalTTL could not be mapped"]
+    assert text.split_import_notes(skipped) == (
+        ["b: not imported: no cmd"], ["a: ttl could not be mapped", "config.yaml: globalTTL could not be mapped"])
+    assert text.import_headline("llama-swap", 1, 0) == "Imported from llama-swap: 1 recipe created."
+    assert text.import_headline("lemonade", 0, 2) == "Imported from Lemonade: no recipe created, 2 models left out."
+    assert text.recipes_created_text(["a", "b"]).startswith("Created 2 recipes: a, b.")
+
+
+def test_engine_words() -> None:
+    assert text.engine_needed([]) is True  # first run: the models to come need it
+    assert text.engine_needed([snap(backend="command")]) is False
+    assert text.engine_needed([snap(backend="command"), snap("q", backend="llamacpp")]) is True
+    assert text.engine_needed([snap(backend=None)]) is False  # an unreadable recipe says nothing
+    assert text.engine_problem("/x/llama-server", True, None) is None
+    assert text.engine_problem("/nope", False, "settings.toml") == (
+        "llama-server not found: Siesta is set to use /nope (by settings.toml), "
+        "but that is not an executable file, so models cannot load.")
+    assert text.engine_problem(None, False, None).startswith("llama-server not found. ")

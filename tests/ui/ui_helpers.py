@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from app.core.manager import ModelManager
@@ -50,6 +51,15 @@ class FakeShell:
     def show_models_window(self) -> None:
         self.calls.append("window")
 
+    def show_discover(self) -> None:
+        self.calls.append("discover")
+
+    def show_import(self) -> None:
+        self.calls.append("import")
+
+    def show_install_engine(self) -> None:
+        self.calls.append("install")
+
     def request_quit(self) -> None:
         self.calls.append("quit")
 
@@ -82,3 +92,25 @@ def pid_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+FAKE_VERSION = "9.9.9 (build 42, commit fake)"
+
+
+def fake_llama_server(path: Path, count_file: Path | None = None) -> Path:
+    """An executable stand-in for llama-server that answers ``--version`` as the real one
+    does (on stderr); with ``count_file``, each ``--version`` appends a line to it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = f'echo x >> "{count_file}"\n' if count_file else ""
+    path.write_text('#!/bin/sh\nif [ "$1" = "--version" ]; then\n' + count +
+                    f'  echo "version: {FAKE_VERSION}" >&2\n  echo "built with a test" >&2\n  exit 0\nfi\nexit 1\n')
+    path.chmod(0o755)
+    return path
+
+
+def gguf(path: Path, size: int = 64) -> Path:
+    """A small file that starts with the GGUF magic (enough for discovery)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * (size - 8))
+    return path

@@ -1,0 +1,368 @@
+""""Install llama-server...": builds llama.cpp's server into Siesta's data dir, with progress.
+
+The build is ``python -m app.core.engine_build --dest DIR --gpu X`` run as a subprocess
+(:class:`BuildProcess`) in its own process group, so Cancel, closing the dialog or
+quitting Siesta stops it together with the cmake, make and compilers it started: first
+SIGINT (the builder removes its work folder), then SIGKILL after a grace period. Its
+stderr lines ``[ 42%] text`` move the progress bar; its last stdout line is the binary.
+
+The dialog offers CPU (pre-selected, works everywhere) and the GPU builds whose toolkit
+is installed (``detect_gpu_toolkits``); the others are listed, greyed out, saying what is
+missing. It installs into ``<data dir>/engine``, where loads look for llama-server, so a
+model loads as soon as the build ends (unless a ``llama_server`` setting names another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import shiboken6
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QCloseEvent, QFontDatabase
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QDialog,
+    QDialogButtonBox,
+    QGroupBox,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import icons, text
+from .bridge import ManagerBridge
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 3.0  # seconds between SIGINT and SIGKILL when a build is stopped
+TAIL_LINES = 40
+STREAM_LIMIT = 1024 * 1024
+
+GPU_LABELS = {
+    "cpu": "CPU: works on every computer",
+    "cuda": "CUDA (NVIDIA)",
+    "vulkan": "Vulkan (most GPUs)",
+    "rocm": "ROCm (AMD)",
+}
+TOOLKIT_PROGRAMS = {"cuda": "nvcc", "vulkan": "glslc", "rocm": "hipcc"}
+
+Command = Callable[[Path, str], Sequence[str]]
+
+
+class BuildFailed(Exception):
+    """The build ended with an error; the message is its last words."""
+
+
+class BuildProcess:
+    """One run of the builder, in a process group of its own."""
+
+    def __init__(self, argv: Sequence[str], on_progress: Callable[[int, str], None],
+                 env: dict[str, str] | None = None) -> None:
+        self.argv = list(argv)
+        self.env = env
+        self.on_progress = on_progress
+        self.proc: asyncio.subprocess.Process | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.stdout = ""
+        self.stopped = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    async def run(self) -> int:
+        """Runs the build to its end; returns its exit code."""
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self.env, limit=STREAM_LIMIT,
+            start_new_session=(os.name == "posix"))
+        try:
+            out, _ = await asyncio.gather(self._stdout(), self._stderr())
+            self.stdout = out
+            return await self.proc.wait()
+        finally:
+            if self.proc.returncode is None:  # cancelled: leave nothing running
+                await self.stop()
+
+    async def _stdout(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        return (await self.proc.stdout.read()).decode("utf-8", "replace")
+
+    async def _stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if not line:
+                continue
+            self.tail.append(line)
+            progress = text.build_progress(line)
+            if progress is not None:
+                self.on_progress(*progress)
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stops the build and everything it started: SIGINT, then SIGKILL after ``grace``."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is not None:
+            return  # it ended by itself, after waiting for everything it started
+        self.stopped = True
+        self._signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+        except asyncio.TimeoutError:
+            log.info("the llama-server build did not stop on SIGINT; killing it")
+        self._signal(signal.SIGKILL)  # the builder and anything of its group still running
+        await proc.wait()
+
+    def _signal(self, sig: int) -> None:
+        assert self.proc is not None
+        try:
+            if os.name == "posix":
+                os.killpg(self.proc.pid, sig)
+            elif self.proc.returncode is None:
+                self.proc.kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class InstallEngineDialog(QDialog):
+    """Builds and installs llama-server; Cancel (or Esc, or closing it) stops the build.
+
+    ``command(dest, gpu)`` gives the builder's command line (the bridge's real one by
+    default; tests pass a fake), ``toolkits`` the GPU toolkits found (detected when None).
+    """
+
+    def __init__(self, bridge: ManagerBridge, *, command: Command | None = None,
+                 toolkits: Sequence[str] | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.command = command or bridge.engine_build_command
+        self.dest = bridge.engine_dir
+        self.setWindowTitle("Install llama-server — Siesta")
+        self.setWindowIcon(icons.app_icon())
+        self.setObjectName("install-engine-dialog")
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        self.build: BuildProcess | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.stop_task: asyncio.Task[Any] | None = None
+        self.installed: Path | None = None
+        found = list(bridge.gpu_toolkits() if toolkits is None else toolkits)
+        self.available = {"cpu", *found}
+
+        self.intro_label = intro = QLabel(
+            "Siesta runs GGUF models with llama.cpp's <b>llama-server</b>. This downloads llama.cpp's source "
+            "(inside the llama-cpp-python package, from PyPI), builds llama-server and installs it in<br>"
+            f"<code>{self.dest}</code><br>"
+            "It takes about 10 minutes on two cores and needs cmake and a C++ compiler.")
+        intro.setWordWrap(True)
+        intro.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warning_label = QLabel()
+        self.warning_label.setObjectName("warning")
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #b3261e")
+        warnings = []
+        missing = bridge.build_tools_missing()
+        if missing:
+            warnings.append(f"Not found on this computer: {' and '.join(missing)}. Install them first "
+                            "(Debian, Ubuntu: <code>sudo apt install cmake g++</code>), or the build will fail.")
+        status = bridge.engine_status()
+        if status.configured_by:
+            warnings.append(f"Siesta is set to use {status.path} (by {status.configured_by}). To use the "
+                            "llama-server installed here, remove that setting and restart Siesta.")
+        self.warning_label.setText("<br>".join(warnings))
+        self.warning_label.setVisible(bool(warnings))
+
+        gpu_box = QGroupBox("Build for")
+        gpu_layout = QVBoxLayout(gpu_box)
+        self.gpu_group = QButtonGroup(self)
+        self.gpu_buttons: dict[str, QRadioButton] = {}
+        for name in bridge.gpu_choices():
+            label = GPU_LABELS.get(name, name)
+            available = name in self.available
+            if name != "cpu":
+                program = TOOLKIT_PROGRAMS.get(name, name)
+                label += ": toolkit found" if available else f": its toolkit ({program}) is not installed"
+            button = QRadioButton(label)
+            button.setObjectName(f"gpu-{name}")
+            button.setEnabled(available)
+            self.gpu_group.addButton(button)
+            self.gpu_buttons[name] = button
+            gpu_layout.addWidget(button)
+        self.gpu_buttons["cpu"].setChecked(True)
+        names = [GPU_LABELS.get(t, t).split(" ")[0] for t in found]
+        self.toolkits_label = QLabel(
+            f"GPU toolkits found: {', '.join(names)}. CPU is chosen; pick one to build for your GPU." if found
+            else "No GPU toolkit found (CUDA, Vulkan or ROCm): llama-server will run on the CPU.")
+        self.toolkits_label.setObjectName("toolkits")
+        self.toolkits_label.setWordWrap(True)
+        gpu_layout.addWidget(self.toolkits_label)
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setObjectName("progress")
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.hide()
+        self.status_label = QLabel()
+        self.status_label.setObjectName("status")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setObjectName("log")
+        self.log_view.setReadOnly(True)
+        self.log_view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.log_view.setMinimumHeight(140)
+        self.log_view.hide()
+
+        self.buttons = QDialogButtonBox()
+        self.install_button = QPushButton("Install")
+        self.install_button.setObjectName("install")
+        self.install_button.setDefault(True)
+        self.buttons.addButton(self.install_button, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.cancel_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+        self.cancel_button.setObjectName("cancel")
+        self.install_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.reject)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addWidget(self.warning_label)
+        layout.addWidget(gpu_box)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.log_view, 1)
+        layout.addWidget(self.buttons)
+        self.resize(600, 0)
+
+    # ---- building -------------------------------------------------------------------------------
+
+    @property
+    def gpu(self) -> str:
+        return next(name for name, button in self.gpu_buttons.items() if button.isChecked())
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def start(self) -> asyncio.Task[Any] | None:
+        """Starts the build for the chosen target."""
+        if self.running or self.stopping:
+            return None
+        argv = list(self.command(self.dest, self.gpu))
+        self.build = BuildProcess(argv, self._on_progress, env=self.bridge.engine_build_env())
+        self.installed = None
+        self.progress_bar.setValue(0)
+        self.progress_bar.show()
+        self.log_view.hide()
+        self.status_label.setStyleSheet("")
+        self.status_label.setText("Starting the build...")
+        self.install_button.setEnabled(False)
+        for button in self.gpu_buttons.values():
+            button.setEnabled(False)
+        self.task = self.bridge.run(self._run(self.build), "install llama-server", report=False)
+        self.task.add_done_callback(self._finished)
+        return self.task
+
+    async def _run(self, build: BuildProcess) -> tuple[Path, str]:
+        code = await build.run()
+        if code != 0 or build.stopped:
+            lines = [line for line in build.tail if text.build_progress(line) is None] or list(build.tail)
+            raise BuildFailed("\n".join(lines[-TAIL_LINES:]) or f"the builder exited with code {code}")
+        printed = [line.strip() for line in build.stdout.splitlines() if line.strip()]
+        binary = Path(printed[-1]) if printed else self.dest / "llama-server"
+        version = await self.bridge.engine_version(binary)
+        return binary, version
+
+    def _on_progress(self, pct: int, message: str) -> None:
+        if not shiboken6.isValid(self):
+            return
+        self.progress_bar.setValue(pct)
+        self.status_label.setText(message)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if not shiboken6.isValid(self) or self.stopping:
+            return
+        if self.build is not None and self.build.stopped:
+            self.status_label.setText("The build was stopped.")
+            return
+        if exc is not None:
+            if not isinstance(exc, (BuildFailed, OSError)):
+                log.error("the llama-server build failed", exc_info=exc)
+            detail = str(exc)
+            last = detail.strip().splitlines()[-1] if detail.strip() else "unknown error"
+            self.status_label.setText(f"The build failed: {last}<br>The whole log is in "
+                                      f"<code>{self.dest / 'build.log'}</code>.")
+            self.status_label.setStyleSheet("color: #b3261e")
+            self.log_view.setPlainText(detail)
+            self.log_view.show()
+            self.install_button.setText("Try again")
+            self.install_button.setEnabled(True)
+            for name, button in self.gpu_buttons.items():
+                button.setEnabled(name in self.available)
+            return
+        binary, version = task.result()
+        self.installed = binary
+        self.progress_bar.setValue(100)
+        message = f"llama-server {version} is installed:<br><code>{binary}</code>"
+        status = self.bridge.engine_status()
+        if status.usable and status.path == binary:
+            message += "<br>Models load with it from now on."
+        elif status.usable:
+            message += f"<br>Siesta uses {status.path} (by {status.configured_by or 'search order'}) instead."
+        else:
+            message += (f"<br>Siesta is still set to use {status.path} (by {status.configured_by}): remove that "
+                        "setting and restart Siesta to use this one.")
+        self.status_label.setText(message)
+        self.install_button.hide()
+        self.cancel_button.setText("Close")
+        self.bridge.engine_changed()
+
+    # ---- stopping ------------------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_task is not None and not self.stop_task.done()
+
+    async def stop_build(self) -> None:
+        """Stops a running build and waits until it and its children are gone."""
+        if self.build is not None:
+            await self.build.stop()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def reject(self) -> None:
+        if self.stopping:
+            return
+        if not self.running:
+            super().reject()
+            return
+        self.status_label.setText("Stopping the build...")
+        self.cancel_button.setEnabled(False)
+        self.stop_task = self.bridge.run(self.stop_build(), "stop the llama-server build", report=False)
+        self.stop_task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("stopping the llama-server build failed", exc_info=task.exception())
+        if shiboken6.isValid(self):
+            super().reject()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.running or self.stopping:
+            event.ignore()
+            self.reject()
+            return
+        super().closeEvent(event)

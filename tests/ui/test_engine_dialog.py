@@ -1,0 +1,131 @@
+""""Install llama-server..." with a fake builder: GPU choice, progress, success, failure,
+and Cancel or Quit stopping the build with everything it started."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import shiboken6
+
+from app.core.backend import free_port
+from app.ui.app import SiestaApp
+from app.ui.bridge import ManagerBridge
+from app.ui.engine_dialog import InstallEngineDialog
+from app.ui.models_window import ModelsWindow
+
+from ui_helpers import FAKE_VERSION, FakeShell, pid_alive, until
+
+FAKE_BUILDER = Path(__file__).with_name("fake_engine_build.py")
+
+
+def builder(mode: list[str]):
+    """The dialog's ``command``: the fake builder, in the mode ``mode[0]`` says at start."""
+    return lambda dest, gpu: [sys.executable, str(FAKE_BUILDER), "--dest", str(dest), "--gpu", gpu,
+                              "--mode", mode[0]]
+
+
+@pytest.fixture(autouse=True)
+def _no_llama_server_anywhere(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", f"{tmp_path / 'empty-bin'}:/usr/bin:/bin")
+    monkeypatch.setattr(ManagerBridge, "build_tools_missing", staticmethod(lambda: []))
+
+
+@pytest.fixture
+def dialogs(qtbot):
+    made: list[InstallEngineDialog] = []
+    yield made
+    for dialog in made:
+        if shiboken6.isValid(dialog):
+            dialog.close()
+
+
+def child_pid(dialog: InstallEngineDialog) -> int | None:
+    match = re.fullmatch(r"child (\d+)", dialog.status_label.text())
+    return int(match[1]) if match else None
+
+
+def test_builds_with_progress_and_then_models_can_use_it(loop, start_manager, dialogs, qtbot) -> None:
+    manager = start_manager(llama_server=None)
+    bridge = ManagerBridge(manager)
+    window = ModelsWindow(bridge, FakeShell())
+    qtbot.addWidget(window)
+    window.show()
+    assert window.engine_banner.isVisible()
+    mode = ["fail"]
+    dialog = InstallEngineDialog(bridge, command=builder(mode), toolkits=["vulkan"])
+    dialogs.append(dialog)
+    dialog.show()
+    assert dialog.gpu == "cpu"
+    assert dialog.gpu_buttons["vulkan"].isEnabled() and not dialog.gpu_buttons["cuda"].isEnabled()
+    assert dialog.gpu_buttons["cuda"].text() == "CUDA (NVIDIA): its toolkit (nvcc) is not installed"
+    assert dialog.toolkits_label.text().startswith("GPU toolkits found: Vulkan.")
+    assert f"<code>{bridge.engine_dir}</code>" in dialog.intro_label.text()
+    seen: list[int] = []
+    dialog.progress_bar.valueChanged.connect(seen.append)
+
+    dialog.install_button.click()  # first the build fails
+    assert dialog.running and not dialog.install_button.isEnabled()
+    loop.run_until_complete(until(lambda: not dialog.running, 10, "the failed build"))
+    assert dialog.status_label.text().startswith("The build failed: llama-server build failed: cmake configure failed")
+    assert dialog.log_view.isVisible() and "CMake Error: no C++ compiler found" in dialog.log_view.toPlainText()
+    assert dialog.install_button.text() == "Try again" and dialog.install_button.isEnabled()
+    assert window.engine_banner.isVisible()
+
+    mode[0] = "ok"
+    dialog.gpu_buttons["vulkan"].setChecked(True)
+    seen.clear()
+    dialog.install_button.click()
+    loop.run_until_complete(until(lambda: not dialog.running, 10, "the build"))
+    assert seen == [0, 10, 50, 90, 100]
+    binary = bridge.engine_dir / "llama-server"
+    assert dialog.installed == binary
+    assert dialog.status_label.text() == (f"llama-server {FAKE_VERSION} is installed:<br><code>{binary}</code>"
+                                          "<br>Models load with it from now on.")
+    assert dialog.cancel_button.text() == "Close" and not dialog.install_button.isVisible()
+    assert bridge.engine_status().usable and manager.llama_server_path() == binary
+    assert not window.engine_banner.isVisible()  # told through engineChanged
+    dialog.cancel_button.click()
+    assert not shiboken6.isValid(dialog) or not dialog.isVisible()
+
+
+def test_cancel_stops_the_build_and_what_it_started(loop, start_manager, dialogs) -> None:
+    bridge = ManagerBridge(start_manager(llama_server=None))
+    dialog = InstallEngineDialog(bridge, command=builder(["hang"]), toolkits=[])
+    dialogs.append(dialog)
+    dialog.show()
+    assert dialog.toolkits_label.text().startswith("No GPU toolkit found")
+    dialog.install_button.click()
+    child = loop.run_until_complete(until(lambda: child_pid(dialog), 10, "the builder's child"))
+    builder_pid = dialog.build.pid
+    assert pid_alive(builder_pid) and pid_alive(child)
+    dialog.cancel_button.click()
+    assert dialog.status_label.text() == "Stopping the build..."
+    loop.run_until_complete(until(lambda: not shiboken6.isValid(dialog) or not dialog.isVisible(), 10,
+                                  "the dialog to close"))
+    assert not pid_alive(builder_pid) and not pid_alive(child)
+    assert not (bridge.engine_dir / "llama-server").exists()
+
+
+def test_quitting_siesta_stops_a_build(loop, paths, make_settings) -> None:
+    siesta = SiestaApp(paths, make_settings(port=free_port(), llama_server=None), tray_available=lambda: False)
+
+    async def body() -> tuple[int, int]:
+        running = asyncio.ensure_future(siesta.run())
+        await asyncio.wait_for(siesta.started.wait(), 10)
+        assert siesta.window.engine_banner.isVisible()
+        siesta.bridge.engine_build_command = builder(["hang"])
+        siesta.show_install_engine()
+        dialog = siesta.install_dialog
+        dialog.install_button.click()
+        child = await until(lambda: child_pid(dialog), 10, "the builder's child")
+        pid = dialog.build.pid
+        siesta.request_quit()
+        assert await asyncio.wait_for(running, 15) == 0
+        return pid, child
+
+    builder_pid, child = loop.run_until_complete(body())
+    assert not pid_alive(builder_pid) and not pid_alive(child)
