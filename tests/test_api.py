@@ -252,3 +252,15 @@ async def test_port_in_use_names_the_port_and_setting(manager_factory):
         assert str(first.port) in str(info.value) and "port" in str(info.value)
     finally:
         await first.stop()
+
+
+async def test_non_loopback_host_without_api_key_logs_a_loud_warning(manager_factory, caplog):
+    manager = await manager_factory(host="0.0.0.0")
+    server = ApiServer(manager)
+    with caplog.at_level("WARNING"):
+        await server.start(port=0)
+    try:
+        assert any("WITHOUT AN API KEY" in r.message for r in caplog.records)
+        assert server.url.startswith("http://127.0.0.1:")  # what a local client should use
+    finally:
+        await server.stop()
