@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 from app import __version__
 from app.core.durations import DurationError, format_countdown, format_duration, parse_duration
 from app.core.paths import Paths
-from app.core.settings import LoadedSettings, SettingsError, load_settings
+from app.core.endpoint import Endpoint, SettingsError, resolve_endpoint
+
+if TYPE_CHECKING:
+    from app.core.settings import LoadedSettings
 
 log = logging.getLogger("siesta")
 
@@ -98,6 +101,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _settings(args: argparse.Namespace, paths: Paths) -> LoadedSettings:
+    from app.core.settings import load_settings
+
     return load_settings(paths.settings_file, _flags(args))
 
 
@@ -109,12 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("watchfiles", "gguf"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     paths = Paths.resolve(args.config_dir)
+    command = args.command
     try:
-        settings = _settings(args, paths)
+        # The client commands read only host, port and key (fast); the rest read everything.
+        settings = _settings(args, paths) if command in ("serve", None, "engine") else None
+        endpoint = resolve_endpoint(paths.settings_file, _flags(args))
     except SettingsError as exc:
         print(f"siesta: {exc}", file=sys.stderr)
         return 2
-    command = args.command
     if command == "serve":
         return _serve(paths, settings)
     if command is None:
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         return run_tray_app(paths, settings)
-    client = ApiClient(settings)
+    client = ApiClient(endpoint)
     try:
         if command == "ps":
             return _ps(client, watch=args.watch, as_json=args.json)
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             return _print_model(result)
         if command == "timeout":
-            return _timeout(parser, client, paths, settings, args)
+            return _timeout(parser, client, paths, args)
         if command == "demo":
             return _demo(paths, args.name)
         if command == "engine":
@@ -221,12 +228,10 @@ class ApiClient:
     async backends on first use); these are single local calls with nothing to pool.
     """
 
-    def __init__(self, settings: LoadedSettings) -> None:
-        values = settings.values
-        host = "127.0.0.1" if values.host in ("0.0.0.0", "::", "") else values.host
-        self.host, self.port = host, values.port
-        self.base_url = f"http://{'[' + host + ']' if ':' in host else host}:{values.port}"
-        self.headers = {"Authorization": f"Bearer {values.api_key}"} if values.api_key else {}
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.host, self.port = endpoint.connect_host, endpoint.port
+        self.base_url = endpoint.base_url
+        self.headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
 
     def open(self, method: str, path: str, body: dict[str, Any] | None = None,
              timeout: float | None = 30.0) -> http.client.HTTPResponse:
@@ -351,8 +356,7 @@ def _print_model(model: dict[str, Any]) -> int:
     return 0
 
 
-def _timeout(parser: argparse.ArgumentParser, client: ApiClient, paths: Paths, settings: LoadedSettings,
-             args: argparse.Namespace) -> int:
+def _timeout(parser: argparse.ArgumentParser, client: ApiClient, paths: Paths, args: argparse.Namespace) -> int:
     if args.global_value is not None:
         if args.model:
             parser.error("timeout --global takes only a duration")
@@ -365,7 +369,10 @@ def _timeout(parser: argparse.ArgumentParser, client: ApiClient, paths: Paths, s
         else:
             from app.core.toml_edit import TomlEditError, set_toml_key
 
-            pinned = settings.fixed_by("global_unload_timeout")
+            try:
+                pinned = _settings(args, paths).fixed_by("global_unload_timeout")
+            except SettingsError:
+                pinned = None
             if pinned:
                 print(f"note: {pinned} overrides settings.toml while it is set", file=sys.stderr)
             try:

@@ -75,3 +75,22 @@ def test_bad_env_names_the_variable(tmp_path, monkeypatch):
 def test_allowed_hosts_from_env_comma_list(tmp_path, monkeypatch):
     monkeypatch.setenv("SIESTA_ALLOWED_HOSTS", "box.local, other")
     assert load_settings(tmp_path / "x.toml").values.allowed_hosts == ["box.local", "other"]
+
+
+def test_client_endpoint_follows_the_same_order_as_the_settings(tmp_path: Path, monkeypatch):
+    from app.core.endpoint import resolve_endpoint
+
+    file = tmp_path / "settings.toml"
+    file.write_text('port = 9000\nhost = "0.0.0.0"\napi_key = "k1"\n')
+    for flags, env in (({}, {}), ({"port": 9200}, {"SIESTA_PORT": "9100"}), ({}, {"SIESTA_PORT": "9100"})):
+        monkeypatch.delenv("SIESTA_PORT", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        endpoint = resolve_endpoint(file, flags)
+        full = load_settings(file, flags).values
+        assert (endpoint.host, endpoint.port, endpoint.api_key) == (full.host, full.port, full.api_key)
+    assert endpoint.base_url == "http://127.0.0.1:9100"  # a wildcard bind is reached on loopback
+    monkeypatch.delenv("SIESTA_PORT")
+    file.write_text("port = 70000\n")
+    with pytest.raises(SettingsError, match="key port"):
+        resolve_endpoint(file, {})

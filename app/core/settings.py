@@ -7,7 +7,6 @@ change to a value that a flag or an environment variable has fixed.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +20,7 @@ from pydantic_settings import (
 )
 
 from .durations import Timeout, parse_duration
+from .endpoint import DEFAULT_HOST, DEFAULT_PORT, SettingsError, read_settings_file
 
 ENV_PREFIX = "SIESTA_"
 LEMONADE_TIMEOUT_ENV = "LEMONADE_GLOBAL_AUTO_UNLOAD_TIMER"
@@ -52,8 +52,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
-    host: str = "127.0.0.1"
-    port: int = Field(8777, ge=1, le=65535)
+    host: str = DEFAULT_HOST
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     global_unload_timeout: TimeoutField = 300.0
     max_loaded_models: int = Field(3, ge=0)
     llama_server: Path | None = None
@@ -105,10 +105,6 @@ class _LemonadeTimeoutSource(PydanticBaseSettingsSource):
         return {"global_unload_timeout": "never" if seconds <= 0 else seconds}
 
 
-class SettingsError(Exception):
-    """Settings that cannot be used; the message names the file or variable and the field."""
-
-
 FIELD_NAMES = tuple(Settings.model_fields)
 RUNTIME_SETTABLE = ("global_unload_timeout", "max_loaded_models", "notify_idle_unload", "notify_crash")
 
@@ -119,19 +115,6 @@ def flag_name(field: str) -> str:
 
 def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
-
-
-def read_settings_file(path: Path) -> dict[str, Any]:
-    """The raw table of settings.toml ({} when absent); SettingsError when it does not parse."""
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        return {}
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
 class LoadedSettings:
