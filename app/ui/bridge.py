@@ -118,6 +118,17 @@ class ManagerBridge(QObject):
     def snapshot(self, name: str) -> Snapshot | None:
         return self.models.get(name)
 
+    def countdown_deadlines(self, shown: Callable[[Snapshot], bool] = lambda s: True) -> list[float]:
+        """The moments a visible countdown changes: each ``unload_at``, and for a load in
+        progress its start (its "loading... N s" counter turns on the same whole-second phase)."""
+        out = []
+        for s in self.snapshots():
+            if s.get("unload_at") is not None and shown(s):
+                out.append(s["unload_at"])
+            elif s["state"] == "loading" and s.get("loading_since") is not None:
+                out.append(s["loading_since"] + 3600.0)  # any time on its whole-second phase
+        return out
+
     @property
     def pending_tasks(self) -> int:
         return len(self._tasks)

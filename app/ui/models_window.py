@@ -276,7 +276,7 @@ class ModelsWindow(QWidget):
         layout.addLayout(buttons)
         self.resize(760, 320)
 
-        self.ticker = SecondTicker(self._tick, self._deadlines, bridge.now, self)
+        self.ticker = SecondTicker(self._tick, bridge.countdown_deadlines, bridge.now, self)
         bridge.modelEvent.connect(self._on_event)
         bridge.actionFailed.connect(self._on_action_failed)
         bridge.engineChanged.connect(self.refresh)
@@ -351,14 +351,6 @@ class ModelsWindow(QWidget):
     def _tick(self) -> None:
         self.refresh(fresh=True)
 
-    def _deadlines(self) -> list[float]:
-        out = []
-        for s in self.bridge.snapshots():
-            if s.get("unload_at") is not None:
-                out.append(s["unload_at"])
-            elif s["state"] == "loading" and s.get("loading_since") is not None:
-                out.append(s["loading_since"] + 3600.0)
-        return out
 
     def showEvent(self, event: QShowEvent) -> None:
         self.refresh(fresh=True)

@@ -389,7 +389,7 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.buttons)
         self.resize(800, 0)
 
-        self.ticker = SecondTicker(self._tick, self._deadlines, bridge.now, self)
+        self.ticker = SecondTicker(self._tick, bridge.countdown_deadlines, bridge.now, self)
         bridge.modelEvent.connect(self._on_event)
         self._sync_rows()
         self.no_models_label.setVisible(not self.rows)
@@ -528,14 +528,6 @@ class SettingsDialog(QDialog):
         for row in self.rows.values():
             row.tick(now)
 
-    def _deadlines(self) -> list[float]:
-        out = []
-        for s in self.bridge.snapshots():
-            if s.get("unload_at") is not None:
-                out.append(s["unload_at"])
-            elif s["state"] == "loading" and s.get("loading_since") is not None:
-                out.append(s["loading_since"] + 3600.0)
-        return out
 
     def showEvent(self, event: QShowEvent) -> None:
         self._tick()

@@ -135,7 +135,7 @@ class TrayMenu(QObject):
         self.icon.setContextMenu(self.menu)
         self.entries: dict[str, ModelEntry] = {}
         self._build_static_menu()
-        self.ticker = SecondTicker(self._tick, self._deadlines, bridge.now, self)
+        self.ticker = SecondTicker(self._tick, lambda: bridge.countdown_deadlines(text.is_shown_in_menu), bridge.now, self)
         self.menu.aboutToShow.connect(self._on_about_to_show)
         self.menu.aboutToHide.connect(self._on_about_to_hide)
         self.icon.activated.connect(self._on_activated)
@@ -202,14 +202,6 @@ class TrayMenu(QObject):
     def _tick(self) -> None:
         self.refresh(fresh=True)
 
-    def _deadlines(self) -> list[float]:
-        out = []
-        for s in self.bridge.snapshots():
-            if s.get("unload_at") is not None and text.is_shown_in_menu(s):
-                out.append(s["unload_at"])
-            elif s["state"] == "loading" and s.get("loading_since") is not None:
-                out.append(s["loading_since"] + 3600.0)  # any time on its whole-second phase
-        return out
 
     def refresh(self, *, fresh: bool = False) -> None:
         """Brings every menu entry up to date (``fresh`` re-reads memory use)."""

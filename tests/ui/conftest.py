@@ -101,3 +101,16 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     monkeypatch.setattr(desktop, "open_folder", lambda p: calls.append(("folder", p)) or True)
     monkeypatch.setattr(desktop, "copy_text", lambda t: calls.append(("copy", t)))
     return calls
+
+
+@pytest.fixture(autouse=True)
+def _close_dialogs(qtbot):
+    """Tests append dialogs that delete themselves on close to ``qtbot.dialogs``; any still
+    open at the end are closed here (not qtbot.addWidget, which would close them twice)."""
+    import shiboken6
+
+    qtbot.dialogs = []
+    yield
+    for dialog in qtbot.dialogs:
+        if shiboken6.isValid(dialog):
+            dialog.close()

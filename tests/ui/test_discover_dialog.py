@@ -41,14 +41,6 @@ def open_dialog(bridge: ManagerBridge, home: Path, qtbot) -> DiscoverDialog:
     return dialog
 
 
-@pytest.fixture(autouse=True)
-def _close_dialogs(qtbot):
-    qtbot.dialogs = []
-    yield
-    for dialog in qtbot.dialogs:
-        if shiboken6.isValid(dialog):
-            dialog.close()
-
 
 def rows(dialog: DiscoverDialog) -> list[tuple[str, str, str, bool, bool]]:
     """(name, size, where, enabled, ticked) of every row."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-import pytest
 import shiboken6
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox
@@ -30,14 +29,6 @@ def open_dialog(manager, qtbot) -> SettingsDialog:
     dialog.show()
     return dialog
 
-
-@pytest.fixture(autouse=True)
-def _close_dialogs(qtbot):
-    qtbot.dialogs = []
-    yield
-    for dialog in qtbot.dialogs:
-        if shiboken6.isValid(dialog):
-            dialog.close()
 
 
 def click(dialog: SettingsDialog, which) -> None:
