@@ -225,16 +225,7 @@ class ManagedModel:
         self._waiting += 1
         self._stop_countdown()
         try:
-            while self.state is not ModelState.READY:
-                if self._manager.closing:
-                    raise ModelUnavailable("Siesta is shutting down", code="shutting_down")
-                if self.state is ModelState.UNLOADING:
-                    await _outcome(self._unload_task)
-                elif self.state is ModelState.LOADING:
-                    await self._join_load()
-                else:
-                    self._check_can_load()
-                    self._start_load()
+            await self._until_ready(pinned=False)
         except BaseException as exc:
             self._waiting -= 1
             if (isinstance(exc, asyncio.CancelledError) and self._waiting == 0 and not self._load_pinned
@@ -283,17 +274,22 @@ class ManagedModel:
     async def load(self) -> None:
         """Loads the model (a manual load, which also clears a crash loop) and waits until ready."""
         self._crash_loop = False
+        await self._until_ready(pinned=True)
+
+    async def _until_ready(self, *, pinned: bool) -> None:
+        """Waits out an unload, joins or starts a load, until the model is ready. A ``pinned``
+        caller (``load``, preload) keeps the load going even if every request waiting for it leaves."""
         while self.state is not ModelState.READY:
             if self._manager.closing:
                 raise ModelUnavailable("Siesta is shutting down", code="shutting_down")
             if self.state is ModelState.UNLOADING:
                 await _outcome(self._unload_task)
             elif self.state is ModelState.LOADING:
-                self._load_pinned = True
+                self._load_pinned = self._load_pinned or pinned
                 await self._join_load()
             else:
                 self._check_can_load()
-                self._start_load(pinned=True)
+                self._start_load(pinned=pinned)
 
     def _start_load(self, *, pinned: bool = False) -> None:
         self._load_pinned = pinned
