@@ -321,7 +321,7 @@ class ManagedModel:
             await self._manager.admit(self)
             self._admitted = True
             process = await self._manager.launch(self, recipe)
-            await process.wait_healthy(self._manager.http, self._manager.settings.load_timeout)
+            await process.wait_healthy(self._manager.settings.load_timeout)
         except asyncio.CancelledError:
             if process is not None:
                 await asyncio.shield(process.stop(self._manager.settings.stop_timeout))
