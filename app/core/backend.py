@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,15 +136,9 @@ class BoundedLog:
 
 
 class BackendProcess:
-    """A started model server process; :meth:`stop` ends its whole process group.
+    """A started model server process; :meth:`stop` ends its whole process group."""
 
-    Started with a plain ``subprocess.Popen`` (0.3 ms here) rather than
-    ``asyncio.create_subprocess_exec`` (1.4 ms: its child watcher starts a thread per
-    process); the output pipe is read on the loop, and the exit is noticed through a pidfd
-    on Linux (no thread, no polling), or a waiting thread elsewhere.
-    """
-
-    def __init__(self, proc: subprocess.Popen[bytes], spec: LaunchSpec, log: BoundedLog,
+    def __init__(self, proc: asyncio.subprocess.Process, spec: LaunchSpec, log: BoundedLog,
                  reaper: ProcessReaper | None) -> None:
         self._proc = proc
         self.spec = spec
@@ -162,11 +155,11 @@ class BackendProcess:
     async def start(cls, spec: LaunchSpec, log: BoundedLog, reaper: ProcessReaper | None) -> "BackendProcess":
         log.note("starting: " + " ".join(spec.argv))
         try:
-            proc = subprocess.Popen(
-                spec.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+            proc = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 env=spec.env,
                 start_new_session=(os.name == "posix"),
             )
@@ -186,39 +179,14 @@ class BackendProcess:
         return self._proc.returncode
 
     async def _pump_output(self) -> None:
-        assert self._proc.stdout is not None
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=2**20)
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self._proc.stdout)
-        try:
-            while chunk := await reader.read(65536):
-                self.log.write(chunk)
-                self._output.set()
-        finally:
-            transport.close()
-
-    async def _process_exit(self) -> int:
-        """Waits for the process to end and reaps it; returns its exit code (negative: signal)."""
-        pidfd_open = getattr(os, "pidfd_open", None)
-        if pidfd_open is not None:
-            try:
-                fd = pidfd_open(self._proc.pid)
-            except OSError:
-                fd = -1
-            if fd >= 0:
-                loop = asyncio.get_running_loop()
-                exited = loop.create_future()
-                loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
-                try:
-                    await exited
-                finally:
-                    loop.remove_reader(fd)
-                    os.close(fd)
-                return self._proc.wait()
-        return await asyncio.to_thread(self._proc.wait)
+        stream = self._proc.stdout
+        assert stream is not None
+        while chunk := await stream.read(65536):
+            self.log.write(chunk)
+            self._output.set()
 
     async def _wait_exit(self) -> int:
-        code = await self._process_exit()
+        code = await self._proc.wait()
         try:
             await asyncio.wait_for(self._pump, timeout=1.0)  # keep the last lines for the error
         except (asyncio.TimeoutError, asyncio.CancelledError):
