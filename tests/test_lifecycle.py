@@ -40,9 +40,7 @@ async def test_idle_model_unloads_at_its_deadline_and_process_is_gone(manager_fa
     manager = await manager_factory()
     events = event_log(manager)
     model = manager.get("a")
-    lease = await model.acquire()
-    pid = lease.process.pid
-    lease.release()
+    pid = await _serve_one_request(model)
     idle_since = model.idle_since
     assert model.unload_at == pytest.approx(idle_since + 1.0)
     event = await events.wait_for("a", "idle", timeout=5)  # the unload event, reason idle
@@ -196,9 +194,7 @@ async def test_crash_is_noticed_at_once_and_next_request_reloads(manager_factory
     manager = await manager_factory()
     events = event_log(manager)
     model = manager.get("a")
-    lease = await model.acquire()
-    pid = lease.process.pid
-    lease.release()
+    pid = await _serve_one_request(model)
     assert model.unload_at is not None
     import os
     import signal
@@ -247,9 +243,7 @@ async def test_backend_ignoring_sigterm_is_killed_after_stop_timeout(manager_fac
     write_recipe("a", fake=["--ignore-sigterm"])
     manager = await manager_factory(stop_timeout=0.5)
     model = manager.get("a")
-    lease = await model.acquire()
-    pid = lease.process.pid
-    lease.release()
+    pid = await _serve_one_request(model)
     started = time.monotonic()
     await manager.unload("a")
     assert 0.4 < time.monotonic() - started < 4
@@ -260,9 +254,7 @@ async def test_request_arriving_while_unloading_waits_and_reloads(manager_factor
     write_recipe("a", fake=["--ignore-sigterm"])
     manager = await manager_factory(stop_timeout=0.5)
     model = manager.get("a")
-    lease = await model.acquire()
-    old_pid = lease.process.pid
-    lease.release()
+    old_pid = await _serve_one_request(model)
     unloading = asyncio.create_task(manager.unload("a"))
     await asyncio.sleep(0)
     assert model.state is ModelState.UNLOADING
@@ -350,6 +342,13 @@ async def test_broken_recipe_is_listed_as_failed_and_others_keep_working(manager
     with pytest.raises(ModelUnavailable):
         await manager.get("bad").acquire()
     (await manager.get("good").acquire()).release()
+
+
+async def _serve_one_request(model) -> int:
+    """One request start to end (loading the model if needed); returns the server's pid."""
+    lease = await model.acquire()
+    lease.release()
+    return lease.process.pid
 
 
 async def _until(predicate, timeout: float = 10.0) -> None:
