@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.core import atomic_write
+from app.core.durations import USE_GLOBAL
 from app.core.recipes import MAX_RECIPE_BYTES, RecipeError, read_recipe, write_recipe_timeout
 from app.core.toml_edit import TomlEditError, set_toml_key
 
@@ -90,7 +91,7 @@ def test_timeout_rewrite_keeps_comments_order_and_unknown_keys(tmp_path: Path):
     assert read_recipe(path).unload_timeout == 900
     write_recipe_timeout(path, None)
     assert 'unload_timeout = "never"' in path.read_text()
-    write_recipe_timeout(path, None, remove=True)
+    write_recipe_timeout(path, USE_GLOBAL)
     assert path.read_text() == USER_RECIPE
 
 

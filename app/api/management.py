@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from app import __version__
-from app.core.durations import DurationError, parse_duration
-from app.core.manager import DEFAULT, ModelManager, PersistError, SettingFixed, UnknownModel
+from app.core.durations import USE_GLOBAL, DurationError, ModelTimeout, parse_duration
+from app.core.manager import ModelManager, PersistError, SettingFixed, UnknownModel
 from app.core.model import ModelState, ModelUnavailable
 from app.core.settings import RUNTIME_SETTABLE
 
@@ -128,7 +128,7 @@ class ManagementApi:
                     400, "invalid_body",
                     f'{request.method} {request.path}: expected {{"unload_timeout": "10m" | "never" | "default"}}'))
             raw = data["unload_timeout"]
-            value: Any = DEFAULT if raw == DEFAULT else _duration(request, "unload_timeout", raw)
+            value: ModelTimeout = USE_GLOBAL if raw == USE_GLOBAL.value else _duration(request, "unload_timeout", raw)
             model = await self.manager.set_model_timeout(request.match_info["name"], value)
         except _BadRequest as bad:
             return bad.response

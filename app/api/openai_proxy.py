@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from app.core.durations import DurationError, parse_duration
+from app.core.durations import NOT_GIVEN, DurationError, KeepAlive, parse_duration
 from app.core.manager import ModelManager, UnknownModel
-from app.core.model import UNSET, ModelUnavailable
+from app.core.model import ModelUnavailable
 
 from .errors import error_response, unavailable_response
 
@@ -71,7 +71,7 @@ class OpenAIProxy:
         if not isinstance(name, str) or not name:
             return error_response(400, "missing_model",
                                   f"request body of {request.path} must name a model: {{\"model\": \"...\"}}")
-        keep_alive: Any = UNSET
+        keep_alive: KeepAlive = NOT_GIVEN
         if "keep_alive" in data:
             try:
                 keep_alive = parse_duration(data.pop("keep_alive"))

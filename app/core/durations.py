@@ -7,11 +7,45 @@ means never, as in Ollama's ``keep_alive``.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
+from typing import Final, Literal
 
 Timeout = float | None
 """Seconds until an idle model is unloaded; ``None`` keeps it loaded."""
+
+
+class UseGlobal(str, enum.Enum):
+    """A model with no timeout of its own: the global timeout applies. On the wire (API,
+    CLI, tray menus) it is written ``"default"``; being a ``str``, it equals that word."""
+
+    USE_GLOBAL = "default"
+
+    def __repr__(self) -> str:
+        return "USE_GLOBAL"
+
+
+USE_GLOBAL: Final = UseGlobal.USE_GLOBAL
+USE_GLOBAL_WORD: Final = USE_GLOBAL.value
+
+ModelTimeout = Timeout | Literal[UseGlobal.USE_GLOBAL]
+"""A model's own timeout setting: seconds, ``None`` (never), or :data:`USE_GLOBAL`."""
+
+
+class NotGiven(enum.Enum):
+    """A request that did not send ``keep_alive``: the model's own or the global timeout applies."""
+
+    NOT_GIVEN = "not given"
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Final = NotGiven.NOT_GIVEN
+
+KeepAlive = Timeout | Literal[NotGiven.NOT_GIVEN]
+"""A request's ``keep_alive``: seconds, ``None`` (never), or :data:`NOT_GIVEN`."""
 
 VALID_FORMS = '"90s", "5m", "1h30m", "2h", a number of seconds such as 90, or "never"'
 
@@ -57,6 +91,22 @@ def parse_duration(value: object) -> Timeout:
         last_rank = rank
         total += float(number) * _UNIT_SECONDS[unit]
     return _from_seconds(total, value)
+
+
+def parse_model_timeout(value: object) -> ModelTimeout:
+    """A model's timeout as a user writes it: a duration, or ``"default"`` for :data:`USE_GLOBAL`."""
+    if value is USE_GLOBAL or (isinstance(value, str) and value.strip().lower() == USE_GLOBAL_WORD):
+        return USE_GLOBAL
+    try:
+        return parse_duration(value)
+    except DurationError:
+        raise DurationError(f"invalid timeout {value!r}: expected {VALID_FORMS}, "
+                            f'or "{USE_GLOBAL_WORD}" for the global timeout') from None
+
+
+def format_model_timeout(value: ModelTimeout) -> str:
+    """The wire form of a model's timeout: ``"default"`` or a canonical duration."""
+    return USE_GLOBAL_WORD if value is USE_GLOBAL else format_duration(value)
 
 
 def _from_seconds(seconds: float, original: object) -> Timeout:

@@ -21,7 +21,7 @@ import aiohttp
 from .backend import BackendProcess, BoundedLog, build_launch, find_llama_server, free_port
 from .clock import Clock
 from .config_watcher import ConfigWatcher
-from .durations import Timeout, format_duration
+from .durations import ModelTimeout, Timeout, format_duration
 from .model import ManagedModel, ModelState, ModelUnavailable, UnloadReason
 from .paths import Paths, engine_cache_dir
 from .process_reaper import ProcessReaper
@@ -32,7 +32,6 @@ from .toml_edit import TomlEditError, set_toml_key
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
-DEFAULT = "default"
 MEMORY_CACHE_SECONDS = 1.0
 
 
@@ -254,17 +253,14 @@ class ModelManager:
 
     # ---- timeouts ----------------------------------------------------------------------
 
-    async def set_model_timeout(self, name: str, value: Timeout | str) -> ManagedModel:
-        """Persists a model's timeout to its recipe (``"default"`` removes the key) and applies it now."""
+    async def set_model_timeout(self, name: str, value: ModelTimeout) -> ManagedModel:
+        """Persists a model's timeout to its recipe (:data:`USE_GLOBAL` removes the key) and applies it now."""
         model = self.get(name)
         if model.recipe is None:
             raise PersistError(f"recipe of {name!r} is not valid, left unchanged: {model.recipe_error}", "invalid")
         path = model.recipe.path
         try:
-            if value == DEFAULT:
-                write_recipe_timeout(path, None, remove=True)
-            else:
-                write_recipe_timeout(path, value)  # type: ignore[arg-type]
+            write_recipe_timeout(path, value)
         except TomlEditError as exc:
             raise PersistError(str(exc), exc.kind) from exc
         self._reload_recipe_file(path)

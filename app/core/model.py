@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import BackendError, BackendProcess
 from .clock import WallDeadline
-from .durations import Timeout
+from .durations import NOT_GIVEN, USE_GLOBAL, KeepAlive, ModelTimeout, Timeout
 from .recipes import Recipe
 
 if TYPE_CHECKING:
@@ -49,10 +49,6 @@ class UnloadReason(str, enum.Enum):
     SHUTDOWN = "shutdown"
 
 
-UNSET: Any = object()
-"""A request that did not send ``keep_alive``."""
-
-
 class ModelUnavailable(Exception):
     """A model that cannot serve now; the front door answers 503 with ``retry_after``."""
 
@@ -70,7 +66,7 @@ class Lease:
     model: "ManagedModel"
     process: BackendProcess
     generation: int
-    keep_alive: Any = UNSET
+    keep_alive: KeepAlive = NOT_GIVEN
     released: bool = field(default=False)
 
     @property
@@ -100,7 +96,7 @@ class ManagedModel:
         self._waiting = 0  # requests waiting for a load or an unload to finish
         self._drained = asyncio.Event()
         self._drained.set()
-        self._request_timeout: Any = UNSET  # keep_alive of the last request to finish
+        self._request_timeout: KeepAlive = NOT_GIVEN  # keep_alive of the last request to finish
         self.idle_since: float | None = None
         self._deadline: WallDeadline | None = None
         self._load_task: asyncio.Task[None] | None = None
@@ -157,18 +153,14 @@ class ManagedModel:
         return self._crash_loop
 
     @property
-    def recipe_timeout(self) -> Timeout:
-        return self.recipe.unload_timeout if self.recipe else None
-
-    @property
-    def has_recipe_timeout(self) -> bool:
-        return bool(self.recipe and self.recipe.has_unload_timeout)
+    def recipe_timeout(self) -> ModelTimeout:
+        return self.recipe.unload_timeout if self.recipe else USE_GLOBAL
 
     def effective_timeout(self) -> tuple[Timeout, str]:
         """The timeout in force and where it came from: ``request``, ``recipe`` or ``global``."""
-        if self._request_timeout is not UNSET:
+        if self._request_timeout is not NOT_GIVEN:
             return self._request_timeout, "request"
-        if self.has_recipe_timeout:
+        if self.recipe_timeout is not USE_GLOBAL:
             return self.recipe_timeout, "recipe"
         return self._manager.global_timeout, "global"
 
@@ -209,7 +201,7 @@ class ManagedModel:
             "group": self.recipe.group if self.recipe else None,
             "preload": self.recipe.preload if self.recipe else False,
         }
-        if self.has_recipe_timeout:
+        if self.recipe_timeout is not USE_GLOBAL:
             data["recipe_unload_timeout"] = self.recipe_timeout
         if error and self.log_tail and state is ModelState.FAILED:
             data["log_tail"] = self.log_tail
@@ -220,7 +212,7 @@ class ManagedModel:
 
     # ---- requests ----------------------------------------------------------------------
 
-    async def acquire(self, keep_alive: Any = UNSET) -> Lease:
+    async def acquire(self, keep_alive: KeepAlive = NOT_GIVEN) -> Lease:
         """Waits until the model is ready (loading it if needed) and counts one request in flight."""
         self._waiting += 1
         self._stop_countdown()
@@ -353,7 +345,7 @@ class ManagedModel:
         self.loading_since = None
         self.last_used = self._manager.clock.now()
         self._watch_task = asyncio.create_task(self._watch(process), name=f"watch-{self.name}")
-        self._request_timeout = UNSET
+        self._request_timeout = NOT_GIVEN
         self._maybe_start_countdown()  # before the event, so "loaded" carries its unload_at
         self._emit("loaded")
 
@@ -453,7 +445,7 @@ class ManagedModel:
         self._generation += 1
         self._active = 0
         self._drained.set()
-        self._request_timeout = UNSET
+        self._request_timeout = NOT_GIVEN
         self._stop_countdown()
         if self._watch_task is not None and self._watch_task is not asyncio.current_task():
             self._watch_task.cancel()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .durations import DurationError, Timeout, format_duration, parse_duration
+from .durations import USE_GLOBAL, DurationError, ModelTimeout, format_model_timeout, parse_duration
 from .toml_edit import set_toml_key
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
@@ -42,11 +42,15 @@ class Recipe:
     command: tuple[str, ...] = ()
     health_path: str = "/health"
     env: tuple[tuple[str, str], ...] = ()
-    unload_timeout: Timeout = None
-    has_unload_timeout: bool = False
+    unload_timeout: ModelTimeout = USE_GLOBAL
     group: str | None = None
     preload: bool = False
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def has_unload_timeout(self) -> bool:
+        """Whether the recipe sets a timeout of its own (else the global one applies)."""
+        return self.unload_timeout is not USE_GLOBAL
 
     @property
     def launch_key(self) -> tuple[Any, ...]:
@@ -124,9 +128,8 @@ def parse_recipe(name: str, path: Path, data: dict[str, Any]) -> Recipe:
     env = data.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, (str, int, float)) for v in env.values()):
         raise fail("env", "a table of strings")
-    timeout: Timeout = None
-    has_timeout = "unload_timeout" in data
-    if has_timeout:
+    timeout: ModelTimeout = USE_GLOBAL
+    if "unload_timeout" in data:
         try:
             timeout = parse_duration(data["unload_timeout"])
         except DurationError as exc:
@@ -147,16 +150,16 @@ def parse_recipe(name: str, path: Path, data: dict[str, Any]) -> Recipe:
         health_path=health_path,
         env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
         unload_timeout=timeout,
-        has_unload_timeout=has_timeout,
         group=group,
         preload=preload,
         unknown_keys=tuple(sorted(set(data) - KNOWN_KEYS)),
     )
 
 
-def write_recipe_timeout(path: Path, timeout: Timeout, *, remove: bool = False) -> None:
-    """Sets (or with ``remove``, deletes) ``unload_timeout`` in a recipe, keeping its comments."""
-    set_toml_key(path, "unload_timeout", None if remove else format_duration(timeout))
+def write_recipe_timeout(path: Path, timeout: ModelTimeout) -> None:
+    """Sets ``unload_timeout`` in a recipe (:data:`USE_GLOBAL` removes the key), keeping its
+    comments. The one write path for the manager and the CLI's offline edit."""
+    set_toml_key(path, "unload_timeout", None if timeout is USE_GLOBAL else format_model_timeout(timeout))
 
 
 def scan_recipe_files(recipes_dir: Path) -> list[Path]:

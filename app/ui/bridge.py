@@ -34,7 +34,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app.core import discovery, engine_build, importers
 from app.core.discovery import FoundModel
-from app.core.durations import Timeout
+from app.core.durations import ModelTimeout
 from app.core.importers import ImportConfigError, ImportResult
 from app.core.manager import ModelManager, PersistError, SettingFixed, UnknownModel
 from app.core.model import ModelUnavailable
@@ -185,8 +185,8 @@ class ManagerBridge(QObject):
     def unload_all(self) -> asyncio.Task[Any]:
         return self.run(self.manager.unload_all(), "unload all models")
 
-    def set_model_timeout(self, name: str, value: Timeout | str, *, report: bool = True) -> asyncio.Task[Any]:
-        """``value``: seconds, ``None`` (keep loaded) or ``"default"`` (use the global timeout)."""
+    def set_model_timeout(self, name: str, value: ModelTimeout, *, report: bool = True) -> asyncio.Task[Any]:
+        """``value``: seconds, ``None`` (keep loaded) or :data:`USE_GLOBAL`."""
         return self.run(self.manager.set_model_timeout(name, value), f"set the timeout of {name}", report=report)
 
     def set_setting(self, field: str, raw: Any, *, report: bool = True) -> asyncio.Task[Any]:

@@ -34,10 +34,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.durations import USE_GLOBAL
+
 from . import desktop, icons, text
 from .bridge import ManagerBridge
 from .shell import Shell
-from .text import DEFAULT, NEVER, timeout_key
+from .text import NEVER, timeout_key
 from .ticker import SecondTicker
 from .timeout_scale import MENU_PRESETS, short_label
 
@@ -112,7 +114,7 @@ class ModelRow:
 
     def _update_combo(self, snapshot: text.Snapshot, global_timeout: Any) -> None:
         key = timeout_key(snapshot)
-        choices: list[tuple[str, Any]] = [(f"Use global ({short_label(global_timeout)})", DEFAULT),
+        choices: list[tuple[str, Any]] = [(f"Use global ({short_label(global_timeout)})", USE_GLOBAL),
                                           ("Keep loaded", NEVER)]
         choices += [(short_label(s), s) for s in MENU_PRESETS]
         if key not in [c[1] for c in choices]:

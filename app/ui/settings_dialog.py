@@ -50,7 +50,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.durations import DurationError, Timeout, format_duration, parse_duration
+from app.core.durations import USE_GLOBAL, DurationError, Timeout, format_duration, parse_duration
 from app.core.settings import validate_setting
 
 from . import autostart, icons, text, timeout_scale
@@ -611,7 +611,7 @@ class SettingsDialog(QDialog):
                 continue
             use_global, value = row.current()
             try:
-                await self.bridge.set_model_timeout(name, "default" if use_global else value, report=False)
+                await self.bridge.set_model_timeout(name, USE_GLOBAL if use_global else value, report=False)
             except Exception as exc:  # noqa: BLE001
                 raise FieldError(f"Timeout of {name}", exc, row.slider) from exc
             row.baseline = (use_global, None if use_global else value)

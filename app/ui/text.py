@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from app.core.durations import format_countdown
+from app.core.durations import USE_GLOBAL, format_countdown
 
 Snapshot = dict[str, Any]
 
@@ -189,16 +189,16 @@ def timeout_choice(snapshot: Snapshot) -> tuple[bool, Any]:
     return True, None
 
 
-DEFAULT = "default"
 NEVER = "never"
+"""The menus' key for "keep loaded" (``None`` cannot key a menu item's data)."""
 
 
 def timeout_key(snapshot: Snapshot) -> Any:
-    """The timeout choice a model's recipe makes, as the menus key it: ``"default"`` (no
-    ``unload_timeout``: the global one applies), ``"never"``, or seconds."""
+    """The timeout choice a model's recipe makes, as the menus key it: :data:`USE_GLOBAL`
+    (no ``unload_timeout``: the global one applies), :data:`NEVER`, or seconds."""
     use_global, value = timeout_choice(snapshot)
     if use_global:
-        return DEFAULT
+        return USE_GLOBAL
     return NEVER if value is None else value
 
 

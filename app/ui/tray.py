@@ -29,10 +29,12 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QActionGroup, QCursor
 from PySide6.QtWidgets import QMenu, QStyle, QSystemTrayIcon
 
+from app.core.durations import USE_GLOBAL
+
 from . import desktop, icons, text
 from .bridge import ManagerBridge
 from .shell import Shell
-from .text import DEFAULT, NEVER, timeout_key
+from .text import NEVER, timeout_key
 from .ticker import SecondTicker
 from .timeout_scale import MENU_PRESETS, short_label
 
@@ -59,7 +61,7 @@ class ModelEntry(QObject):
         self._add_timeout(NEVER, "Keep loaded")
         for seconds in MENU_PRESETS:
             self._add_timeout(seconds, short_label(seconds))
-        self._add_timeout(DEFAULT, "Use global")
+        self._add_timeout(USE_GLOBAL, "Use global")
         self.custom_action = self.menu.addAction("Custom")
         self.custom_action.setCheckable(True)
         self.custom_action.setEnabled(False)
@@ -101,7 +103,7 @@ class ModelEntry(QObject):
         self.load_action.setVisible(state == "failed")
         self._log_file = Path(snapshot["log_file"]) if snapshot.get("log_file") else None
         self.log_action.setEnabled(self._log_file is not None and self._log_file.exists())
-        self.timeout_actions[DEFAULT].setText(f"Use global ({short_label(global_timeout)})")
+        self.timeout_actions[USE_GLOBAL].setText(f"Use global ({short_label(global_timeout)})")
         self._key = key = timeout_key(snapshot)
         chosen = self.timeout_actions.get(key)
         self.custom_action.setVisible(chosen is None)
