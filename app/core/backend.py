@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import shutil
 import signal
@@ -21,6 +22,8 @@ import psutil
 
 from .process_reaper import ProcessReaper
 from .recipes import Recipe
+
+_log = logging.getLogger(__name__)
 
 # Windows has no SIGKILL; there "kill" means TerminateProcess, which _kill_group does.
 KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
@@ -112,11 +115,15 @@ class BoundedLog:
         except FileNotFoundError:
             pass
 
+    def keep_tail(self, data: bytes) -> None:
+        """Keeps the last lines of ``data`` in memory (for error messages) without writing it."""
+        text = data.decode("utf-8", "replace")
+        self.tail.extend(line for line in text.splitlines() if line.strip())
+
     def write(self, data: bytes) -> None:
         if self._fh.closed:
             return
-        text = data.decode("utf-8", "replace")
-        self.tail.extend(line for line in text.splitlines() if line.strip())
+        self.keep_tail(data)
         if self._written + len(data) > self.max_bytes:
             self._fh.close()
             os.replace(self.path, self.path.with_suffix(self.path.suffix + ".1"))
@@ -135,6 +142,15 @@ class BoundedLog:
         self._fh.close()
 
 
+def _safe_note(log: BoundedLog, message: str) -> Exception | None:
+    """Writes a Siesta note to a model's log; returns the error of a failed write, never raises it."""
+    try:
+        log.note(message)
+    except Exception as exc:  # noqa: BLE001 - a full disk must not stop a server from starting or stopping
+        return exc
+    return None
+
+
 class BackendProcess:
     """A started model server process; :meth:`stop` ends its whole process group."""
 
@@ -144,6 +160,7 @@ class BackendProcess:
         self.spec = spec
         self.log = log
         self._reaper = reaper
+        self._log_broken = False  # set once writing the model's log failed: output is then dropped
         self.stopping = False
         self.base_url = f"http://127.0.0.1:{spec.port}"
         self._output = asyncio.Event()  # set on each chunk of output: a moment worth probing health
@@ -153,7 +170,7 @@ class BackendProcess:
 
     @classmethod
     async def start(cls, spec: LaunchSpec, log: BoundedLog, reaper: ProcessReaper | None) -> "BackendProcess":
-        log.note("starting: " + " ".join(spec.argv))
+        log_error = _safe_note(log, "starting: " + " ".join(spec.argv))
         try:
             proc = await asyncio.create_subprocess_exec(
                 *spec.argv,
@@ -164,11 +181,14 @@ class BackendProcess:
                 start_new_session=(os.name == "posix"),
             )
         except OSError as exc:
-            log.note(f"could not start: {exc}")
+            _safe_note(log, f"could not start: {exc}")
             raise BackendError(f"could not start {spec.argv[0]!r}: {exc.strerror or exc}") from exc
         if reaper is not None:
             reaper.add(proc.pid)
-        return cls(proc, spec, log, reaper)
+        backend = cls(proc, spec, log, reaper)
+        if log_error is not None:
+            backend._log_failed(log_error)
+        return backend
 
     @property
     def pid(self) -> int:
@@ -178,11 +198,46 @@ class BackendProcess:
     def returncode(self) -> int | None:
         return self._proc.returncode
 
+    def _log_failed(self, exc: BaseException | None) -> None:
+        if self._log_broken:
+            return
+        self._log_broken = True
+        _log.warning("cannot write the model log %s (%s); the server's output is dropped from now on",
+                     self.log.path, exc)
+
+    def _write_log(self, data: bytes) -> None:
+        """Writes server output to the model's log; after a failed write (a full disk, an I/O
+        error) the output is only kept in the in-memory tail, and the failure is logged once."""
+        if not self._log_broken:
+            try:
+                self.log.write(data)
+                return
+            except Exception as exc:  # noqa: BLE001 - whatever the log does, the pipe must keep draining
+                self._log_failed(exc)
+        self.log.keep_tail(data)
+
+    def _note(self, message: str) -> None:
+        if not self._log_broken:
+            error = _safe_note(self.log, message)
+            if error is not None:
+                self._log_failed(error)
+
     async def _pump_output(self) -> None:
+        """Drains the server's output to the end, whatever happens to the log: a server whose
+        pipe is not read blocks once the pipe buffer is full, and its requests with it."""
         stream = self._proc.stdout
         assert stream is not None
-        while chunk := await stream.read(65536):
-            self.log.write(chunk)
+        while True:
+            try:
+                chunk = await stream.read(65536)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken pipe ends the output, not Siesta
+                _log.warning("reading the output of server %s failed: %s", self._proc.pid, exc)
+                return
+            if not chunk:
+                return
+            self._write_log(chunk)
             self._output.set()
 
     async def _wait_exit(self) -> int:
@@ -191,11 +246,16 @@ class BackendProcess:
             await asyncio.wait_for(self._pump, timeout=1.0)  # keep the last lines for the error
         except (asyncio.TimeoutError, asyncio.CancelledError):
             pass
+        except Exception:  # noqa: BLE001 - the pump does not raise; never let its end hide the exit code
+            _log.exception("output pump of server %s failed", self._proc.pid)
         if self._reaper is not None:
             self._kill_group(KILL)  # anything it left behind in its group
             self._reaper.remove(self._proc.pid)
-        self.log.note(f"exited with code {code}")
-        self.log.close()
+        self._note(f"exited with code {code}")
+        try:
+            self.log.close()
+        except OSError:
+            pass
         return code
 
     async def wait_exit(self) -> int:
@@ -263,7 +323,7 @@ class BackendProcess:
             try:
                 await asyncio.wait_for(asyncio.shield(self._exit), timeout)
             except asyncio.TimeoutError:
-                self.log.note(f"did not stop within {timeout:g} s; killing")
+                self._note(f"did not stop within {timeout:g} s; killing")
                 self._kill_group(KILL)
         return await asyncio.shield(self._exit)
 
