@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from app.core import sizes
 from app.core.durations import USE_GLOBAL, format_countdown
 
 Snapshot = dict[str, Any]
@@ -27,19 +28,9 @@ OCCUPYING = ("loading", "ready", "unloading")
 
 
 def format_bytes(value: int | float | None) -> str:
-    """Memory for people, in binary units like ``ps``: ``"1.2 GB"``, ``"230 MB"``, ``"9.5 MB"``."""
-    if value is None or value < 0:
-        return ""
-    amount = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if amount < 1024 or unit == "GB":
-            if unit == "B":
-                return f"{int(amount)} B"
-            if unit == "GB" or amount < 10:
-                return f"{amount:.1f} {unit}"
-            return f"{amount:.0f} {unit}"
-        amount /= 1024
-    raise AssertionError("unreachable")
+    """Memory for people, in binary units like ``ps``: ``"1.2 GB"``, ``"230 MB"``, ``"9.5 MB"``
+    (the core's one formatter, shared with the CLI)."""
+    return sizes.format_bytes(value)
 
 
 def is_shown_in_menu(snapshot: Snapshot) -> bool:
