@@ -33,9 +33,16 @@ async def _json_body(request: web.Request, *, required: bool = True) -> dict[str
     what = f"{request.method} {request.path}"
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise _BadRequest(error_response(413, "body_too_large", f"{what}: body larger than {MAX_BODY} bytes"))
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise _BadRequest(error_response(413, "body_too_large", f"{what}: body larger than {MAX_BODY} bytes"))
+    # content.read(n) returns what has arrived so far: read until the end of the body
+    # (chunked bodies declare no length), and stop as soon as it is too large.
+    parts: list[bytes] = []
+    size = 0
+    while part := await request.content.read(MAX_BODY + 1 - size):
+        parts.append(part)
+        size += len(part)
+        if size > MAX_BODY:
+            raise _BadRequest(error_response(413, "body_too_large", f"{what}: body larger than {MAX_BODY} bytes"))
+    raw = b"".join(parts)
     if not raw.strip():
         if required:
             raise _BadRequest(error_response(400, "empty_body", f"{what}: expected a JSON object body"))
