@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(paths: Paths, settings: LoadedSettings) -> int:
     import asyncio
 
-    from app.api.server import PortInUse
+    from app.runtime import PortInUse
 
     try:
         return asyncio.run(serve(paths, settings))
@@ -182,11 +182,10 @@ def _serve(paths: Paths, settings: LoadedSettings) -> int:
 
 
 async def serve(paths: Paths, settings: LoadedSettings, stop: asyncio.Event | None = None) -> int:
-    """Runs the manager and the API until SIGINT/SIGTERM (or ``stop``); then unloads everything."""
+    """Runs Siesta headless until SIGINT/SIGTERM (or ``stop``); then unloads everything."""
     import asyncio
 
-    from app.api.server import ApiServer
-    from app.core.manager import ModelManager
+    from app.runtime import SiestaRuntime
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -195,18 +194,9 @@ async def serve(paths: Paths, settings: LoadedSettings, stop: asyncio.Event | No
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    manager = ModelManager(paths, settings)
-    api = ApiServer(manager)
-    await manager.start()
-    try:
-        await api.start()
-        log.info("Siesta %s serving on %s (config %s, %d recipes)", __version__, api.url, paths.config_dir,
-                 len(manager.models))
+    async with SiestaRuntime(paths, settings):
         await stop.wait()
         log.info("shutting down: unloading every model")
-    finally:
-        await manager.close()
-        await api.stop()
     return 0
 
 

@@ -19,6 +19,22 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8777
 
 
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "*": "127.0.0.1", "::": "::1"}
+"""A wildcard bind and the loopback address a local client reaches it on (same family)."""
+
+
+def connect_host(host: str) -> str:
+    """Where a local client connects to reach a server bound to ``host``."""
+    return WILDCARD_HOSTS.get(host, host)
+
+
+def client_url(host: str, port: int | None) -> str:
+    """The base URL a local client uses for a server bound to ``host:port``; the one rule
+    for the CLI, the front door's own URL and the tray's "Copy API URL"."""
+    host = connect_host(host)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
 class SettingsError(Exception):
     """Settings that cannot be used; the message names the file or variable and the field."""
 
@@ -47,12 +63,11 @@ class Endpoint:
     @property
     def connect_host(self) -> str:
         """Where a local client connects: a wildcard bind is reached on loopback."""
-        return DEFAULT_HOST if self.host in ("0.0.0.0", "::", "") else self.host
+        return connect_host(self.host)
 
     @property
     def base_url(self) -> str:
-        host = self.connect_host
-        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+        return client_url(self.host, self.port)
 
 
 def resolve_endpoint(settings_file: Path, flags: dict[str, Any]) -> Endpoint:

@@ -31,10 +31,10 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon, QWidget
 
 from app import __version__
-from app.api.server import ApiServer, PortInUse
 from app.core.manager import ModelManager
 from app.core.paths import Paths
 from app.core.settings import LoadedSettings
+from app.runtime import ManagerFactory, PortInUse, SiestaRuntime
 
 from . import icons
 from .bridge import ManagerBridge
@@ -101,15 +101,6 @@ def _bring_up(widget: QWidget) -> None:
     widget.activateWindow()
 
 
-def client_url(host: str, port: int | None) -> str:
-    """The address a local client should use: a wildcard bind is reached on loopback."""
-    if host in ("0.0.0.0", "", "*"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-
-
 def _log_to_file(paths: Paths) -> logging.Handler | None:
     """A small rotating log of the app itself, beside the model logs (for a tray app
     started at login, stderr goes nowhere anyone reads)."""
@@ -130,18 +121,17 @@ def _log_to_file(paths: Paths) -> logging.Handler | None:
 
 
 class SiestaApp:
-    """Owns the manager, the API server and the windows for one run of the desktop app."""
+    """Owns the runtime (manager and front door) and the windows for one run of the desktop app."""
 
     def __init__(self, paths: Paths, settings: LoadedSettings, instance: SingleInstance | None = None, *,
                  tray_available: Callable[[], bool] = QSystemTrayIcon.isSystemTrayAvailable,
-                 manager_factory: Callable[[Paths, LoadedSettings], ModelManager] = ModelManager) -> None:
+                 manager_factory: ManagerFactory = ModelManager) -> None:
         self.paths = paths
         self.loaded_settings = settings
         self.instance = instance
         self._tray_available = tray_available
         self._manager_factory = manager_factory
-        self.manager: ModelManager | None = None
-        self.api: ApiServer | None = None
+        self.runtime: SiestaRuntime | None = None
         self.bridge: ManagerBridge | None = None
         self.tray: TrayMenu | None = None
         self.window: ModelsWindow | None = None
@@ -158,6 +148,10 @@ class SiestaApp:
         self._signals: list[int] = []
 
     # ---- the Shell protocol (what the tray and the window ask for) -----------------------------------
+
+    @property
+    def manager(self) -> ModelManager | None:
+        return self.runtime.manager if self.runtime is not None else None
 
     @property
     def has_tray(self) -> bool:
@@ -233,21 +227,20 @@ class SiestaApp:
         if app is not None:
             app.aboutToQuit.connect(self.request_quit)
         try:
-            self.manager = self._manager_factory(self.paths, self.loaded_settings)
-            await self.manager.start()
-            self.bridge = ManagerBridge(self.manager)
-            self.api = ApiServer(self.manager)
+            runtime = SiestaRuntime(self.paths, self.loaded_settings, manager_factory=self._manager_factory)
             try:
-                await self.api.start()
+                await runtime.start()
             except PortInUse as exc:
                 log.error("%s", exc)
                 await self._show_fatal(f"Siesta cannot start: {exc}")
                 return EXIT_PORT_IN_USE
+            self.runtime = runtime
+            assert runtime.manager is not None
+            self.bridge = ManagerBridge(runtime.manager)
             # The URL as bound now; a host or port changed in Settings applies at the next start.
-            self.bridge.api_url = client_url(self.loaded_settings.values.host, self.api.port)
+            self.bridge.api_url = runtime.url
             self._build_ui()
-            log.info("Siesta %s running on %s (config %s, %d recipes, %s)", __version__, self.api.url,
-                     self.paths.config_dir, len(self.manager.models),
+            log.info("Siesta %s: %s", __version__,
                      "tray icon" if self.has_tray else "no system tray: showing the Models window")
             self.started.set()
             await self._quit
@@ -339,8 +332,8 @@ class SiestaApp:
             self.window.ticker.stop()
             self.window.hide()
         try:
-            if self.manager is not None:
-                await self.manager.close()
+            if self.runtime is not None:
+                await self.runtime.stop()
         finally:
             if stopping_build is not None:
                 for result in await asyncio.gather(stopping_build, return_exceptions=True):
@@ -348,8 +341,6 @@ class SiestaApp:
                         log.error("stopping the llama-server build failed: %s", result)
                 if install is not None and shiboken6.isValid(install):
                     install.close()
-            if self.api is not None:
-                await self.api.stop()
             if self.bridge is not None:
                 await self.bridge.close()
             if self.tray is not None:

@@ -170,7 +170,7 @@ def test_long_qasync_run_keeps_none_alive(loop) -> None:
 
 
 def test_the_copied_url_reaches_a_wildcard_bind_on_loopback() -> None:
-    from app.ui.app import client_url
+    from app.core.endpoint import client_url
 
     assert client_url("127.0.0.1", 8777) == "http://127.0.0.1:8777"
     assert client_url("0.0.0.0", 8777) == "http://127.0.0.1:8777"
