@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from app.core.endpoint import client_url
 from app.core.manager import ModelManager
 
 from .guard import make_guard
@@ -69,10 +70,7 @@ class ApiServer:
     @property
     def url(self) -> str:
         """The base URL clients use: the address actually bound (a wildcard shows as loopback)."""
-        host = self.host or self.manager.settings.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+        return client_url(self.host or self.manager.settings.host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:
