@@ -15,24 +15,22 @@ It also carries what the first-run dialogs need from the core: finding GGUF mode
 writing recipes for them, importing another manager's configuration, and which
 llama-server is used (whether it can run, its version, the command that builds one).
 Blocking work (walking the disk, writing files) runs in a worker thread, never on the
-GUI thread; ``llama-server --version`` runs as an asyncio subprocess and is cached.
+GUI thread; ``llama-server --version`` runs as an asyncio subprocess and is cached. The
+engine logic itself (which binary, its version, the build) is :mod:`app.core.engine`; the
+bridge only wraps it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
-from app.core import discovery, engine_build, importers
+from app.core import discovery, engine, importers
 from app.core.discovery import FoundModel
 from app.core.durations import ModelTimeout
 from app.core.importers import ImportConfigError, ImportResult
@@ -49,19 +47,14 @@ T = TypeVar("T")
 
 EXPECTED_ERRORS = (ModelUnavailable, PersistError, SettingFixed, UnknownModel, ImportConfigError, ValueError,
                    OSError)
-VERSION_TIMEOUT = 15.0
-_versions: dict[tuple[str, int, int], str] = {}  # (path, mtime, size) -> version text, for the whole process
+VERSION_TIMEOUT = engine.VERSION_TIMEOUT
 
 __all__ = ["ManagerBridge", "EngineStatus", "FoundModel", "ImportResult", "ImportConfigError"]
 
 
-@dataclass(frozen=True)
-class EngineStatus:
-    """Which llama-server Siesta would run, and whether it can."""
-
-    path: Path | None
-    usable: bool  # an existing file that may be executed
-    configured_by: str | None  # "settings.toml", "--llama-server", "SIESTA_LLAMA_SERVER"; None: found by search
+class EngineStatus(engine.EngineStatus):
+    """Which llama-server Siesta would run, and whether it can (the core's
+    :class:`~app.core.engine.EngineStatus`), with what is wrong in the GUI's words."""
 
     @property
     def problem(self) -> str | None:
@@ -88,7 +81,6 @@ class ManagerBridge(QObject):
         self.closing = False
         self.models: dict[str, Snapshot] = {s["name"]: s for s in manager.snapshots()}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._version_checks: dict[tuple[str, int, int], asyncio.Future[str]] = {}
         self._unsubscribe: Callable[[], None] | None = manager.subscribe(self._on_event)
 
     # ---- what widgets read ----------------------------------------------------------------
@@ -248,88 +240,42 @@ class ManagerBridge(QObject):
 
     def engine_status(self) -> EngineStatus:
         """The llama-server that loads would run now (a few file checks; cheap)."""
-        path = self.manager.llama_server_path()
-        usable = path is not None and path.is_file() and os.access(path, os.X_OK)
-        configured_by = None
-        if self.settings.llama_server is not None:
-            source = self.manager.loaded_settings.sources.get("llama_server", "default")
-            configured_by = source.split(" ", 1)[1] if " " in source else source
-        return EngineStatus(path, usable, configured_by)
+        status = engine.engine_status(self.paths, self.manager.loaded_settings)
+        return EngineStatus(status.path, status.usable, status.configured_by)
 
     @property
     def engine_dir(self) -> Path:
         """Where "Install llama-server..." puts it: Siesta's data dir, where loads look for it."""
-        return self.paths.data_dir / "engine"
+        return engine.engine_dir(self.paths)
 
     def engine_build_command(self, dest: Path, gpu: str) -> list[str]:
         """The build as a subprocess (so it can be stopped): it prints ``[ 42%] text`` lines
         to stderr and the installed binary's path to stdout."""
-        return [sys.executable, "-m", "app.core.engine_build", "--dest", str(dest), "--gpu", gpu]
+        return engine.build_command(dest, gpu)
 
     def engine_build_env(self) -> dict[str, str]:
-        """The build's environment: ours, with this ``app`` package importable even when
-        Siesta runs from a source checkout started from another folder."""
-        env = dict(os.environ)
-        if not getattr(sys, "frozen", False):
-            root = str(Path(engine_build.__file__).resolve().parents[2])
-            env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        return env
+        """The build's environment, with this ``app`` package importable."""
+        return engine.build_env()
 
     @staticmethod
     def build_tools_missing() -> list[str]:
         """What the build needs and this computer lacks: ``cmake``, ``a C++ compiler``."""
-        missing = []
-        if shutil.which("cmake") is None:
-            missing.append("cmake")
-        if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
-            missing.append("a C++ compiler")
-        return missing
+        return engine.build_tools_missing()
 
     @staticmethod
     def gpu_choices() -> list[str]:
-        return ["cpu"] + [g for g in engine_build.GPU_FLAGS if g != "cpu"]
+        return engine.gpu_choices()
 
     @staticmethod
     def gpu_toolkits() -> list[str]:
-        return engine_build.detect_gpu_toolkits()
+        return engine.gpu_toolkits()
 
     def engine_changed(self) -> None:
         self.engineChanged.emit()
 
     async def engine_version(self, path: Path) -> str:
         """What ``path --version`` says, in one line; cached while the file stays the same."""
-        try:
-            st = path.stat()
-        except OSError as exc:
-            return f"cannot run it: {exc.strerror or exc}"
-        key = (str(path), st.st_mtime_ns, st.st_size)
-        if key in _versions:
-            return _versions[key]
-        pending = self._version_checks.get(key)
-        if pending is None:
-            pending = self._version_checks[key] = asyncio.ensure_future(self._run_version(path))
-            pending.add_done_callback(lambda _f: self._version_checks.pop(key, None))
-        version = await asyncio.shield(pending)
-        _versions[key] = version
-        return version
-
-    async def _run_version(self, path: Path) -> str:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                str(path), "--version", stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        except OSError as exc:
-            return f"cannot run it: {exc.strerror or exc}"
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), VERSION_TIMEOUT)
-        except asyncio.TimeoutError:
-            return f"did not answer --version within {VERSION_TIMEOUT:.0f} s"
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        version = text.version_text(out.decode("utf-8", "replace"))
-        return version if proc.returncode == 0 else f"{version} (--version failed: exit {proc.returncode})"
+        return (await engine.llama_server_version(path)).text
 
     # ---- end --------------------------------------------------------------------------------
 
