@@ -27,6 +27,20 @@ def error_response(status: int, code: str, message: str, *, headers: dict[str, s
     return web.json_response({"error": body}, status=status, headers=headers)
 
 
+class ApiError(Exception):
+    """An error answer raised from anywhere under a management handler; the error
+    middleware (:mod:`app.api.error_mapping`) turns it into :func:`error_response`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.code, self.message)
+
+
 def unavailable_response(exc: ModelUnavailable) -> web.Response:
     return error_response(503, exc.code, str(exc), headers={"Retry-After": str(exc.retry_after)},
                           log_tail=exc.log_tail)

@@ -2,7 +2,8 @@
 
 The API can change timeouts and a few settings; it can never create a recipe or run a
 command. Bodies are small JSON objects; anything else is refused with a message that
-names the request and the field.
+names the request and the field. Handlers raise (:class:`ApiError`, or the core's own
+errors); the error middleware in :mod:`app.api.error_mapping` gives each its answer.
 """
 
 from __future__ import annotations
@@ -15,24 +16,20 @@ from aiohttp import web
 
 from app import __version__
 from app.core.durations import USE_GLOBAL, DurationError, ModelTimeout, parse_duration
-from app.core.manager import ModelManager, PersistError, SettingFixed, UnknownModel
-from app.core.model import ModelState, ModelUnavailable
+from app.core.manager import ModelManager
+from app.core.model import ModelState
 from app.core.settings import RUNTIME_SETTABLE
 
-from .errors import error_response, unavailable_response
+from .errors import ApiError
 
 MAX_BODY = 64 * 1024
 
 
-class _BadRequest(Exception):
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
-
-
 async def _json_body(request: web.Request, *, required: bool = True) -> dict[str, Any]:
     what = f"{request.method} {request.path}"
+    too_large = ApiError(413, "body_too_large", f"{what}: body larger than {MAX_BODY} bytes")
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise _BadRequest(error_response(413, "body_too_large", f"{what}: body larger than {MAX_BODY} bytes"))
+        raise too_large
     # content.read(n) returns what has arrived so far: read until the end of the body
     # (chunked bodies declare no length), and stop as soon as it is too large.
     parts: list[bytes] = []
@@ -41,21 +38,21 @@ async def _json_body(request: web.Request, *, required: bool = True) -> dict[str
         parts.append(part)
         size += len(part)
         if size > MAX_BODY:
-            raise _BadRequest(error_response(413, "body_too_large", f"{what}: body larger than {MAX_BODY} bytes"))
+            raise too_large
     raw = b"".join(parts)
     if not raw.strip():
         if required:
-            raise _BadRequest(error_response(400, "empty_body", f"{what}: expected a JSON object body"))
+            raise ApiError(400, "empty_body", f"{what}: expected a JSON object body")
         return {}
     if request.content_type not in ("application/json", "application/octet-stream", ""):
-        raise _BadRequest(error_response(415, "unsupported_content_type",
-                                         f"{what}: expected Content-Type application/json, got {request.content_type}"))
+        raise ApiError(415, "unsupported_content_type",
+                       f"{what}: expected Content-Type application/json, got {request.content_type}")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _BadRequest(error_response(400, "invalid_json", f"{what}: body is not valid JSON: {exc}")) from None
+        raise ApiError(400, "invalid_json", f"{what}: body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise _BadRequest(error_response(400, "invalid_body", f"{what}: body must be a JSON object"))
+        raise ApiError(400, "invalid_body", f"{what}: body must be a JSON object")
     return data
 
 
@@ -95,80 +92,48 @@ class ManagementApi:
         return web.json_response({"models": self.manager.snapshots()})
 
     async def get_model(self, request: web.Request) -> web.Response:
-        try:
-            return web.json_response(self.manager.get(request.match_info["name"]).snapshot())
-        except UnknownModel as exc:
-            return error_response(404, "model_not_found", str(exc))
+        return web.json_response(self.manager.get(request.match_info["name"]).snapshot())
 
     async def load(self, request: web.Request) -> web.Response:
-        try:
-            data = await _json_body(request)
-            name = _model_field(request, data)
-            model = await self.manager.load(name)
-        except _BadRequest as bad:
-            return bad.response
-        except UnknownModel as exc:
-            return error_response(404, "model_not_found", str(exc))
-        except ModelUnavailable as exc:
-            return unavailable_response(exc)
+        data = await _json_body(request)
+        model = await self.manager.load(_model_field(request, data))
         return web.json_response(model.snapshot())
 
     async def unload(self, request: web.Request) -> web.Response:
-        try:
-            data = await _json_body(request)
-            if data.get("all") is True:
-                names = await self.manager.unload_all()
-                return web.json_response({"unloaded": names})
-            name = _model_field(request, data, hint='or {"all": true}')
-            model = await self.manager.unload(name)
-        except _BadRequest as bad:
-            return bad.response
-        except UnknownModel as exc:
-            return error_response(404, "model_not_found", str(exc))
+        data = await _json_body(request)
+        if data.get("all") is True:
+            names = await self.manager.unload_all()
+            return web.json_response({"unloaded": names})
+        model = await self.manager.unload(_model_field(request, data, hint='or {"all": true}'))
         return web.json_response(model.snapshot())
 
     async def patch_model(self, request: web.Request) -> web.Response:
-        try:
-            data = await _json_body(request)
-            if set(data) != {"unload_timeout"}:
-                raise _BadRequest(error_response(
-                    400, "invalid_body",
-                    f'{request.method} {request.path}: expected {{"unload_timeout": "10m" | "never" | "default"}}'))
-            raw = data["unload_timeout"]
-            value: ModelTimeout = USE_GLOBAL if raw == USE_GLOBAL.value else _duration(request, "unload_timeout", raw)
-            model = await self.manager.set_model_timeout(request.match_info["name"], value)
-        except _BadRequest as bad:
-            return bad.response
-        except UnknownModel as exc:
-            return error_response(404, "model_not_found", str(exc))
-        except PersistError as exc:
-            return _persist_error(exc)
+        data = await _json_body(request)
+        if set(data) != {"unload_timeout"}:
+            raise ApiError(400, "invalid_body",
+                           f'{request.method} {request.path}: expected {{"unload_timeout": "10m" | "never" | "default"}}')
+        raw = data["unload_timeout"]
+        value: ModelTimeout = USE_GLOBAL if raw == USE_GLOBAL.value else _duration(request, "unload_timeout", raw)
+        model = await self.manager.set_model_timeout(request.match_info["name"], value)
         return web.json_response(model.snapshot())
 
     async def get_settings(self, request: web.Request) -> web.Response:
         return web.json_response(self.manager.loaded_settings.describe())
 
     async def patch_settings(self, request: web.Request) -> web.Response:
-        try:
-            data = await _json_body(request)
-            if not data:
-                raise _BadRequest(error_response(400, "invalid_body", "PATCH /api/v1/settings: no setting given"))
-            for field in data:
-                if field not in RUNTIME_SETTABLE:
-                    raise _BadRequest(error_response(
-                        400, "invalid_setting",
-                        f"PATCH /api/v1/settings: {field!r} cannot be changed at run time "
-                        f"(changeable: {', '.join(RUNTIME_SETTABLE)}); edit settings.toml and restart"))
-            for field, raw in data.items():
+        data = await _json_body(request)
+        if not data:
+            raise ApiError(400, "invalid_body", "PATCH /api/v1/settings: no setting given")
+        for field in data:
+            if field not in RUNTIME_SETTABLE:
+                raise ApiError(400, "invalid_setting",
+                               f"PATCH /api/v1/settings: {field!r} cannot be changed at run time "
+                               f"(changeable: {', '.join(RUNTIME_SETTABLE)}); edit settings.toml and restart")
+        for field, raw in data.items():
+            try:
                 await self.manager.set_setting(field, raw)
-        except _BadRequest as bad:
-            return bad.response
-        except SettingFixed as exc:
-            return error_response(409, "setting_fixed", str(exc))
-        except ValueError as exc:
-            return error_response(400, "invalid_setting", f"PATCH /api/v1/settings: {exc}")
-        except PersistError as exc:
-            return _persist_error(exc)
+            except ValueError as exc:  # a value the setting cannot take (too generic to map globally)
+                raise ApiError(400, "invalid_setting", f"PATCH /api/v1/settings: {exc}") from None
         return web.json_response(self.manager.loaded_settings.describe())
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -207,8 +172,7 @@ def _model_field(request: web.Request, data: dict[str, Any], hint: str = "") -> 
     name = data.get("model")
     if not isinstance(name, str) or not name:
         extra = f" {hint}" if hint else ""
-        raise _BadRequest(error_response(400, "missing_model",
-                                         f'{request.method} {request.path}: expected {{"model": "NAME"}}{extra}'))
+        raise ApiError(400, "missing_model", f'{request.method} {request.path}: expected {{"model": "NAME"}}{extra}')
     return name
 
 
@@ -216,10 +180,4 @@ def _duration(request: web.Request, field: str, raw: Any) -> Any:
     try:
         return parse_duration(raw)
     except DurationError as exc:
-        raise _BadRequest(error_response(400, "invalid_duration", f"{request.method} {request.path}: field {field!r}: {exc}")) from None
-
-
-def _persist_error(exc: PersistError) -> web.Response:
-    if exc.kind == "invalid":
-        return error_response(409, "recipe_invalid", str(exc))
-    return error_response(500, "persist_failed", str(exc))
+        raise ApiError(400, "invalid_duration", f"{request.method} {request.path}: field {field!r}: {exc}") from None

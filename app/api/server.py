@@ -10,6 +10,7 @@ from aiohttp import web
 from app.core.endpoint import client_url
 from app.core.manager import ModelManager
 
+from .error_mapping import management_errors
 from .guard import make_guard
 from .management import ManagementApi
 from .openai_proxy import OpenAIProxy
@@ -24,7 +25,8 @@ class PortInUse(Exception):
 
 
 def build_app(manager: ModelManager) -> web.Application:
-    app = web.Application(middlewares=[make_guard(manager)], client_max_size=MAX_REQUEST_BODY)
+    # The guard first (it refuses before anything runs), then the management API's error answers.
+    app = web.Application(middlewares=[make_guard(manager), management_errors], client_max_size=MAX_REQUEST_BODY)
     app.add_routes(OpenAIProxy(manager).routes())
     app.add_routes(ManagementApi(manager).routes())
     return app
