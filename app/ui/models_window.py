@@ -47,8 +47,8 @@ COLUMNS = ("Model", "State", "Memory", "Idle timeout", "")
 COL_NAME, COL_STATE, COL_MEMORY, COL_TIMEOUT, COL_ACTIONS = range(5)
 
 
-class ModelRow:
-    """The widgets of one model's row."""
+class ModelTableRow:
+    """The widgets of one model's row in the Models window's table."""
 
     def __init__(self, window: ModelsWindow, name: str) -> None:
         self.name = name
@@ -162,7 +162,7 @@ class ModelsWindow(QWidget):
         self.setWindowTitle("Siesta — Models")
         self.setWindowIcon(icons.app_icon())
         self.setObjectName("models-window")
-        self.rows: dict[str, ModelRow] = {}
+        self.rows: dict[str, ModelTableRow] = {}
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -314,7 +314,7 @@ class ModelsWindow(QWidget):
         self.table.setRowCount(0)
         self.table.setRowCount(len(names))
         for i, name in enumerate(names):
-            row = ModelRow(self, name)
+            row = ModelTableRow(self, name)
             row.place(self.table, i)
             self.rows[name] = row
         self.table.resizeColumnsToContents()
@@ -327,7 +327,7 @@ class ModelsWindow(QWidget):
             if header.sectionSize(column) != wanted:
                 header.resizeSection(column, wanted)
 
-    def row_for(self, name: str) -> ModelRow:
+    def row_for(self, name: str) -> ModelTableRow:
         return self.rows[name]
 
     def _on_event(self, event: dict[str, Any]) -> None:

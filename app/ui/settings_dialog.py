@@ -137,8 +137,8 @@ class SettingField:
         return self.get() != self.baseline
 
 
-class ModelRow:
-    """One recipe's row: name, state, slider, "Use global" toggle and countdown."""
+class TimeoutRow:
+    """One recipe's timeout row: name, state, slider, "Use global" toggle and countdown."""
 
     def __init__(self, dialog: SettingsDialog, name: str) -> None:
         self.dialog = dialog
@@ -224,7 +224,7 @@ class SettingsDialog(QDialog):
         self.setObjectName("settings-dialog")
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         self.saving = False
-        self.rows: dict[str, ModelRow] = {}
+        self.rows: dict[str, TimeoutRow] = {}
         self.fields: dict[str, SettingField] = {}
         settings = bridge.settings
 
@@ -485,7 +485,7 @@ class SettingsDialog(QDialog):
                 if name not in names:
                     row.delete()
             for i, name in enumerate(names, start=1):
-                row = old.get(name) or ModelRow(self, name)
+                row = old.get(name) or TimeoutRow(self, name)
                 for col, w in enumerate(row.widgets()):
                     self.models_grid.addWidget(w, i + FIRST_MODEL_ROW - 1, col)
                     w.show()
