@@ -410,7 +410,14 @@ class Siesta:
 
 
 class Router:
-    """``llama-server --models-dir DIR``: llama.cpp's own on-demand router (FACTS.md 9)."""
+    """``llama-server --models-dir DIR``: llama.cpp's own on-demand router.
+
+    The same llama-server build, started with ``--models-dir DIR`` and no model, lists the
+    GGUFs in DIR and starts a child server per model on its first request. Measured once
+    on this machine before the suite existed (urllib client, 16-token completion of the tiny
+    model, 200 alternating requests): direct p50 12.4 ms, through the router 15.7 ms (1.26x);
+    cold start 43 ms through the router vs 46 ms starting llama-server by hand.
+    """
 
     def __init__(self, home: Path, llama_server: Path, models_dir: Path, args: list[str]) -> None:
         self.port = free_port()
