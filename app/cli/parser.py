@@ -1,0 +1,118 @@
+"""The ``siesta`` command line: its sub-commands and which options each one takes.
+
+Every option is accepted before or after the sub-command where it means something:
+
+* ``--config-dir`` and ``-v/--verbose`` on every sub-command;
+* every setting flag (``--host``, ``--port``, ``--global-unload-timeout``, ...) on
+  ``serve`` and on the bare form (the tray app);
+* ``--host`` and ``--port`` on the commands that talk to the running instance (``ps``,
+  ``load``, ``unload``, ``timeout``; its API key comes from the environment only);
+* ``--llama-server`` on ``engine`` and its sub-commands.
+
+The top-level parser gives each option its default; a sub-parser's options default to
+:data:`argparse.SUPPRESS`, so a sub-command never overwrites a flag given before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from app import __version__
+from app.core.durations import USE_GLOBAL_WORD
+
+SETTING_FLAGS: list[tuple[str, dict[str, Any]]] = [
+    ("host", {"help": "address to listen on (default 127.0.0.1)"}),
+    ("port", {"type": int, "help": "port to listen on (default 8777)"}),
+    ("global_unload_timeout", {"help": "idle time before a model is unloaded: 90s, 5m, 1h30m, never (default 5m)"}),
+    ("max_loaded_models", {"type": int, "help": "most models loaded at once; 0 = no limit (default 3)"}),
+    ("llama_server", {"help": "path of the llama-server binary"}),
+    ("stop_timeout", {"help": "graceful stop before kill (default 10s)"}),
+    ("load_timeout", {"help": "longest wait for a model to become ready (default 5m)"}),
+    ("allowed_hosts", {"help": "extra Host names to accept, comma-separated"}),
+]
+ALL_SETTINGS = tuple(field for field, _ in SETTING_FLAGS)
+CLIENT_SETTINGS = ("host", "port")  # where the running instance listens
+CLIENT_HELP = {"host": "address of the running Siesta (default: as its settings say)",
+               "port": "port of the running Siesta (default: as its settings say)"}
+ENGINE_SETTINGS = ("llama_server",)
+
+
+def _add_common(parser: argparse.ArgumentParser, *, sub: bool) -> None:
+    # A sub-command's defaults would overwrite flags given before it, so it has none.
+    parser.add_argument("--config-dir", default=argparse.SUPPRESS if sub else None,
+                        help="folder of settings.toml and recipes/ (default: SIESTA_CONFIG_DIR or the user config dir)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS if sub else False,
+                        help="log more")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, fields: Iterable[str] = ALL_SETTINGS, *,
+                       sub: bool = False, help_for: dict[str, str] | None = None) -> None:
+    default = argparse.SUPPRESS if sub else None
+    wanted = set(fields)
+    for field, kwargs in SETTING_FLAGS:
+        if field in wanted:
+            if help_for and field in help_for:
+                kwargs = {**kwargs, "help": help_for[field]}
+            parser.add_argument("--" + field.replace("_", "-"), dest=field, default=default, **kwargs)
+
+
+def _sub_command(sub: Any, name: str, help: str, settings: Iterable[str] = (), **kwargs: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, **kwargs)
+    _add_common(parser, sub=True)
+    _add_setting_flags(parser, settings, sub=True,
+                       help_for=CLIENT_HELP if tuple(settings) == CLIENT_SETTINGS else None)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siesta", description="Runs local model servers on demand and unloads them when idle.")
+    parser.add_argument("--version", action="version", version=f"siesta {__version__}")
+    _add_common(parser, sub=False)
+    _add_setting_flags(parser)
+    sub = parser.add_subparsers(dest="command")
+
+    _sub_command(sub, "serve", "run the manager and its HTTP API headless", ALL_SETTINGS)
+
+    ps = _sub_command(sub, "ps", "list models with state, memory and time left", CLIENT_SETTINGS)
+    ps.add_argument("--watch", action="store_true", help="keep the table up to date")
+    ps.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    load = _sub_command(sub, "load", "load a model now; returns when it is ready", CLIENT_SETTINGS)
+    load.add_argument("model")
+
+    unload = _sub_command(sub, "unload", "unload a model (or --all)", CLIENT_SETTINGS)
+    unload.add_argument("model", nargs="?")
+    unload.add_argument("--all", action="store_true")
+
+    timeout = _sub_command(sub, "timeout", "set a model's idle timeout (or --global)", CLIENT_SETTINGS)
+    timeout.add_argument("model", nargs="?", help="model name")
+    timeout.add_argument("duration", nargs="?",
+                         help=f'90s, 5m, 1h30m, never, or "{USE_GLOBAL_WORD}" for the global timeout')
+    timeout.add_argument("--global", dest="global_value", metavar="DURATION", help="set the global timeout")
+
+    demo = _sub_command(sub, "demo", "create a tiny demo model and its recipe 'tiny'")
+    demo.add_argument("--name", default="tiny")
+
+    discover = _sub_command(sub, "discover", "find GGUF models on this computer and create recipes for them")
+    discover.add_argument("--dir", action="append", type=Path, default=[], help="also search this folder (repeatable)")
+    discover.add_argument("--yes", action="store_true", help="create recipes for every model found, without asking")
+
+    importer = _sub_command(sub, "import", "import a llama-swap config.yaml or Lemonade's user_models.json")
+    importer.add_argument("path", type=Path)
+
+    engine = _sub_command(sub, "engine", "the llama-server Siesta uses: show it, or build one", ENGINE_SETTINGS)
+    engine_sub = engine.add_subparsers(dest="engine_command", required=True)
+    _sub_command(engine_sub, "info", "which llama-server is used, and its version", ENGINE_SETTINGS)
+    install = _sub_command(engine_sub, "install", "build llama-server from source into Siesta's data dir",
+                           ENGINE_SETTINGS)
+    install.add_argument("--gpu", choices=["cpu", "cuda", "vulkan", "rocm"], default=None,
+                         help="GPU backend to build (default cpu; detected toolkits are suggested)")
+    return parser
+
+
+def flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The setting flags given on the command line, wherever they were given."""
+    return {field: getattr(args, field) for field in ALL_SETTINGS if getattr(args, field, None) is not None}

@@ -1,0 +1,64 @@
+"""The two ways to run Siesta itself: ``siesta serve`` (headless) and bare ``siesta``
+(the tray app). Both build one :class:`app.runtime.SiestaRuntime`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from app.core.paths import Paths
+    from app.core.settings import LoadedSettings
+
+    from .context import Context
+
+log = logging.getLogger("siesta")
+
+
+def serve_command(ctx: Context) -> int:
+    import asyncio
+
+    from app.runtime import PortInUse
+
+    settings = ctx.settings  # read before the loop starts: a bad setting exits 2
+    try:
+        return asyncio.run(serve(ctx.paths, settings))
+    except PortInUse as exc:
+        print(f"siesta: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def serve(paths: Paths, settings: LoadedSettings, stop: asyncio.Event | None = None) -> int:
+    """Runs Siesta headless until SIGINT/SIGTERM (or ``stop``); then unloads everything."""
+    import asyncio
+
+    from app.runtime import SiestaRuntime
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    async with SiestaRuntime(paths, settings):
+        await stop.wait()
+        log.info("shutting down: unloading every model")
+    return 0
+
+
+def tray_command(ctx: Context) -> int:
+    """Bare ``siesta``: the tray app, or the help when Qt is not installed."""
+    settings = ctx.settings
+    try:
+        from app.ui.app import run_tray_app
+    except ImportError:
+        ctx.parser.print_help()
+        return 0
+    return run_tray_app(ctx.paths, settings)
