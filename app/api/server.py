@@ -47,8 +47,12 @@ class ApiServer:
         port = settings.port if port is None else port
         # handler_cancellation: a client that disconnects cancels its handler, which closes
         # the upstream request (so the backend stops generating) and ends the request's lease.
-        self._runner = web.AppRunner(build_app(self.manager), handler_cancellation=True,
-                                     access_log=None, shutdown_timeout=1.0)
+        # HeaderTimeoutRunner closes connections that do not send complete headers in time.
+        from . import slow_clients
+
+        slow_clients.raise_open_files_limit()
+        self._runner = slow_clients.HeaderTimeoutRunner(build_app(self.manager), handler_cancellation=True,
+                                                        access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=512)
         try:
