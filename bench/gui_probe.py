@@ -144,11 +144,11 @@ def run_bare(args: argparse.Namespace) -> int:
     if args.mode == "asyncio":
         asyncio.run(run())
         return 0
-    import qasync
+    from app.ui.event_loop import SiestaEventLoop
     from PySide6.QtWidgets import QApplication
 
     qapp = QApplication(sys.argv[:1])
-    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(qapp)) as runner:
+    with asyncio.Runner(loop_factory=lambda: SiestaEventLoop(qapp)) as runner:
         runner.run(run())
     return 0
 

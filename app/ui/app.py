@@ -2,7 +2,7 @@
 the tray on one qasync event loop, in one process.
 
 Start-up: a QApplication, the single-instance check (a second launch shows the first
-one's window and exits), then ``asyncio.Runner(loop_factory=qasync.QEventLoop)`` runs
+one's window and exits), then ``asyncio.Runner(loop_factory=SiestaEventLoop)`` (qasync's loop) runs
 :meth:`SiestaApp.run`, which starts the manager and the API, builds the tray icon (or,
 without a system tray, the Models window) and awaits a quit future. Quit, SIGINT and
 SIGTERM all resolve that future; the shutdown that follows unloads every model, so no
@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import qasync
 import shiboken6
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon, QWidget
@@ -39,6 +38,7 @@ from app.runtime import ManagerFactory, PortInUse, SiestaRuntime
 from . import icons
 from .bridge import ManagerBridge
 from .discover_dialog import DiscoverDialog
+from .event_loop import SiestaEventLoop
 from .engine_dialog import InstallEngineDialog
 from .import_dialog import ImportDialog, choose_config
 from .models_window import ModelsWindow
@@ -75,7 +75,7 @@ def run_tray_app(paths: Paths, settings: LoadedSettings) -> int:
     previous_hook = sys.excepthook
     sys.excepthook = siesta.excepthook
     try:
-        with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+        with asyncio.Runner(loop_factory=lambda: SiestaEventLoop(app)) as runner:
             runner.get_loop().set_exception_handler(siesta.loop_exception_handler)
             try:
                 return runner.run(siesta.run())

@@ -1,6 +1,6 @@
 """Fixtures for the GUI tests: an offscreen Qt, a qasync loop per test, a real manager.
 
-pytest-qt has no qasync support, so ``loop`` builds a ``qasync.QEventLoop`` on
+pytest-qt has no qasync support, so ``loop`` builds the app's qasync loop (``SiestaEventLoop``) on
 pytest-qt's ``qapp``, records anything the loop would otherwise only log (an exception in
 a callback, a task whose error nobody read) and fails the test on it. Tests run their
 async parts with ``loop.run_until_complete(...)``; while a coroutine runs, they wait
@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import qasync
 
 from app.core.clock import Clock
 from app.core.manager import ModelManager
 from app.core.paths import Paths
+from app.ui.event_loop import SiestaEventLoop
 
 from ui_helpers import FakeShell
 
@@ -43,7 +43,7 @@ def loop(qapp: Any) -> Iterator[asyncio.AbstractEventLoop]:
     # left is collected at the end, on the GUI thread.
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    event_loop = qasync.QEventLoop(qapp)
+    event_loop = SiestaEventLoop(qapp)
     event_loop.set_exception_handler(lambda _loop, context: swallowed.append(context))
     asyncio.set_event_loop(event_loop)
     previous_hook = sys.excepthook
