@@ -85,19 +85,19 @@ class ManagementApi:
             "log_dir": str(self.manager.paths.log_dir),
             "llama_server": str(server) if server else None,
             "settings": self.manager.loaded_settings.describe(),
-            "models": [m.snapshot() for m in self.manager.models.values() if m.state is not ModelState.UNLOADED],
+            "models": [self.manager.snapshot_of(m) for m in self.manager.listed() if m.state is not ModelState.UNLOADED],
         })
 
     async def list_models(self, request: web.Request) -> web.Response:
         return web.json_response({"models": self.manager.snapshots()})
 
     async def get_model(self, request: web.Request) -> web.Response:
-        return web.json_response(self.manager.get(request.match_info["name"]).snapshot())
+        return web.json_response(self.manager.snapshot_of(self.manager.get(request.match_info["name"])))
 
     async def load(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
         model = await self.manager.load(_model_field(request, data))
-        return web.json_response(model.snapshot())
+        return web.json_response(self.manager.snapshot_of(model))
 
     async def unload(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
@@ -105,7 +105,7 @@ class ManagementApi:
             names = await self.manager.unload_all()
             return web.json_response({"unloaded": names})
         model = await self.manager.unload(_model_field(request, data, hint='or {"all": true}'))
-        return web.json_response(model.snapshot())
+        return web.json_response(self.manager.snapshot_of(model))
 
     async def patch_model(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
@@ -115,7 +115,7 @@ class ManagementApi:
         raw = data["unload_timeout"]
         value: ModelTimeout = USE_GLOBAL if raw == USE_GLOBAL.value else _duration(request, "unload_timeout", raw)
         model = await self.manager.set_model_timeout(request.match_info["name"], value)
-        return web.json_response(model.snapshot())
+        return web.json_response(self.manager.snapshot_of(model))
 
     async def get_settings(self, request: web.Request) -> web.Response:
         return web.json_response(self.manager.loaded_settings.describe())

@@ -43,7 +43,7 @@ class OpenAIProxy:
         data = [
             {"id": m.name, "object": "model", "created": created, "owned_by": "siesta",
              "state": m.state.value}
-            for m in sorted(self.manager.models.values(), key=lambda m: m.name)
+            for m in self.manager.listed()
             if m.recipe is not None
         ]
         return web.json_response({"object": "list", "data": data})

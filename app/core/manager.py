@@ -73,6 +73,7 @@ class ModelManager:
         self.clock = clock or Clock()
         self.models: dict[str, ManagedModel] = {}
         self.closing = False
+        self._started = False  # the first reading of the recipes is done; later ones preload at once
         self._watch_files = watch_files
         self._use_reaper = use_reaper
         self._reaper: ProcessReaper | None = None
@@ -96,6 +97,14 @@ class ModelManager:
     def global_timeout(self) -> Timeout:
         return self.settings.global_unload_timeout
 
+    @property
+    def load_timeout(self) -> float:
+        return self.settings.load_timeout
+
+    @property
+    def stop_timeout(self) -> float:
+        return self.settings.stop_timeout
+
     def llama_server_path(self) -> Path | None:
         return find_llama_server(self.settings.llama_server, self.paths.data_dir, engine_cache_dir())
 
@@ -118,6 +127,7 @@ class ModelManager:
         for model in self.models.values():
             if model.recipe is not None and model.recipe.preload:
                 self._spawn(self._preload(model), f"preload-{model.name}")
+        self._started = True
 
     async def close(self) -> None:
         """Unloads every model (reason ``shutdown``) and stops every task; leaves no child behind."""
@@ -164,12 +174,19 @@ class ModelManager:
         self._changed = asyncio.Event()
         if not self._subscribers:
             return
-        event = {"reason": reason, "model": model.snapshot(), "time": self.clock.now()}
+        event = {"reason": reason, "model": self.snapshot_of(model), "time": self.clock.now()}
         for callback in list(self._subscribers):
             try:
                 callback(event)
             except Exception:  # a broken observer must not break the manager
                 log.exception("event subscriber failed")
+
+    def snapshot_of(self, model: ManagedModel) -> dict[str, Any]:
+        """A model as the API, the CLI and the GUI show it: its lifecycle, its memory and its log file."""
+        data = model.snapshot()
+        data["memory"] = self.memory_of(model)
+        data["log_file"] = str(self.paths.model_log(model.name))
+        return data
 
     def memory_of(self, model: ManagedModel) -> int | None:
         process = model.process
@@ -188,13 +205,18 @@ class ModelManager:
     # ---- models ------------------------------------------------------------------------
 
     def get(self, name: str) -> ManagedModel:
+        """The model of that name; UnknownModel when it has no recipe (or its recipe was removed)."""
         model = self.models.get(name) if isinstance(name, str) else None
-        if model is None:
+        if model is None or model.removed:
             raise UnknownModel(str(name)[:200])
         return model
 
+    def listed(self) -> list[ManagedModel]:
+        """The models with a recipe, by name (a removed one still stopping is not listed)."""
+        return [m for m in sorted(self.models.values(), key=lambda m: m.name) if not m.removed]
+
     def snapshots(self) -> list[dict[str, Any]]:
-        return [m.snapshot() for m in sorted(self.models.values(), key=lambda m: m.name)]
+        return [self.snapshot_of(m) for m in self.listed()]
 
     async def load(self, name: str) -> ManagedModel:
         model = self.get(name)
@@ -207,7 +229,7 @@ class ModelManager:
         return model
 
     async def unload_all(self) -> list[str]:
-        targets = [m for m in self.models.values() if m.state is not ModelState.UNLOADED]
+        targets = [m for m in self.listed() if m.state is not ModelState.UNLOADED]
         await asyncio.gather(*(m.unload(UnloadReason.MANUAL) for m in targets))
         return [m.name for m in targets]
 
@@ -216,36 +238,53 @@ class ModelManager:
     async def admit(self, model: ManagedModel) -> None:
         """Makes room for ``model`` before its server starts: unloads its group's other
         members, then evicts idle models (least recently used first) while over the limit;
-        waits, bounded by ``load_timeout``, when nothing can go."""
-        async with self._admission:
-            group = model.recipe.group if model.recipe else None
-            if group:
-                rivals = [m for m in self.models.values() if m is not model and m.occupies_slot
-                          and m.recipe is not None and m.recipe.group == group]
-                await asyncio.gather(*(m.yield_slot(UnloadReason.GROUP) for m in rivals))
-            limit = self.settings.max_loaded_models
-            deadline = time.monotonic() + self.settings.load_timeout
-            while limit > 0:
-                loaded = [m for m in self.models.values() if m is not model and m.occupies_slot]
-                if len(loaded) < limit:
-                    return
-                candidates = [m for m in loaded if m.is_idle and m.effective_timeout()[0] is not None]
-                if candidates:
-                    victim = min(candidates, key=lambda m: m.last_used)
-                    await victim.unload(UnloadReason.EVICTED)
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    busy = ", ".join(sorted(m.name for m in loaded))
-                    raise ModelUnavailable(
-                        f"cannot load {model.name!r}: max_loaded_models = {limit} and no loaded model "
-                        f"can be unloaded now (busy or kept loaded: {busy})",
-                        code="no_capacity", retry_after=10,
-                    )
-                try:
-                    await asyncio.wait_for(self._changed.wait(), remaining)
-                except asyncio.TimeoutError:
-                    pass
+        waits, bounded by ``load_timeout``, when nothing can go. While it waits for a busy
+        model, new requests for that model queue behind this load (first come, first
+        served), so the swap happens as soon as the requests in flight finish."""
+        gates: dict[ManagedModel, asyncio.Event] = {}
+
+        def hold(other: ManagedModel) -> None:
+            if other not in gates:
+                gates[other] = other.hold_new_requests()
+
+        try:
+            async with self._admission:
+                group = model.recipe.group if model.recipe else None
+                if group:
+                    rivals = [m for m in self.models.values() if m is not model and m.occupies_slot
+                              and m.recipe is not None and m.recipe.group == group]
+                    for rival in rivals:
+                        hold(rival)
+                    await asyncio.gather(*(m.yield_slot(UnloadReason.GROUP) for m in rivals))
+                limit = self.settings.max_loaded_models
+                deadline = time.monotonic() + self.settings.load_timeout
+                while limit > 0:
+                    loaded = [m for m in self.models.values() if m is not model and m.occupies_slot]
+                    if len(loaded) < limit:
+                        return
+                    candidates = [m for m in loaded if m.is_idle and not m.keeps_loaded]
+                    if candidates:
+                        victim = min(candidates, key=lambda m: m.last_used)
+                        await victim.unload(UnloadReason.EVICTED)
+                        continue
+                    busy = [m for m in loaded if not m.keeps_loaded and m.state is not ModelState.UNLOADING]
+                    if busy and not any(m in gates for m in busy):
+                        hold(min(busy, key=lambda m: m.last_used))
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        names = ", ".join(sorted(m.name for m in loaded))
+                        raise ModelUnavailable(
+                            f"cannot load {model.name!r}: max_loaded_models = {limit} and no loaded model "
+                            f"can be unloaded now (busy or kept loaded: {names})",
+                            code="no_capacity", retry_after=10,
+                        )
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), remaining)
+                    except asyncio.TimeoutError:
+                        pass
+        finally:
+            for other, gate in gates.items():
+                other.open_gate(gate)
 
     async def launch(self, model: ManagedModel, recipe: Recipe) -> BackendProcess:
         spec = build_launch(recipe, self.llama_server_path(), free_port())
@@ -263,7 +302,8 @@ class ModelManager:
             write_recipe_timeout(path, value)
         except TomlEditError as exc:
             raise PersistError(str(exc), exc.kind) from exc
-        self._reload_recipe_file(path)
+        if not self._reload_recipe_file(path, own_timeout_set=True):
+            model.own_timeout_set()  # the same value again still replaces a request's keep_alive
         return model
 
     async def set_setting(self, field: str, raw: Any) -> Any:
@@ -326,12 +366,15 @@ class ModelManager:
         for name in [n for n in self.models if n not in seen]:
             self._remove(name)
 
-    def _reload_recipe_file(self, path: Path) -> None:
+    def _reload_recipe_file(self, path: Path, *, own_timeout_set: bool = False) -> bool:
+        """Brings one model in step with its recipe file; True when the model changed.
+        ``own_timeout_set``: the change is the user setting this model's timeout."""
         name = path.stem
         if not path.exists():
             if name in self.models:
                 self._remove(name)
-            return
+                return True
+            return False
         recipe: Recipe | None = None
         error: str | None = None
         try:
@@ -339,8 +382,7 @@ class ModelManager:
         except RecipeError as exc:
             error = str(exc)
         if not is_valid_name(name):
-            log.warning("%s", error)
-            return  # a name that cannot be addressed safely is reported, never served
+            recipe = None  # listed as failed with the reason; a request can never start it
         model = self.models.get(name)
         if model is None:
             model = ManagedModel(self, name, recipe, error)
@@ -350,20 +392,39 @@ class ModelManager:
             if error:
                 log.warning("%s", error)
             self.emit(model, "added")
-            return
-        if recipe != model.recipe or error != model.recipe_error:
-            if error and error != model.recipe_error:
-                log.warning("%s", error)
-            model.recipe_changed(recipe, error)
+            if recipe is not None and recipe.preload and self._started:
+                self._spawn(self._preload(model), f"preload-{name}")
+            return True
+        if recipe == model.recipe and error == model.recipe_error and not model.removed:
+            return False
+        if error and error != model.recipe_error:
+            log.warning("%s", error)
+        preload_now = (recipe is not None and recipe.preload and self._started
+                       and (model.removed or model.recipe is None or not model.recipe.preload))
+        model.recipe_changed(recipe, error, own_timeout_set=own_timeout_set)
+        if preload_now:
+            self._spawn(self._preload(model), f"preload-{name}")
+        return True
 
     def _remove(self, name: str) -> None:
-        model = self.models.pop(name, None)
-        if model is None:
+        """A recipe is gone: the model is unloaded, then forgotten with one ``removed`` event.
+        Until its server has exited it stays in :attr:`models` (unlisted), so it still counts
+        against ``max_loaded_models`` and a recipe created again under its name reuses it:
+        a name owns at most one server process, always."""
+        model = self.models.get(name)
+        if model is None or model.removed:
             return
+        model.removed = True
 
         async def unload_removed() -> None:
-            await model.unload(UnloadReason.REMOVED)
-            self.emit(model, "removed")
+            try:
+                await model.unload(UnloadReason.REMOVED)
+            finally:
+                if model.removed and self.models.get(name) is model:
+                    del self.models[name]
+                    self.emit(model, "removed")
+                elif not model.removed:
+                    self.emit(model, "added")  # created again while its old server stopped
 
         self._spawn(unload_removed(), f"remove-{name}")
 

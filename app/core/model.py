@@ -2,10 +2,20 @@
 
 Everything that can happen to a model (a request arriving or ending, a load, an unload
 for any reason, a crash, a timeout change) goes through its ManagedModel, which owns the
-server process, the in-flight count and the idle countdown. State changes are made in
-synchronous steps on the event loop, so a request arriving in the same instant as an
-unload either keeps the model (the countdown is cancelled before it fires) or waits for
-the unload to finish and loads it again: never both, never a hang.
+server process, the in-flight count and the idle countdown.
+
+The lifecycle is an explicit state machine: :data:`TRANSITIONS` lists every state and
+the steps that leave it, and :meth:`ManagedModel._move` is the only place the state
+changes. The two passing states, ``loading`` and ``unloading``, each belong to one task
+(the load or the unload) that ends in a settled state whatever happens to it: its
+cleanup (stopping a server) runs to the end even when the task is cancelled again, and
+a task that ends without moving on (cancelled before its first step, or a bug) is caught
+by its done-callback, which lands the model in ``failed`` and logs why. So no path can
+leave a model ``loading`` or ``unloading`` with nothing left to end it, and a waiter
+never spins: every turn of its loop awaits the task that owns the state.
+
+The model sees the rest of Siesta only through :class:`ModelHost` (admission, launching
+a server, the clock, settings and the event stream), which the manager implements.
 """
 
 from __future__ import annotations
@@ -13,22 +23,24 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from .backend import BackendError, BackendProcess
-from .clock import WallDeadline
+from .clock import Clock, WallDeadline
 from .durations import NOT_GIVEN, USE_GLOBAL, KeepAlive, ModelTimeout, Timeout
 from .recipes import Recipe
 
-if TYPE_CHECKING:
-    from .manager import ModelManager
-
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CRASH_LOOP_COUNT = 3
 CRASH_LOOP_WINDOW = 300.0
+CRASH_BACKOFF_MAX = 30.0
 
 
 class ModelState(str, enum.Enum):
@@ -37,6 +49,33 @@ class ModelState(str, enum.Enum):
     READY = "ready"
     UNLOADING = "unloading"
     FAILED = "failed"
+
+
+class Step(str, enum.Enum):
+    """What moves a model from one state to another."""
+
+    LOAD = "load"  # a request, a manual load or a preload starts the server
+    LOADED = "loaded"  # the server answered its health check
+    LOAD_FAILED = "load_failed"  # the server could not start, exited, or never became healthy
+    LOAD_CANCELLED = "load_cancelled"  # every waiter left, a manual unload, or shutdown
+    UNLOAD = "unload"  # idle deadline, manual, eviction, group, removal, shutdown
+    STOPPED = "stopped"  # the server has exited after an unload
+    CRASHED = "crashed"  # the server exited by itself (while ready, or during an unload's drain)
+    DISMISS = "dismiss"  # a failed model is unloaded by hand or removed: back to unloaded
+
+
+S = ModelState
+TRANSITIONS: dict[ModelState, dict[Step, ModelState]] = {
+    S.UNLOADED: {Step.LOAD: S.LOADING},
+    S.LOADING: {Step.LOADED: S.READY, Step.LOAD_FAILED: S.FAILED, Step.LOAD_CANCELLED: S.UNLOADED},
+    S.READY: {Step.UNLOAD: S.UNLOADING, Step.CRASHED: S.FAILED},
+    S.UNLOADING: {Step.STOPPED: S.UNLOADED, Step.CRASHED: S.FAILED},
+    S.FAILED: {Step.LOAD: S.LOADING, Step.DISMISS: S.UNLOADED},
+}
+"""Every state a model can be in and the steps that leave it. ``loading`` and ``unloading``
+are left only by the task that owns them (see the module docstring)."""
+
+PASSING_STATES = (S.LOADING, S.UNLOADING)
 
 
 class UnloadReason(str, enum.Enum):
@@ -49,6 +88,10 @@ class UnloadReason(str, enum.Enum):
     SHUTDOWN = "shutdown"
 
 
+DRAINING_REASONS = (UnloadReason.MANUAL, UnloadReason.GROUP, UnloadReason.SHUTDOWN, UnloadReason.REMOVED)
+"""Unloads that let requests in flight finish (bounded by ``stop_timeout``) before stopping."""
+
+
 class ModelUnavailable(Exception):
     """A model that cannot serve now; the front door answers 503 with ``retry_after``."""
 
@@ -59,11 +102,35 @@ class ModelUnavailable(Exception):
         self.code = code
 
 
+class ModelHost(Protocol):
+    """What a model needs from the rest of Siesta; the manager implements it."""
+
+    clock: Clock
+
+    @property
+    def closing(self) -> bool: ...
+
+    @property
+    def global_timeout(self) -> Timeout: ...
+
+    @property
+    def load_timeout(self) -> float: ...
+
+    @property
+    def stop_timeout(self) -> float: ...
+
+    def emit(self, model: ManagedModel, reason: str) -> None: ...
+
+    async def admit(self, model: ManagedModel) -> None: ...
+
+    async def launch(self, model: ManagedModel, recipe: Recipe) -> BackendProcess: ...
+
+
 @dataclass(eq=False)
 class Lease:
     """One request's hold on a ready model; release it exactly once when the request ends."""
 
-    model: "ManagedModel"
+    model: ManagedModel
     process: BackendProcess
     generation: int
     keep_alive: KeepAlive = NOT_GIVEN
@@ -77,15 +144,28 @@ class Lease:
         self.model._release(self)
 
 
+@dataclass(eq=False)
+class _LoadAttempt:
+    """One load: its task, who asked for it, and how it ended (for the waiters)."""
+
+    pinned: bool  # asked for by `load` or preload: not cancelled when its waiting requests leave
+    backoff: float = 0.0  # seconds to wait first, after repeated crashes (requests only)
+    skip_backoff: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    error: ModelUnavailable | None = None
+    admitted: bool = False  # past admission: it holds a slot and starts its server
+
+
 class ManagedModel:
     """The single owner of one model's server process, requests and idle countdown."""
 
-    def __init__(self, manager: "ModelManager", name: str, recipe: Recipe | None, recipe_error: str | None = None) -> None:
-        self._manager = manager
+    def __init__(self, host: ModelHost, name: str, recipe: Recipe | None, recipe_error: str | None = None) -> None:
+        self._host = host
         self.name = name
         self.recipe = recipe
         self.recipe_error = recipe_error
         self.state = ModelState.UNLOADED
+        self.removed = False  # its recipe is gone; the manager forgets it once it is unloaded
         self.error: str | None = None
         self.log_tail: str = ""
         self.exit_code: int | None = None
@@ -99,15 +179,74 @@ class ManagedModel:
         self._request_timeout: KeepAlive = NOT_GIVEN  # keep_alive of the last request to finish
         self.idle_since: float | None = None
         self._deadline: WallDeadline | None = None
-        self._load_task: asyncio.Task[None] | None = None
+        self._load: _LoadAttempt | None = None
         self._unload_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._crashes: deque[float] = deque(maxlen=CRASH_LOOP_COUNT)
         self._crash_loop = False
+        self._swap_gate: asyncio.Event | None = None  # closed while a swap waits for this model
         self.loading_since: float | None = None
         self.last_used = 0.0
-        self._load_pinned = False  # asked for by `load` or preload: not cancelled with its waiters
-        self._admitted = False  # a load past admission: it holds a slot and starts its server
+
+    # ---- the state machine -------------------------------------------------------------
+
+    def _move(self, step: Step, reason: str | None = None, then: Callable[[], None] | None = None,
+              *, quiet: bool = False) -> None:
+        """The only place the state changes; runs ``then`` in the new state, then emits
+        ``reason`` (default: the step's name) unless ``quiet``."""
+        target = TRANSITIONS[self.state].get(step)
+        if target is None:
+            raise RuntimeError(f"model {self.name!r}: no step {step.value!r} from state {self.state.value!r}")
+        self.state = target
+        if target is not ModelState.LOADING:
+            self.loading_since = None
+        if then is not None:
+            then()
+        if not quiet:
+            self._emit(reason or step.value)
+
+    def _owner_task(self) -> asyncio.Task[Any] | None:
+        """The task that owns a passing state (None in a settled state)."""
+        if self.state is ModelState.LOADING:
+            return self._load.task if self._load is not None else None
+        if self.state is ModelState.UNLOADING:
+            return self._unload_task
+        return None
+
+    def _task_ended(self, task: asyncio.Task[Any] | None) -> None:
+        """Done-callback of every load and unload task, and the check a waiter makes when it
+        finds a passing state whose task is gone: the safety net for the invariant that a
+        passing state always has a live task to end it."""
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("lifecycle task %s of %s failed", task.get_name(), self.name, exc_info=task.exception())
+        if self.state not in PASSING_STATES or self._owner_task() is not task:
+            return
+        if task is not None and not task.done():
+            return
+        what = task.get_name() if task is not None else "its task"
+        if self.state is ModelState.LOADING and task is not None and task.cancelled():
+            # cancelled before its first step: nothing was started
+            self._load = None
+            self._move(Step.LOAD_CANCELLED, "load_cancelled")
+            return
+        log.error("model %s: %s ended in state %s without settling it; marking it failed",
+                  self.name, what, self.state.value)
+        process = self._process
+        if process is not None and process.returncode is None:
+            asyncio.get_running_loop().create_task(process.stop(0.0))  # nothing may outlive its model
+        self._forget_process()
+        self.error = f"internal error: {what} ended while {self.state.value}"
+        if self._load is not None and self._load.error is None:
+            self._load.error = ModelUnavailable(f"model {self.name!r} failed to load: {self.error}")
+        self.state = ModelState.FAILED
+        self.loading_since = None
+        self._emit("load_failed")
+
+    def _start_task(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{name}-{self.name}")
+        task.add_done_callback(self._task_ended)
+        return task
 
     # ---- what the outside sees -------------------------------------------------------
 
@@ -132,7 +271,7 @@ class ManagedModel:
         """Holds, is starting, or still holds a server process's memory (a load still waiting
         for admission does not)."""
         if self.state is ModelState.LOADING:
-            return self._admitted
+            return self._load is not None and self._load.admitted
         return self.state in (ModelState.READY, ModelState.UNLOADING)
 
     @property
@@ -160,19 +299,30 @@ class ManagedModel:
         """The timeout in force and where it came from: ``request``, ``recipe`` or ``global``."""
         if self._request_timeout is not NOT_GIVEN:
             return self._request_timeout, "request"
-        if self.recipe_timeout is not USE_GLOBAL:
-            return self.recipe_timeout, "recipe"
-        return self._manager.global_timeout, "global"
+        recipe_timeout = self.recipe_timeout
+        if recipe_timeout is not USE_GLOBAL:
+            return recipe_timeout, "recipe"
+        return self._host.global_timeout, "global"
+
+    @property
+    def keeps_loaded(self) -> bool:
+        """Its timeout in force is ``never``: eviction passes it by."""
+        return self.effective_timeout()[0] is None
 
     @property
     def unload_at(self) -> float | None:
         return self._deadline.when if self._deadline is not None and self._deadline.pending else None
 
+    @property
+    def countdown_armed(self) -> bool:
+        return self._deadline is not None and self._deadline.pending
+
     def snapshot(self) -> dict[str, Any]:
-        """The model as the API and the GUI show it."""
+        """The model's lifecycle as the API and the GUI show it (the manager adds memory and
+        the log file)."""
         timeout, source = self.effective_timeout()
         unload_at = self.unload_at
-        now = self._manager.clock.now()
+        now = self._host.clock.now()
         state = self.state
         error = self.error
         if self.recipe is None and self.recipe_error:
@@ -192,11 +342,9 @@ class ManagedModel:
             "unloads_in": max(0.0, unload_at - now) if unload_at is not None else None,
             "loading_since": self.loading_since if state is ModelState.LOADING else None,
             "pid": self.pid,
-            "memory": self._manager.memory_of(self),
             "error": error,
             "exit_code": self.exit_code,
             "crash_loop": self._crash_loop,
-            "log_file": str(self._manager.paths.model_log(self.name)),
             "backend": self.recipe.backend if self.recipe else None,
             "group": self.recipe.group if self.recipe else None,
             "preload": self.recipe.preload if self.recipe else False,
@@ -208,27 +356,30 @@ class ManagedModel:
         return data
 
     def _emit(self, reason: str) -> None:
-        self._manager.emit(self, reason)
+        self._host.emit(self, reason)
 
     # ---- requests ----------------------------------------------------------------------
 
     async def acquire(self, keep_alive: KeepAlive = NOT_GIVEN) -> Lease:
         """Waits until the model is ready (loading it if needed) and counts one request in flight."""
+        while self._swap_gate is not None:  # a swap waits for this model: queue behind it
+            await self._swap_gate.wait()
         self._waiting += 1
         self._stop_countdown()
         try:
             await self._until_ready(pinned=False)
         except BaseException as exc:
             self._waiting -= 1
-            if (isinstance(exc, asyncio.CancelledError) and self._waiting == 0 and not self._load_pinned
-                    and self.state is ModelState.LOADING and self._load_task is not None):
-                self._load_task.cancel()  # every client that wanted this load has gone away
+            attempt = self._load
+            if (isinstance(exc, asyncio.CancelledError) and self._waiting == 0 and attempt is not None
+                    and not attempt.pinned and self.state is ModelState.LOADING):
+                self._cancel_load()  # every client that wanted this load has gone away
             self._maybe_start_countdown()
             raise
         self._waiting -= 1
         self._active += 1
         self._drained.clear()
-        self.last_used = self._manager.clock.now()
+        self.last_used = self._host.clock.now()
         assert self._process is not None
         if self._active == 1:
             self._emit("busy")
@@ -241,7 +392,7 @@ class ManagedModel:
         if lease.generation != self._generation:
             return  # its process is gone; the count was reset when it went
         self._active -= 1
-        self.last_used = self._manager.clock.now()
+        self.last_used = self._host.clock.now()
         self._request_timeout = lease.keep_alive  # the last request to finish decides
         if self._active == 0:
             self._drained.set()
@@ -249,9 +400,27 @@ class ManagedModel:
                 self._start_countdown()
                 self._emit("idle")
 
+    # ---- swaps (max_loaded_models, groups) ----------------------------------------------
+
+    def hold_new_requests(self) -> asyncio.Event:
+        """A swap is waiting for this model to finish its requests in flight: new requests
+        queue until the returned gate is opened (with :meth:`open_gate`), so the swap
+        happens as soon as those in flight finish."""
+        if self._swap_gate is None:
+            self._swap_gate = asyncio.Event()
+        return self._swap_gate
+
+    def open_gate(self, gate: asyncio.Event) -> None:
+        gate.set()
+        if self._swap_gate is gate:
+            self._swap_gate = None
+
     # ---- loading -------------------------------------------------------------------------
 
     def _check_can_load(self) -> None:
+        if self.removed:
+            raise ModelUnavailable(f"model {self.name!r} was removed (its recipe is gone)",
+                                   code="model_not_found", retry_after=30)
         if self.recipe is None:
             raise ModelUnavailable(f"model {self.name!r} has no usable recipe: {self.recipe_error}",
                                    code="recipe_invalid", retry_after=30)
@@ -264,90 +433,132 @@ class ManagedModel:
             )
 
     async def load(self) -> None:
-        """Loads the model (a manual load, which also clears a crash loop) and waits until ready."""
+        """Loads the model (a manual load, which also clears a crash loop and skips the
+        crash back-off) and waits until ready."""
         self._crash_loop = False
         await self._until_ready(pinned=True)
 
     async def _until_ready(self, *, pinned: bool) -> None:
         """Waits out an unload, joins or starts a load, until the model is ready. A ``pinned``
-        caller (``load``, preload) keeps the load going even if every request waiting for it leaves."""
+        caller (``load``, preload) keeps the load going even if every request waiting for it
+        leaves. Every turn awaits the task that owns the state, so it never spins."""
         while self.state is not ModelState.READY:
-            if self._manager.closing:
+            if self._host.closing:
                 raise ModelUnavailable("Siesta is shutting down", code="shutting_down")
-            if self.state is ModelState.UNLOADING:
-                await _outcome(self._unload_task)
-            elif self.state is ModelState.LOADING:
-                self._load_pinned = self._load_pinned or pinned
-                await self._join_load()
+            if self.state in PASSING_STATES:
+                task = self._owner_task()
+                attempt = self._load if self.state is ModelState.LOADING else None
+                if attempt is not None and pinned:
+                    attempt.pinned = True
+                    attempt.skip_backoff.set()
+                if task is None or task.done():
+                    self._task_ended(task)  # settles the state now (its done-callback may not have run yet)
+                    await asyncio.sleep(0)
+                    continue
+                await asyncio.wait({task})
+                if attempt is not None and attempt.error is not None and self.state is not ModelState.READY:
+                    raise attempt.error
             else:
                 self._check_can_load()
                 self._start_load(pinned=pinned)
 
-    def _start_load(self, *, pinned: bool = False) -> None:
-        self._load_pinned = pinned
-        self.state = ModelState.LOADING
-        self.loading_since = self._manager.clock.now()
+    def _crash_backoff(self) -> float:
+        """The wait before a request reloads a model that crashed again: from the second
+        crash inside the budget window, 1 s, 2 s, 4 s, ... at most 30 s."""
+        now = self._host.clock.now()
+        recent = [t for t in self._crashes if now - t <= CRASH_LOOP_WINDOW]
+        if len(recent) < 2:
+            return 0.0
+        return min(CRASH_BACKOFF_MAX, 2.0 ** (len(recent) - 2))
+
+    def _start_load(self, *, pinned: bool) -> None:
+        attempt = _LoadAttempt(pinned=pinned, backoff=0.0 if pinned else self._crash_backoff())
+        self._load = attempt
         self.error = None
         self.exit_code = None
-        self._load_task = asyncio.create_task(self._run_load(), name=f"load-{self.name}")
-        # Waiters read the outcome; this keeps a load nobody waits for from logging "never retrieved".
-        self._load_task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        self._emit("loading")
+        self.loading_since = self._host.clock.now()
+        attempt.task = self._start_task(self._run_load(attempt), "load")
+        self._move(Step.LOAD, "loading")
 
-    async def _join_load(self) -> None:
-        task = self._load_task
-        assert task is not None
-        await _outcome(task)
-        if task.cancelled():
-            return  # an unload or shutdown cancelled it: the caller's loop decides what next
-        exc = task.exception()
-        if exc is not None:
-            raise exc
+    def _cancel_load(self) -> None:
+        if self.state is ModelState.LOADING and self._load is not None and self._load.task is not None:
+            self._load.task.cancel()
 
-    async def _run_load(self) -> None:
+    async def _run_load(self, attempt: _LoadAttempt) -> None:
+        """The load task: owns ``loading`` and always leaves it for ready, failed or unloaded."""
         recipe = self.recipe
-        assert recipe is not None
         process: BackendProcess | None = None
-        self._admitted = False
+        failure: BaseException | None = None
         try:
-            await self._manager.admit(self)
-            self._admitted = True
-            process = await self._manager.launch(self, recipe)
-            await process.wait_healthy(self._manager.settings.load_timeout)
-        except asyncio.CancelledError:
-            if process is not None:
-                await asyncio.shield(process.stop(self._manager.settings.stop_timeout))
-            self.state = ModelState.UNLOADED
-            self.loading_since = None
-            self._emit("load_cancelled")
-            raise
-        except Exception as exc:
-            if process is not None:
-                await asyncio.shield(process.stop(self._manager.settings.stop_timeout))
-                self.exit_code = process.returncode
-            tail = exc.log_tail if isinstance(exc, (BackendError, ModelUnavailable)) else ""
-            self.state = ModelState.FAILED
-            self.loading_since = None
-            self.error = f"load failed: {exc}"
-            self.log_tail = tail
-            if isinstance(exc, BackendError) and process is not None:
-                self._record_crash()
-            self._emit("load_failed")
-            if isinstance(exc, ModelUnavailable):
+            assert recipe is not None
+            await self._wait_backoff(attempt)
+            await self._host.admit(self)
+            attempt.admitted = True
+            launching = asyncio.ensure_future(self._host.launch(self, recipe))
+            try:
+                process = await asyncio.shield(launching)
+            except asyncio.CancelledError:
+                # a server that was starting when the cancel came must still be stopped below
+                process = await _run_to_end(_result_or_none(launching))
                 raise
-            if not isinstance(exc, BackendError):
-                log.exception("loading %s failed", self.name)
-            raise ModelUnavailable(f"model {self.name!r} failed to load: {exc}", log_tail=tail) from exc
+            await process.wait_healthy(self._host.load_timeout)
+        except asyncio.CancelledError as exc:
+            failure = exc
+            _uncancel()
+        except Exception as exc:  # noqa: BLE001 - every failure lands in `failed` below
+            failure = exc
+        if failure is None and process is not None and recipe is not None:
+            self._loaded(process, recipe)
+            return
+        # Failed or cancelled: stop what was started, to the end, whatever cancels us now.
+        if process is not None:
+            try:
+                await _run_to_end(process.stop(self._host.stop_timeout))
+            except Exception:  # noqa: BLE001 - the state must still settle
+                log.exception("stopping the server of %s after a failed load failed", self.name)
+            self.exit_code = process.returncode
+        attempt.admitted = False
+        if isinstance(failure, asyncio.CancelledError):
+            self._move(Step.LOAD_CANCELLED, "load_cancelled")
+            return
+        assert failure is not None
+        tail = failure.log_tail if isinstance(failure, (BackendError, ModelUnavailable)) else ""
+        self.error = f"load failed: {failure}"
+        self.log_tail = tail
+        if isinstance(failure, BackendError) and process is not None:
+            self._record_crash()
+        if isinstance(failure, ModelUnavailable):
+            attempt.error = failure
+        else:
+            if not isinstance(failure, BackendError):
+                log.error("loading %s failed", self.name, exc_info=failure)
+            attempt.error = ModelUnavailable(f"model {self.name!r} failed to load: {failure}", log_tail=tail)
+        self._move(Step.LOAD_FAILED, "load_failed")
+
+    async def _wait_backoff(self, attempt: _LoadAttempt) -> None:
+        if attempt.backoff <= 0 or attempt.skip_backoff.is_set():
+            return
+        load_timeout = self._host.load_timeout
+        if attempt.backoff >= load_timeout:
+            raise ModelUnavailable(
+                f"model {self.name!r} crashed {len(self._crashes)} times in a row; the next try waits "
+                f"{attempt.backoff:g} s, longer than load_timeout ({load_timeout:g} s). Last error: {self.error}",
+                log_tail=self.log_tail, code="crash_loop", retry_after=math.ceil(attempt.backoff))
+        log.info("model %s crashed again: waiting %g s before reloading it", self.name, attempt.backoff)
+        try:
+            await asyncio.wait_for(attempt.skip_backoff.wait(), attempt.backoff)
+        except asyncio.TimeoutError:
+            pass
+
+    def _loaded(self, process: BackendProcess, recipe: Recipe) -> None:
         self._process = process
         self._launch_key = recipe.launch_key
         self._generation += 1
-        self.state = ModelState.READY
-        self.loading_since = None
-        self.last_used = self._manager.clock.now()
-        self._watch_task = asyncio.create_task(self._watch(process), name=f"watch-{self.name}")
+        self.last_used = self._host.clock.now()
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch(process), name=f"watch-{self.name}")
         self._request_timeout = NOT_GIVEN
-        self._maybe_start_countdown()  # before the event, so "loaded" carries its unload_at
-        self._emit("loaded")
+        # the countdown starts before the event, so "loaded" carries its unload_at
+        self._move(Step.LOADED, "loaded", then=self._maybe_start_countdown)
 
     # ---- the idle countdown -------------------------------------------------------------
 
@@ -356,7 +567,7 @@ class ManagedModel:
             self._start_countdown()
 
     def _start_countdown(self) -> None:
-        self.idle_since = self._manager.clock.now()
+        self.idle_since = self._host.clock.now()
         self._schedule_deadline()
 
     def _schedule_deadline(self) -> None:
@@ -366,7 +577,7 @@ class ManagedModel:
         timeout, _ = self.effective_timeout()
         if timeout is None or self.idle_since is None:
             return
-        self._deadline = self._manager.clock.call_at(self.idle_since + timeout, self._on_deadline)
+        self._deadline = self._host.clock.call_at(self.idle_since + timeout, self._on_deadline)
 
     def _stop_countdown(self) -> None:
         if self._deadline is not None:
@@ -385,59 +596,98 @@ class ManagedModel:
             self._schedule_deadline()
         self._emit("timeout_changed")
 
-    def recipe_changed(self, recipe: Recipe | None, error: str | None) -> None:
-        """A recipe edited on disk: timeout and group apply now; launch changes at the next load."""
+    def own_timeout_set(self) -> None:
+        """The user set this model's own timeout (tray, dialog, CLI, API, or a hand edit of
+        its ``unload_timeout``): it replaces a request's ``keep_alive`` for this idle period."""
+        self._request_timeout = NOT_GIVEN
+        self.timeout_changed()
+
+    def recipe_changed(self, recipe: Recipe | None, error: str | None, *, own_timeout_set: bool = False) -> None:
+        """A recipe edited on disk: timeout and group apply now; launch changes at the next load.
+        A changed ``unload_timeout`` (or ``own_timeout_set``) replaces a request's keep_alive."""
         old = self.recipe
         if recipe is not None:
             self.recipe = recipe
         self.recipe_error = error
+        self.removed = False
         if recipe is not None and (old is None or old != recipe):
             self._crash_loop = False
-        self.timeout_changed()
+            self._crashes.clear()
+        if own_timeout_set or (recipe is not None and old is not None
+                               and recipe.unload_timeout != old.unload_timeout):
+            self.own_timeout_set()
+        else:
+            self.timeout_changed()
 
     # ---- unloading ------------------------------------------------------------------------
 
     async def unload(self, reason: UnloadReason) -> None:
         """Unloads for ``reason`` and waits until the process has exited; clears the countdown."""
         self._stop_countdown()
-        if self.state is ModelState.LOADING and self._load_task is not None:
-            self._load_task.cancel()
-            await _outcome(self._load_task)
-            return
+        if self.state is ModelState.LOADING:
+            task = self._owner_task()
+            self._cancel_load()
+            if task is not None:
+                await asyncio.wait({task})
         if self.state is ModelState.READY:
             self._begin_unload(reason)
-        if self.state is ModelState.UNLOADING and self._unload_task is not None:
-            await _outcome(self._unload_task)
+        if self.state is ModelState.UNLOADING:
+            task = self._owner_task()
+            if task is not None:
+                await asyncio.wait({task})
         if self.state is ModelState.FAILED and reason in (UnloadReason.MANUAL, UnloadReason.REMOVED):
-            self.state = ModelState.UNLOADED
-            self._emit(reason.value)
+            self._move(Step.DISMISS, reason.value, quiet=reason is UnloadReason.REMOVED and self.removed)
 
     async def yield_slot(self, reason: UnloadReason) -> None:
         """Group exclusivity: a rival's load in progress finishes first (its waiting requests
         are served), then it unloads like a manual unload (in-flight requests get stop_timeout)."""
-        if self.state is ModelState.LOADING and self._load_task is not None:
-            await _outcome(self._load_task)
+        task = self._owner_task() if self.state is ModelState.LOADING else None
+        if task is not None:
+            await asyncio.wait({task})
         await self.unload(reason)
 
     def _begin_unload(self, reason: UnloadReason) -> None:
         self._stop_countdown()
-        self.state = ModelState.UNLOADING
-        self._unload_task = asyncio.create_task(self._run_unload(reason), name=f"unload-{self.name}")
-        self._emit("unloading")
+        self._unload_task = self._start_task(self._run_unload(reason), "unload")
+        self._move(Step.UNLOAD, "unloading")
 
     async def _run_unload(self, reason: UnloadReason) -> None:
+        """The unload task: owns ``unloading`` and always leaves it for unloaded or failed."""
         process = self._process
-        stop_timeout = self._manager.settings.stop_timeout
-        if self._active and reason in (UnloadReason.MANUAL, UnloadReason.GROUP, UnloadReason.SHUTDOWN):
-            try:
-                await asyncio.wait_for(self._drained.wait(), stop_timeout)
-            except asyncio.TimeoutError:
-                pass  # the remaining requests get a 502 when the server stops
-        if process is not None:
-            await process.stop(stop_timeout)
+        crashed: int | None = None
+        try:
+            await _run_to_end(self._stop_server(process, reason))
+        except Exception:  # noqa: BLE001 - the state must still settle
+            log.exception("stopping the server of %s failed", self.name)
+        except asyncio.CancelledError:
+            _uncancel()
+        if process is not None and not process.stopping and process.returncode is not None:
+            crashed = process.returncode
+        elif process is not None and process.returncode is None:
+            log.error("the server of %s (pid %s) is still running after its unload", self.name, process.pid)
         self._forget_process()
-        self.state = ModelState.UNLOADED
-        self._emit(reason.value)
+        if crashed is not None:
+            self._crashed(crashed, process)
+            return
+        # a removed model's last event is the manager's one "removed", once it is forgotten
+        self._move(Step.STOPPED, reason.value, quiet=reason is UnloadReason.REMOVED and self.removed)
+
+    async def _stop_server(self, process: BackendProcess | None, reason: UnloadReason) -> None:
+        stop_timeout = self._host.stop_timeout
+        if process is None:
+            return
+        if self._active and reason in DRAINING_REASONS:
+            drained = asyncio.ensure_future(self._drained.wait())
+            exited = asyncio.ensure_future(process.wait_exit())
+            try:
+                await asyncio.wait({drained, exited}, timeout=stop_timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                drained.cancel()
+                exited.cancel()
+            if process.returncode is not None:
+                return  # it crashed while its requests drained: reported as a crash
+        # the remaining requests (past stop_timeout) get a 502 when the server stops
+        await process.stop(stop_timeout)
 
     def _forget_process(self) -> None:
         self._process = None
@@ -455,18 +705,20 @@ class ManagedModel:
 
     async def _watch(self, process: BackendProcess) -> None:
         code = await process.wait_exit()
-        if process.stopping or self._process is not process:
-            return
-        self.exit_code = code
-        self.log_tail = process.log.tail_text()
-        self.error = f"crashed: exit {code}"
+        if process.stopping or self._process is not process or self.state is not ModelState.READY:
+            return  # an unload owns it (a crash during its drain is reported there)
         self._forget_process()
-        self.state = ModelState.FAILED
+        self._crashed(code, process)
+
+    def _crashed(self, code: int, process: BackendProcess | None) -> None:
+        self.exit_code = code
+        self.log_tail = process.log.tail_text() if process is not None else ""
+        self.error = f"crashed: exit {code}"
         self._record_crash()
-        self._emit(UnloadReason.CRASHED.value)
+        self._move(Step.CRASHED, UnloadReason.CRASHED.value)
 
     def _record_crash(self) -> None:
-        now = self._manager.clock.now()
+        now = self._host.clock.now()
         self._crashes.append(now)
         if len(self._crashes) == CRASH_LOOP_COUNT and now - self._crashes[0] <= CRASH_LOOP_WINDOW:
             self._crash_loop = True
@@ -478,8 +730,29 @@ class ManagedModel:
         self._stop_countdown()
 
 
-async def _outcome(task: asyncio.Task[Any] | None) -> None:
-    """Waits for ``task`` to finish without taking on its result, error or cancellation."""
-    if task is not None and not task.done():
-        await asyncio.wait({task})
+async def _result_or_none(future: Awaitable[T]) -> T | None:
+    try:
+        return await future
+    except Exception:  # noqa: BLE001 - the caller reports the cancellation, not this
+        return None
 
+
+def _uncancel() -> None:
+    """A lifecycle task that caught its cancellation goes on to settle its state."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+async def _run_to_end(awaitable: Awaitable[T]) -> T:
+    """Runs ``awaitable`` to its end even if the caller is cancelled meanwhile (again and
+    again): a server being stopped is always stopped, and the state after it is always set.
+    The caller's cancellation is swallowed: it is a lifecycle task that settles its state."""
+    inner = asyncio.ensure_future(awaitable)
+    while True:
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if inner.cancelled():
+                raise
+            _uncancel()

@@ -131,12 +131,12 @@ class ManagerBridge(QObject):
         model = event["model"]
         name = model["name"]
         current = self.manager.models.get(name)
-        if current is None:
+        if current is None or current.removed:
             self.models.pop(name, None)  # its recipe is gone; these are its last unload events
         elif event["reason"] == "removed":
             # A recipe deleted and created again in one go: the old model's farewell must
             # not erase the new model of the same name.
-            self.models[name] = current.snapshot()
+            self.models[name] = self.manager.snapshot_of(current)
         else:
             self.models[name] = model
         self.modelEvent.emit(event)
