@@ -1,11 +1,14 @@
 """Edit one top-level key of a user's TOML file, keeping every comment and the key order.
 
 Reading everywhere else uses the fast standard ``tomllib``; only writes go through
-tomlkit, which round-trips the user's formatting.
+tomlkit, which round-trips the user's formatting. The file is read and written without
+newline translation, so its line endings are kept: in a file that uses CRLF throughout
+(written on Windows), a line tomlkit adds gets CRLF too.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,19 @@ class TomlEditError(Exception):
         self.kind = kind
 
 
+_LONE_LF = re.compile(r"(?<!\r)\n")
+
+
+def _keep_line_endings(old: str, new: str) -> str:
+    """``new`` with the line endings of ``old``: tomlkit keeps every existing line as it
+    was but ends the lines it writes with LF, so in a file that used CRLF for every line
+    those become CRLF. A file with mixed endings keeps each existing line as it was."""
+    crlf = old.count("\r\n")
+    if crlf and crlf == old.count("\n"):
+        return _LONE_LF.sub("\r\n", new)
+    return new
+
+
 def set_toml_key(path: Path, key: str, value: Any | None, *, create: bool = False) -> None:
     """Sets top-level ``key`` to ``value`` (``None`` removes the key) and writes atomically.
 
@@ -31,7 +47,7 @@ def set_toml_key(path: Path, key: str, value: Any | None, *, create: bool = Fals
     created holding just this key.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # no newline translation: CRLF stays CRLF
     except FileNotFoundError:
         if not create:
             raise TomlEditError(f"{path}: file not found", "invalid") from None
@@ -48,7 +64,7 @@ def set_toml_key(path: Path, key: str, value: Any | None, *, create: bool = Fals
             del doc[key]
     else:
         doc[key] = value  # tomlkit puts a new top-level key before the first [table]
-    new_text = tomlkit.dumps(doc)
+    new_text = _keep_line_endings(text, tomlkit.dumps(doc))
     if new_text == text:
         return
     try:
