@@ -66,6 +66,7 @@ async def run(args: argparse.Namespace) -> int:
 
     from . import figures as F
     from . import report
+    from . import tray_figures as T
     from .util import PROCS, Router, Siesta, fake_recipe, llama_recipe, new_session
 
     started = time.perf_counter()
@@ -136,9 +137,9 @@ async def run(args: argparse.Namespace) -> int:
                 siesta.stop()
         await step("idle", F.idle_cpu)
         await step("startup", F.startup)
-        if F.tray_app_exists():
-            await step("gui", F.gui_loop_lag)
-            await step("tray", F.tray_memory)
+        if T.tray_app_exists():
+            await step("gui", T.gui_loop_lag)
+            await step("tray", T.tray_memory)
         else:
             for name, what in (("gui", "GUI event-loop lag"), ("tray", "memory with the tray up")):
                 if name in only:
