@@ -1,8 +1,12 @@
 """One running model server: how it is started, watched, logged and stopped.
 
 Each server runs in its own process group (its own session on POSIX), so stopping it
-stops everything it started; its output goes to a size-bounded log file per model and
-the last lines are kept in memory for error messages.
+stops everything it started, and whatever is left in the group when it exits is killed.
+The group is signalled by its id (the server's pid) only while that id is known to name
+the server's group: never once the pid may belong to another process. Its output goes to
+a size-bounded log file per model and the last lines are kept in memory for error
+messages. It is healthy when its health path answers 200 from a socket that one of its
+own processes listens on, not another program that took the port first.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,9 +169,18 @@ class BackendProcess:
         self.stopping = False
         self.base_url = f"http://127.0.0.1:{spec.port}"
         self._output = asyncio.Event()  # set on each chunk of output: a moment worth probing health
+        self._foreign_listener = False  # the port answered, but from a socket none of its processes owns
+        # The server's identity beside its pid: its start time tells it from a later process
+        # that gets the same pid once the server has been reaped.
+        self._ps: psutil.Process | None = None
+        self._started_at: float | None = None
+        try:
+            self._ps = psutil.Process(proc.pid)
+            self._started_at = self._ps.create_time()
+        except psutil.Error:  # already gone and reaped
+            self._ps = None
         self._pump = asyncio.create_task(self._pump_output(), name=f"log-pump-{proc.pid}")
         self._exit = asyncio.create_task(self._wait_exit(), name=f"exit-watch-{proc.pid}")
-        self._ps: psutil.Process | None = None
 
     @classmethod
     async def start(cls, spec: LaunchSpec, log: BoundedLog, reaper: ProcessReaper | None) -> "BackendProcess":
@@ -248,8 +262,9 @@ class BackendProcess:
             pass
         except Exception:  # noqa: BLE001 - the pump does not raise; never let its end hide the exit code
             _log.exception("output pump of server %s failed", self._proc.pid)
+        if os.name == "posix":
+            self._kill_group(KILL)  # anything it left behind in its group (with or without the watchdog)
         if self._reaper is not None:
-            self._kill_group(KILL)  # anything it left behind in its group
             self._reaper.remove(self._proc.pid)
         self._note(f"exited with code {code}")
         try:
@@ -269,12 +284,16 @@ class BackendProcess:
             self._output.clear()  # before the probe: a line printed during it triggers the next one
             if self._exit.done():
                 code = self._exit.result()
-                raise BackendError(f"server exited with code {code} while loading", self.log.tail_text())
+                raise BackendError(f"server exited with code {code} while loading{self._foreign_note()}",
+                                   self.log.tail_text())
             if await self._probe_health():
-                return
+                if self._listener_is_ours():
+                    return
+                self._foreign_listener = True
             if time.monotonic() >= deadline:
                 raise BackendError(
-                    f"server did not become healthy at {self.spec.health_path} within {timeout:g} s",
+                    f"server did not become healthy at {self.spec.health_path} within {timeout:g} s"
+                    f"{self._foreign_note()}",
                     self.log.tail_text(),
                 )
             # Probe again after the poll interval, or at once when the server prints
@@ -283,6 +302,33 @@ class BackendProcess:
             await asyncio.wait({self._exit, output}, timeout=HEALTH_POLL_INTERVAL,
                                return_when=asyncio.FIRST_COMPLETED)
             output.cancel()
+
+    def _foreign_note(self) -> str:
+        if not self._foreign_listener:
+            return ""
+        return (f" (port {self.spec.port} was answered by another process, which took the port "
+                f"before the server could)")
+
+    def _listener_is_ours(self) -> bool:
+        """Whether the socket listening on the server's port belongs to its process tree: the
+        server itself, or a process it started. A probe that got 200 may have reached another
+        program that took the free port first."""
+        port = self.spec.port
+        leader = self._ps
+        if leader is None:
+            return False
+        listeners = _listening_socket_inodes(port)
+        if listeners is None:  # no sock_diag (not Linux): ask psutil, per process of the tree
+            return _tree_listens_psutil(leader, port)
+        if not listeners:
+            return False
+        if _socket_inodes(leader.pid) & listeners:
+            return True
+        try:
+            children = leader.children(recursive=True)
+        except psutil.Error:
+            return False
+        return any(_socket_inodes(child.pid) & listeners for child in children)
 
     async def _probe_health(self) -> bool:
         """One GET of the health path, answered 200 or not. A bare connection and the status
@@ -304,9 +350,31 @@ class BackendProcess:
         finally:
             writer.close()
 
+    def _group_is_ours(self) -> bool:
+        """Whether the process group id (the server's pid) still names the server's group.
+
+        While a process group has members the kernel gives its id to no new process, so the
+        id can only name another group once the server has been reaped, its group is empty
+        and its pid has gone to a new process. So: a process with that pid that is not the
+        server (another start time) means the id is someone else's now; no process with that
+        pid means only the server's own leftovers can still carry the id.
+        """
+        try:
+            holder = psutil.Process(self._proc.pid)
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:
+            return False
+        try:
+            return self._started_at is not None and holder.create_time() == self._started_at
+        except psutil.Error:
+            return False
+
     def _kill_group(self, sig: int) -> None:
         try:
             if os.name == "posix":
+                if not self._group_is_ours():
+                    return
                 os.killpg(self._proc.pid, sig)
             elif sig == KILL:
                 self._proc.kill()
@@ -331,7 +399,7 @@ class BackendProcess:
         """Resident bytes of the server and its children (None when unknown)."""
         try:
             if self._ps is None:
-                self._ps = psutil.Process(self._proc.pid)
+                return None
             total = self._ps.memory_info().rss
             for child in self._ps.children(recursive=True):
                 try:
@@ -341,3 +409,94 @@ class BackendProcess:
             return total
         except psutil.Error:
             return None
+
+
+# ---- which process listens on a port ---------------------------------------------------------------
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST_DUMP = 0x1 | 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_TCP_LISTEN = 10
+
+
+def _listening_socket_inodes(port: int) -> set[int] | None:
+    """Inodes of the TCP sockets listening on ``port`` (any address, IPv4 and IPv6), asked
+    from the kernel's sock_diag interface, as ``ss -l`` does: a dump of listening sockets
+    only, cheap and open to any user. None where it is not available (not Linux)."""
+    if not hasattr(socket, "AF_NETLINK"):
+        return None
+    inodes: set[int] = set()
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+            nl.settimeout(1.0)
+            for family in (socket.AF_INET, socket.AF_INET6):
+                # struct inet_diag_req_v2: family, protocol, ext, pad, states; then the
+                # inet_diag_sockid (sport, dport big-endian, src[4], dst[4], if, cookie[2]).
+                request = (struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
+                           + struct.pack(">HH", port, 0) + bytes(32) + struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF))
+                nl.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST_DUMP, 1, 0)
+                        + request)
+                done = False
+                while not done:
+                    data = nl.recv(65536)
+                    offset = 0
+                    while offset + 16 <= len(data):
+                        length, kind = struct.unpack_from("=IH", data, offset)
+                        if kind == _NLMSG_DONE:
+                            done = True
+                            break
+                        if kind == _NLMSG_ERROR or length < 16:
+                            return None
+                        # struct inet_diag_msg: family, state, timer, retrans, inet_diag_sockid
+                        # (48 bytes: sport first), expires, rqueue, wqueue, uid, inode
+                        body = offset + 16
+                        sport = struct.unpack_from(">H", data, body + 4)[0]
+                        inode = struct.unpack_from("=I", data, body + 4 + 48 + 16)[0]
+                        if sport == port:
+                            inodes.add(inode)
+                        offset += (length + 3) & ~3
+                    if not data:
+                        break
+    except (OSError, struct.error):
+        return None
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` has open (from /proc/PID/fd; readable for one's own children)."""
+    inodes: set[int] = set()
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            link = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(int(link[8:-1]))
+    return inodes
+
+
+def _tree_listens_psutil(leader: psutil.Process, port: int) -> bool:
+    """The same question through psutil, where there is no sock_diag (macOS, Windows)."""
+    try:
+        procs = [leader, *leader.children(recursive=True)]
+    except psutil.AccessDenied:
+        return True  # the sockets cannot be seen here: trust the answer
+    except psutil.Error:
+        return False
+    for proc in procs:
+        try:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return True
+        except psutil.AccessDenied:
+            return True
+        except psutil.Error:
+            continue
+    return False

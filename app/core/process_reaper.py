@@ -4,6 +4,10 @@ A graceful shutdown stops each server itself. When Siesta is killed with SIGKILL
 no chance to, so each server's process group id is sent to this helper over a pipe; when
 the pipe closes (which the kernel does as Siesta dies) the helper kills those groups.
 It runs in its own session so a Ctrl-C in Siesta's terminal does not reach it. POSIX only.
+
+Each group id goes with its leader's start time (from /proc where there is one). A group
+whose id is now the pid of a process with another start time is not killed: the server
+was reaped, its group emptied and its pid reused before Siesta could unregister it.
 """
 
 from __future__ import annotations
@@ -17,15 +21,34 @@ log = logging.getLogger(__name__)
 
 _REAPER_SOURCE = r"""
 import os, signal, sys
-groups = set()
+def start_time(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as fh: data = fh.read()
+        return data[data.rindex(b")") + 2:].split()[19].decode()
+    except (OSError, ValueError, IndexError): return None
+groups = {}
 for line in sys.stdin:
     line = line.strip()
-    if line[:1] == "+": groups.add(int(line[1:]))
-    elif line[:1] == "-": groups.discard(int(line[1:]))
-for pgid in groups:
+    if line[:1] == "+":
+        pgid, _, started = line[1:].partition(" ")
+        groups[int(pgid)] = started or None
+    elif line[:1] == "-": groups.pop(int(line[1:]), None)
+for pgid, started in groups.items():
+    now = start_time(pgid)
+    if started and now is not None and now != started: continue  # the id is another process's now
     try: os.killpg(pgid, signal.SIGKILL)
     except OSError: pass
 """
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        return data[data.rindex(b")") + 2:].split()[19].decode()
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class ProcessReaper:
@@ -59,7 +82,9 @@ class ProcessReaper:
             pass
 
     def add(self, pgid: int) -> None:
-        self._send(f"+{pgid}")
+        """Registers the group led by process ``pgid`` (call it while that process runs)."""
+        started = _start_time(pgid)
+        self._send(f"+{pgid} {started}" if started else f"+{pgid}")
 
     def remove(self, pgid: int) -> None:
         self._send(f"-{pgid}")
