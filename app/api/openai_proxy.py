@@ -17,7 +17,7 @@ from aiohttp import web
 
 from app.core.durations import NOT_GIVEN, DurationError, KeepAlive, parse_duration
 from app.core.manager import ModelManager, UnknownModel
-from app.core.model import ModelUnavailable
+from app.core.model import Lease, ModelUnavailable
 
 from .errors import error_response, unavailable_response
 
@@ -87,11 +87,11 @@ class OpenAIProxy:
         except ModelUnavailable as exc:
             return unavailable_response(exc)
         try:
-            return await self._relay(request, lease.base_url, body, name, data.get("stream") is True)
+            return await self._relay(request, lease, body, name, data.get("stream") is True)
         finally:
             lease.release()
 
-    async def _relay(self, request: web.Request, base_url: str, body: bytes, name: str,
+    async def _relay(self, request: web.Request, lease: Lease, body: bytes, name: str,
                      streaming_request: bool) -> web.StreamResponse:
         headers = {h: request.headers[h] for h in _FORWARD_REQUEST_HEADERS if h in request.headers}
         headers.setdefault("Content-Type", "application/json")
@@ -99,7 +99,7 @@ class OpenAIProxy:
             # llama-server answers a stream with Keep-Alive but then closes the connection;
             # reusing it from the pool gave the next request a 502 (2 in 800 under load).
             headers["Connection"] = "close"
-        url = base_url + request.raw_path
+        url = lease.base_url + request.raw_path
         response: web.StreamResponse | None = None
         try:
             async with self.manager.http.post(url, data=body, headers=headers) as upstream:
@@ -116,6 +116,7 @@ class OpenAIProxy:
                 await response.write_eof()
                 return response
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            lease.mark_upstream_failed()
             if response is not None and response.prepared:
                 # Headers already went out: end the stream abruptly so the client sees the failure.
                 if request.transport is not None:

@@ -140,6 +140,12 @@ class Lease:
     def base_url(self) -> str:
         return self.process.base_url
 
+    upstream_failed: bool = field(default=False)
+
+    def mark_upstream_failed(self) -> None:
+        """The request's connection to the server broke: a hint that the server may have crashed."""
+        self.upstream_failed = True
+
     def release(self) -> None:
         self.model._release(self)
 
@@ -185,6 +191,7 @@ class ManagedModel:
         self._crashes: deque[float] = deque(maxlen=CRASH_LOOP_COUNT)
         self._crash_loop = False
         self._swap_gate: asyncio.Event | None = None  # closed while a swap waits for this model
+        self._upstream_failed = False  # a request to the current process ended with a broken connection
         self.loading_since: float | None = None
         self.last_used = 0.0
 
@@ -392,6 +399,7 @@ class ManagedModel:
         if lease.generation != self._generation:
             return  # its process is gone; the count was reset when it went
         self._active -= 1
+        self._upstream_failed = self._upstream_failed or lease.upstream_failed
         self.last_used = self._host.clock.now()
         self._request_timeout = lease.keep_alive  # the last request to finish decides
         if self._active == 0:
@@ -622,8 +630,11 @@ class ManagedModel:
     # ---- unloading ------------------------------------------------------------------------
 
     async def unload(self, reason: UnloadReason) -> None:
-        """Unloads for ``reason`` and waits until the process has exited; clears the countdown."""
+        """Unloads for ``reason`` and waits until the process has exited; clears the countdown.
+        A manual unload or a removal also dismisses an earlier failure (a crash during this
+        unload's drain stays reported as ``failed``)."""
         self._stop_countdown()
+        dismiss = self.state is ModelState.FAILED or (self.state is ModelState.LOADING)
         if self.state is ModelState.LOADING:
             task = self._owner_task()
             self._cancel_load()
@@ -635,8 +646,8 @@ class ManagedModel:
             task = self._owner_task()
             if task is not None:
                 await asyncio.wait({task})
-        if self.state is ModelState.FAILED and reason in (UnloadReason.MANUAL, UnloadReason.REMOVED):
-            self._move(Step.DISMISS, reason.value, quiet=reason is UnloadReason.REMOVED and self.removed)
+        if dismiss and self.state is ModelState.FAILED and reason in (UnloadReason.MANUAL, UnloadReason.REMOVED):
+            self._move(Step.DISMISS, reason.value, quiet=reason is UnloadReason.REMOVED)
 
     async def yield_slot(self, reason: UnloadReason) -> None:
         """Group exclusivity: a rival's load in progress finishes first (its waiting requests
@@ -669,8 +680,9 @@ class ManagedModel:
         if crashed is not None:
             self._crashed(crashed, process)
             return
-        # a removed model's last event is the manager's one "removed", once it is forgotten
-        self._move(Step.STOPPED, reason.value, quiet=reason is UnloadReason.REMOVED and self.removed)
+        # a removed model's unload is told by the manager: one "removed" once it is forgotten,
+        # or "added" when its recipe came back meanwhile
+        self._move(Step.STOPPED, reason.value, quiet=reason is UnloadReason.REMOVED)
 
     async def _stop_server(self, process: BackendProcess | None, reason: UnloadReason) -> None:
         stop_timeout = self._host.stop_timeout
@@ -684,6 +696,11 @@ class ManagedModel:
             finally:
                 drained.cancel()
                 exited.cancel()
+            if process.returncode is None and self._upstream_failed:
+                # a request ended with a broken connection: the server may be exiting right now
+                exiting = asyncio.ensure_future(process.wait_exit())
+                await asyncio.wait({exiting}, timeout=min(1.0, stop_timeout))
+                exiting.cancel()
             if process.returncode is not None:
                 return  # it crashed while its requests drained: reported as a crash
         # the remaining requests (past stop_timeout) get a 502 when the server stops
@@ -691,6 +708,7 @@ class ManagedModel:
 
     def _forget_process(self) -> None:
         self._process = None
+        self._upstream_failed = False
         self._launch_key = None
         self._generation += 1
         self._active = 0
