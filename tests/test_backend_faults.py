@@ -318,3 +318,15 @@ async def test_health_from_the_servers_own_process_tree_is_believed(tmp_path, so
         await proc.wait_healthy(10)
     finally:
         await proc.stop(2)
+
+
+async def test_a_log_that_cannot_even_be_opened_does_not_stop_the_server(tmp_path, caplog):
+    """The log folder cannot be created (a file is in the way): the server still runs, its
+    output is drained and kept for error messages, and Siesta's own log says so once."""
+    (tmp_path / "logs").write_text("not a folder")
+    log = BoundedLog(tmp_path / "logs" / "m.log")
+    with caplog.at_level(logging.WARNING):
+        proc, code = await _run_flood(log)
+    assert code == 0
+    assert "last line of the flood" in proc.log.tail_text()
+    assert len([r for r in caplog.records if "m.log" in r.getMessage()]) == 1

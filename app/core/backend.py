@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import io
 import logging
 import os
 import shutil
@@ -102,16 +103,27 @@ def build_launch(recipe: Recipe, llama_server: Path | None, port: int) -> Launch
 
 
 class BoundedLog:
-    """Appends a server's output to its log file, starting a fresh file past ``max_bytes``."""
+    """Appends a server's output to its log file, starting a fresh file past ``max_bytes``.
+
+    A log file that cannot be opened does not stop the server: every write then raises
+    OSError (which :class:`BackendProcess` reports once and stops writing), and the tail
+    is still kept for error messages.
+    """
 
     def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._rotate_if_large()
-        self._fh = path.open("ab", buffering=0)
-        self._written = self._fh.tell()
+        self._fh: io.FileIO | None = None
+        self._open_error: OSError | None = None
+        self._written = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._rotate_if_large()
+            self._fh = path.open("ab", buffering=0)
+            self._written = self._fh.tell()
+        except OSError as exc:
+            self._open_error = exc
 
     def _rotate_if_large(self) -> None:
         try:
@@ -126,6 +138,10 @@ class BoundedLog:
         self.tail.extend(line for line in text.splitlines() if line.strip())
 
     def write(self, data: bytes) -> None:
+        if self._fh is None:
+            self.keep_tail(data)
+            error = self._open_error
+            raise OSError(getattr(error, "errno", None), f"cannot open the log: {error}", str(self.path))
         if self._fh.closed:
             return
         self.keep_tail(data)
@@ -144,7 +160,8 @@ class BoundedLog:
         return "\n".join(list(self.tail)[-lines:])
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
 
 def _safe_note(log: BoundedLog, message: str) -> Exception | None:
@@ -222,13 +239,13 @@ class BackendProcess:
     def _write_log(self, data: bytes) -> None:
         """Writes server output to the model's log; after a failed write (a full disk, an I/O
         error) the output is only kept in the in-memory tail, and the failure is logged once."""
-        if not self._log_broken:
-            try:
-                self.log.write(data)
-                return
-            except Exception as exc:  # noqa: BLE001 - whatever the log does, the pipe must keep draining
-                self._log_failed(exc)
-        self.log.keep_tail(data)
+        if self._log_broken:
+            self.log.keep_tail(data)
+            return
+        try:
+            self.log.write(data)  # keeps the tail before it writes, so a failed write is in it too
+        except Exception as exc:  # noqa: BLE001 - whatever the log does, the pipe must keep draining
+            self._log_failed(exc)
 
     def _note(self, message: str) -> None:
         if not self._log_broken:
