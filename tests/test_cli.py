@@ -78,3 +78,25 @@ def test_discover_and_import_commands(paths, tmp_path, monkeypatch, capsys):
     recipe = read_recipe(paths.recipes_dir / "m1.toml")
     assert recipe.command == ("my-server", "--port", "{port}") and recipe.unload_timeout is None
     assert main(["--config-dir", str(paths.config_dir), "import", str(tmp_path / "nothing.yaml")]) == 1
+
+
+def test_cli_without_a_running_instance(write_recipe, paths):
+    """ps says plainly that nothing runs; the timeout commands edit the files directly
+    (comments kept). Needs no llama-server: nothing is started."""
+    import socket
+
+    path = write_recipe("tiny", '# tiny: the tiny test model\nbackend = "llamacpp"\nmodel = "tiny.gguf"\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+
+    def siesta(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "app", "--config-dir", str(paths.config_dir), "--port", port,
+                               *args], capture_output=True, text=True, timeout=60)
+
+    ps = siesta("ps")
+    assert "no Siesta is running" in ps.stdout
+    assert siesta("timeout", "tiny", "90m").returncode == 0
+    assert 'unload_timeout = "1h30m"' in path.read_text() and "# tiny: the tiny test model" in path.read_text()
+    assert siesta("timeout", "--global", "never").returncode == 0
+    assert 'global_unload_timeout = "never"' in paths.settings_file.read_text()

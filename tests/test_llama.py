@@ -219,17 +219,6 @@ def test_cli_drives_the_running_instance(siesta_serve, llama_recipe, paths):
     assert bad.returncode != 0 and "soonish" in bad.stderr
 
 
-def test_cli_without_a_running_instance(llama_recipe, paths):
-    path = llama_recipe("tiny")
-    url = f"http://127.0.0.1:{_free_port()}"
-    ps = _siesta(paths, url, "ps")
-    assert "no Siesta is running" in ps.stdout
-    assert _siesta(paths, url, "timeout", "tiny", "90m").returncode == 0
-    assert 'unload_timeout = "1h30m"' in path.read_text() and "# tiny: the tiny test model" in path.read_text()
-    assert _siesta(paths, url, "timeout", "--global", "never").returncode == 0
-    assert 'global_unload_timeout = "never"' in paths.settings_file.read_text()
-
-
 def test_sigterm_stops_every_model_server(siesta_serve, llama_recipe):
     llama_recipe("a")
     llama_recipe("b")

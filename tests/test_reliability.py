@@ -110,7 +110,7 @@ async def test_swap_under_load_every_request_completes_or_fails_clearly(front_do
 
     await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(16))), 90)
     assert len(outcomes) == 48
-    assert outcomes.count("ok") >= 24
+    assert outcomes.count("ok") == 48, outcomes  # fair swaps: no request fails
     assert sum(1 for m in manager.models.values() if m.pid) <= 1
 
 
