@@ -4,9 +4,9 @@ Everything that can happen to a model (a request arriving or ending, a load, an 
 for any reason, a crash, a timeout change) goes through its ManagedModel, which owns the
 server process, the in-flight count and the idle countdown.
 
-The lifecycle is an explicit state machine: :data:`TRANSITIONS` lists every state and
-the steps that leave it, and :meth:`ManagedModel._move` is the only place the state
-changes. The two passing states, ``loading`` and ``unloading``, each belong to one task
+The lifecycle is an explicit state machine: :data:`~app.core.lifecycle.TRANSITIONS`
+lists every state and the steps that leave it, and :meth:`ManagedModel._move` is the
+only place the state changes. The two passing states, ``loading`` and ``unloading``, each belong to one task
 (the load or the unload) that ends in a settled state whatever happens to it: its
 cleanup (stopping a server) runs to the end even when the task is cancelled again, and
 a task that ends without moving on (cancelled before its first step, or a bug) is caught
@@ -21,85 +21,32 @@ a server, the clock, settings and the event stream), which the manager implement
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from .backend import BackendError, BackendProcess
 from .clock import Clock, WallDeadline
 from .durations import NOT_GIVEN, USE_GLOBAL, KeepAlive, ModelTimeout, Timeout
+from .lifecycle import (
+    CRASH_BACKOFF_MAX,
+    CRASH_LOOP_COUNT,
+    CRASH_LOOP_WINDOW,
+    DRAINING_REASONS,
+    PASSING_STATES,
+    TRANSITIONS,
+    ModelState,
+    ModelUnavailable,
+    Step,
+    UnloadReason,
+)
 from .recipes import Recipe
+from .settling import result_or_none, run_to_end, uncancel
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-CRASH_LOOP_COUNT = 3
-CRASH_LOOP_WINDOW = 300.0
-CRASH_BACKOFF_MAX = 30.0
-
-
-class ModelState(str, enum.Enum):
-    UNLOADED = "unloaded"
-    LOADING = "loading"
-    READY = "ready"
-    UNLOADING = "unloading"
-    FAILED = "failed"
-
-
-class Step(str, enum.Enum):
-    """What moves a model from one state to another."""
-
-    LOAD = "load"  # a request, a manual load or a preload starts the server
-    LOADED = "loaded"  # the server answered its health check
-    LOAD_FAILED = "load_failed"  # the server could not start, exited, or never became healthy
-    LOAD_CANCELLED = "load_cancelled"  # every waiter left, a manual unload, or shutdown
-    UNLOAD = "unload"  # idle deadline, manual, eviction, group, removal, shutdown
-    STOPPED = "stopped"  # the server has exited after an unload
-    CRASHED = "crashed"  # the server exited by itself (while ready, or during an unload's drain)
-    DISMISS = "dismiss"  # a failed model is unloaded by hand or removed: back to unloaded
-
-
-S = ModelState
-TRANSITIONS: dict[ModelState, dict[Step, ModelState]] = {
-    S.UNLOADED: {Step.LOAD: S.LOADING},
-    S.LOADING: {Step.LOADED: S.READY, Step.LOAD_FAILED: S.FAILED, Step.LOAD_CANCELLED: S.UNLOADED},
-    S.READY: {Step.UNLOAD: S.UNLOADING, Step.CRASHED: S.FAILED},
-    S.UNLOADING: {Step.STOPPED: S.UNLOADED, Step.CRASHED: S.FAILED},
-    S.FAILED: {Step.LOAD: S.LOADING, Step.DISMISS: S.UNLOADED},
-}
-"""Every state a model can be in and the steps that leave it. ``loading`` and ``unloading``
-are left only by the task that owns them (see the module docstring)."""
-
-PASSING_STATES = (S.LOADING, S.UNLOADING)
-
-
-class UnloadReason(str, enum.Enum):
-    IDLE = "idle"
-    MANUAL = "manual"
-    EVICTED = "evicted"
-    GROUP = "group"
-    CRASHED = "crashed"
-    REMOVED = "removed"
-    SHUTDOWN = "shutdown"
-
-
-DRAINING_REASONS = (UnloadReason.MANUAL, UnloadReason.GROUP, UnloadReason.SHUTDOWN, UnloadReason.REMOVED)
-"""Unloads that let requests in flight finish (bounded by ``stop_timeout``) before stopping."""
-
-
-class ModelUnavailable(Exception):
-    """A model that cannot serve now; the front door answers 503 with ``retry_after``."""
-
-    def __init__(self, message: str, *, log_tail: str = "", retry_after: int = 5, code: str = "model_unavailable") -> None:
-        super().__init__(message)
-        self.log_tail = log_tail
-        self.retry_after = retry_after
-        self.code = code
 
 
 class ModelHost(Protocol):
@@ -507,12 +454,12 @@ class ManagedModel:
                 process = await asyncio.shield(launching)
             except asyncio.CancelledError:
                 # a server that was starting when the cancel came must still be stopped below
-                process = await _run_to_end(_result_or_none(launching))
+                process = await run_to_end(result_or_none(launching))
                 raise
             await process.wait_healthy(self._host.load_timeout)
         except asyncio.CancelledError as exc:
             failure = exc
-            _uncancel()
+            uncancel()
         except Exception as exc:  # noqa: BLE001 - every failure lands in `failed` below
             failure = exc
         if failure is None and process is not None and recipe is not None:
@@ -521,7 +468,7 @@ class ManagedModel:
         # Failed or cancelled: stop what was started, to the end, whatever cancels us now.
         if process is not None:
             try:
-                await _run_to_end(process.stop(self._host.stop_timeout))
+                await run_to_end(process.stop(self._host.stop_timeout))
             except Exception:  # noqa: BLE001 - the state must still settle
                 log.exception("stopping the server of %s after a failed load failed", self.name)
             self.exit_code = process.returncode
@@ -667,11 +614,11 @@ class ManagedModel:
         process = self._process
         crashed: int | None = None
         try:
-            await _run_to_end(self._stop_server(process, reason))
+            await run_to_end(self._stop_server(process, reason))
         except Exception:  # noqa: BLE001 - the state must still settle
             log.exception("stopping the server of %s failed", self.name)
         except asyncio.CancelledError:
-            _uncancel()
+            uncancel()
         if process is not None and not process.stopping and process.returncode is not None:
             crashed = process.returncode
         elif process is not None and process.returncode is None:
@@ -748,29 +695,5 @@ class ManagedModel:
         self._stop_countdown()
 
 
-async def _result_or_none(future: Awaitable[T]) -> T | None:
-    try:
-        return await future
-    except Exception:  # noqa: BLE001 - the caller reports the cancellation, not this
-        return None
-
-
-def _uncancel() -> None:
-    """A lifecycle task that caught its cancellation goes on to settle its state."""
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
-
-
-async def _run_to_end(awaitable: Awaitable[T]) -> T:
-    """Runs ``awaitable`` to its end even if the caller is cancelled meanwhile (again and
-    again): a server being stopped is always stopped, and the state after it is always set.
-    The caller's cancellation is swallowed: it is a lifecycle task that settles its state."""
-    inner = asyncio.ensure_future(awaitable)
-    while True:
-        try:
-            return await asyncio.shield(inner)
-        except asyncio.CancelledError:
-            if inner.cancelled():
-                raise
-            _uncancel()
+__all__ = ["CRASH_LOOP_COUNT", "CRASH_LOOP_WINDOW", "Lease", "ManagedModel", "ModelHost", "ModelState",
+           "ModelUnavailable", "Step", "TRANSITIONS", "UnloadReason"]
