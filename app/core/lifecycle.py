@@ -7,6 +7,7 @@ nowhere else; the README's "How models live and die" is drawn from it.
 from __future__ import annotations
 
 import enum
+from collections import deque
 
 CRASH_LOOP_COUNT = 3
 CRASH_LOOP_WINDOW = 300.0
@@ -70,3 +71,31 @@ class ModelUnavailable(Exception):
         self.log_tail = log_tail
         self.retry_after = retry_after
         self.code = code
+
+
+class CrashRecord:
+    """A model's recent crashes: the crash-loop budget (:data:`CRASH_LOOP_COUNT` crashes
+    within :data:`CRASH_LOOP_WINDOW` seconds) and the back-off before a request reloads it."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque(maxlen=CRASH_LOOP_COUNT)
+        self.in_loop = False
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def record(self, now: float) -> None:
+        self._times.append(now)
+        if len(self._times) == CRASH_LOOP_COUNT and now - self._times[0] <= CRASH_LOOP_WINDOW:
+            self.in_loop = True
+            self._times.clear()
+
+    def backoff(self, now: float) -> float:
+        """The wait before a request reloads the model: from the second crash inside the
+        window, 1 s, 2 s, 4 s, ... at most :data:`CRASH_BACKOFF_MAX`."""
+        recent = sum(1 for t in self._times if now - t <= CRASH_LOOP_WINDOW)
+        return 0.0 if recent < 2 else min(CRASH_BACKOFF_MAX, 2.0 ** (recent - 2))
+
+    def clear(self) -> None:
+        self._times.clear()
+        self.in_loop = False

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,12 +31,12 @@ from .backend import BackendError, BackendProcess
 from .clock import Clock, WallDeadline
 from .durations import NOT_GIVEN, USE_GLOBAL, KeepAlive, ModelTimeout, Timeout
 from .lifecycle import (
-    CRASH_BACKOFF_MAX,
     CRASH_LOOP_COUNT,
     CRASH_LOOP_WINDOW,
     DRAINING_REASONS,
     PASSING_STATES,
     TRANSITIONS,
+    CrashRecord,
     ModelState,
     ModelUnavailable,
     Step,
@@ -135,11 +134,11 @@ class ManagedModel:
         self._load: _LoadAttempt | None = None
         self._unload_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
-        self._crashes: deque[float] = deque(maxlen=CRASH_LOOP_COUNT)
-        self._crash_loop = False
+        self._crashes = CrashRecord()
         self._swap_gate: asyncio.Event | None = None  # closed while a swap waits for this model
         self._upstream_failed = False  # a request to the current process ended with a broken connection
         self.loading_since: float | None = None
+        self.last_load_seconds: float | None = None
         self.last_used = 0.0
 
     # ---- the state machine -------------------------------------------------------------
@@ -243,7 +242,7 @@ class ManagedModel:
 
     @property
     def crash_loop(self) -> bool:
-        return self._crash_loop
+        return self._crashes.in_loop
 
     @property
     def recipe_timeout(self) -> ModelTimeout:
@@ -295,10 +294,11 @@ class ManagedModel:
             "unload_at": unload_at,
             "unloads_in": max(0.0, unload_at - now) if unload_at is not None else None,
             "loading_since": self.loading_since if state is ModelState.LOADING else None,
+            "last_load_seconds": self.last_load_seconds,
             "pid": self.pid,
             "error": error,
             "exit_code": self.exit_code,
-            "crash_loop": self._crash_loop,
+            "crash_loop": self._crashes.in_loop,
             "backend": self.recipe.backend if self.recipe else None,
             "group": self.recipe.group if self.recipe else None,
             "preload": self.recipe.preload if self.recipe else False,
@@ -379,7 +379,7 @@ class ManagedModel:
         if self.recipe is None:
             raise ModelUnavailable(f"model {self.name!r} has no usable recipe: {self.recipe_error}",
                                    code="recipe_invalid", retry_after=30)
-        if self._crash_loop:
+        if self._crashes.in_loop:
             raise ModelUnavailable(
                 f"model {self.name!r} crashed {CRASH_LOOP_COUNT} times within "
                 f"{CRASH_LOOP_WINDOW / 60:g} minutes (crash loop); load it by hand or edit its recipe "
@@ -390,7 +390,7 @@ class ManagedModel:
     async def load(self) -> None:
         """Loads the model (a manual load, which also clears a crash loop and skips the
         crash back-off) and waits until ready."""
-        self._crash_loop = False
+        self._crashes.in_loop = False
         await self._until_ready(pinned=True)
 
     async def _until_ready(self, *, pinned: bool) -> None:
@@ -417,17 +417,8 @@ class ManagedModel:
                 self._check_can_load()
                 self._start_load(pinned=pinned)
 
-    def _crash_backoff(self) -> float:
-        """The wait before a request reloads a model that crashed again: from the second
-        crash inside the budget window, 1 s, 2 s, 4 s, ... at most 30 s."""
-        now = self._host.clock.now()
-        recent = [t for t in self._crashes if now - t <= CRASH_LOOP_WINDOW]
-        if len(recent) < 2:
-            return 0.0
-        return min(CRASH_BACKOFF_MAX, 2.0 ** (len(recent) - 2))
-
     def _start_load(self, *, pinned: bool) -> None:
-        attempt = _LoadAttempt(pinned=pinned, backoff=0.0 if pinned else self._crash_backoff())
+        attempt = _LoadAttempt(pinned=pinned, backoff=0.0 if pinned else self._crashes.backoff(self._host.clock.now()))
         self._load = attempt
         self.error = None
         self.exit_code = None
@@ -481,7 +472,7 @@ class ManagedModel:
         self.error = f"load failed: {failure}"
         self.log_tail = tail
         if isinstance(failure, BackendError) and process is not None:
-            self._record_crash()
+            self._crashes.record(self._host.clock.now())
         if isinstance(failure, ModelUnavailable):
             attempt.error = failure
         else:
@@ -506,6 +497,8 @@ class ManagedModel:
             pass
 
     def _loaded(self, process: BackendProcess, recipe: Recipe) -> None:
+        if self.loading_since is not None:
+            self.last_load_seconds = max(0.0, self._host.clock.now() - self.loading_since)
         self._process = process
         self._launch_key = recipe.launch_key
         self._generation += 1
@@ -566,7 +559,6 @@ class ManagedModel:
         self.recipe_error = error
         self.removed = False
         if recipe is not None and (old is None or old != recipe):
-            self._crash_loop = False
             self._crashes.clear()
         if own_timeout_set or (recipe is not None and old is not None
                                and recipe.unload_timeout != old.unload_timeout):
@@ -679,15 +671,8 @@ class ManagedModel:
         self.exit_code = code
         self.log_tail = process.log.tail_text() if process is not None else ""
         self.error = f"crashed: exit {code}"
-        self._record_crash()
+        self._crashes.record(self._host.clock.now())
         self._move(Step.CRASHED, UnloadReason.CRASHED.value)
-
-    def _record_crash(self) -> None:
-        now = self._host.clock.now()
-        self._crashes.append(now)
-        if len(self._crashes) == CRASH_LOOP_COUNT and now - self._crashes[0] <= CRASH_LOOP_WINDOW:
-            self._crash_loop = True
-            self._crashes.clear()
 
     async def close(self) -> None:
         """Shutdown: stops the server and every task and timer this model owns."""
