@@ -1,10 +1,15 @@
 """Byte counts for people: the one formatter the CLI (``siesta ps``, ``siesta discover``)
-and the tray app (menu, tooltip, models window, discover dialog) share. No Qt.
+and the tray app (menu, tooltip, models window, discover dialog) share, and the one reader
+of sizes people write (a recipe's ``memory_estimate = "6GB"``). Binary units everywhere:
+1 KB = 1024 bytes, 1 GB = 2**30 bytes. No Qt.
 """
 
 from __future__ import annotations
 
-__all__ = ["format_bytes"]
+import math
+import re
+
+__all__ = ["format_bytes", "parse_size", "SizeError"]
 
 _UNITS = ("B", "KB", "MB", "GB")
 
@@ -32,3 +37,35 @@ def format_bytes(value: int | float | None) -> str:
             return f"{amount:.0f} {unit}"
         amount /= 1024
     raise AssertionError("unreachable")
+
+
+class SizeError(ValueError):
+    """A size that cannot be read (``parse_size``)."""
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from a size people write: ``"6GB"``, ``"6 GiB"``, ``"1.5g"``, ``"512MB"``,
+    ``"4096"`` or ``"100 B"``; case-insensitive, decimals allowed, always binary
+    (``"1GB"`` = ``"1GiB"`` = 2**30). A whole number (int or digits) is bytes. Rounds to
+    the nearest byte. Raises SizeError for anything else (negative, empty, ``"6 GBs"``,
+    ``"1e9"``, ``"iB"``, an "i" without a unit letter).
+    """
+    if isinstance(text, bool):
+        raise SizeError(f"not a size: {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise SizeError(f"a size cannot be negative: {text}")
+        return text
+    if not isinstance(text, str):
+        raise SizeError(f"not a size: {text!r}")
+    match = _SIZE.match(text)
+    if match is None or (match.group(3) and not match.group(2)):
+        raise SizeError(f"not a size: {text!r} (write it like 6GB, 512 MiB or 1.5 GB)")
+    value = float(match.group(1)) * 1024 ** _POWERS[match.group(2).lower()]
+    if not math.isfinite(value):
+        raise SizeError(f"too large: {text!r}")
+    return int(round(value))
