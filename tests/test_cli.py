@@ -43,7 +43,7 @@ def test_ps_table_shows_countdown_and_sources():
          "timeout_source": "recipe", "unload_at": None, "backend": "llamacpp"},
     ], now=now)
     lines = table.splitlines()
-    assert lines[0].split() == ["NAME", "STATE", "IN-FLIGHT", "MEMORY", "TIMEOUT", "(source)", "UNLOADS", "IN"]
+    assert lines[0].split() == ["NAME", "STATE", "IN-FLIGHT", "RAM", "VRAM", "TIMEOUT", "(source)", "UNLOADS", "IN"]
     assert "4:12" in lines[1] and "5m (global)" in lines[1] and "17.2 MB" in lines[1]
     assert "never (recipe)" in lines[2] and "never" in lines[2].split()[-1]
 

@@ -203,7 +203,7 @@ def test_cli_drives_the_running_instance(siesta_serve, llama_recipe, paths):
     assert "ready" in out.stdout
     ps = _siesta(paths, url, "ps")
     header = ps.stdout.splitlines()[0].split()
-    assert header[:4] == ["NAME", "STATE", "IN-FLIGHT", "MEMORY"]
+    assert header[:5] == ["NAME", "STATE", "IN-FLIGHT", "RAM", "VRAM"]
     assert "tiny" in ps.stdout and "ready" in ps.stdout and "(global)" in ps.stdout
     assert _siesta(paths, url, "timeout", "tiny", "10m").returncode == 0
     assert 'unload_timeout = "10m"' in path.read_text() and "# keep it small" in path.read_text()

@@ -74,7 +74,12 @@ class ManagementApi:
             web.get("/api/v1/settings", self.get_settings),
             web.patch("/api/v1/settings", self.patch_settings),
             web.get("/api/v1/events", self.events),
+            web.get("/api/v1/system", self.system),
         ]
+
+    async def system(self, request: web.Request) -> web.Response:
+        """RAM and each GPU: total, used, free, and the bytes Siesta's models use there."""
+        return web.json_response(await self.manager.system_memory())
 
     async def health(self, request: web.Request) -> web.Response:
         server = self.manager.llama_server_path()

@@ -18,7 +18,7 @@ def size_cell(value: int | None) -> str:
 
 def format_table(models: list[dict[str, Any]], now: float | None = None) -> str:
     now = time.time() if now is None else now
-    rows = [("NAME", "STATE", "IN-FLIGHT", "MEMORY", "TIMEOUT (source)", "UNLOADS IN")]
+    rows = [("NAME", "STATE", "IN-FLIGHT", "RAM", "VRAM", "TIMEOUT (source)", "UNLOADS IN")]
     for m in models:
         timeout = format_duration(m["unload_timeout"]) if m.get("state") != "failed" or m.get("backend") else "-"
         if m.get("unload_at") is not None:
@@ -30,7 +30,7 @@ def format_table(models: list[dict[str, Any]], now: float | None = None) -> str:
         else:
             left = "-"
         state = m["state"] + (" (stale)" if m.get("stale") else "")
-        rows.append((m["name"], state, str(m["in_flight"]), size_cell(m.get("memory")),
+        rows.append((m["name"], state, str(m["in_flight"]), size_cell(m.get("memory")), size_cell(m.get("vram")),
                      f"{timeout} ({m['timeout_source']})", left))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

@@ -35,6 +35,7 @@ _log = logging.getLogger(__name__)
 KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
 LOG_MAX_BYTES = 2 * 1024 * 1024
 LOG_TAIL_LINES = 40
+LOAD_OUTPUT_MAX_BYTES = 256 * 1024  # a loading llama-server prints some 10-20 KB at verbosity 4
 HEALTH_POLL_INTERVAL = 0.01
 HEALTH_PROBE_TIMEOUT = 2.0
 
@@ -190,6 +191,7 @@ class BackendProcess:
         # The server's identity beside its pid: its start time tells it from a later process
         # that gets the same pid once the server has been reaped.
         self._ps: psutil.Process | None = None
+        self._load_output: list[bytes] | None = []  # what it prints until loaded (see load_output)
         self._started_at: float | None = None
         try:
             self._ps = psutil.Process(proc.pid)
@@ -269,6 +271,8 @@ class BackendProcess:
             if not chunk:
                 return
             self._write_log(chunk)
+            if self._load_output is not None:
+                self._keep_load_output(chunk)
             self._output.set()
 
     async def _wait_exit(self) -> int:
@@ -411,6 +415,32 @@ class BackendProcess:
                 self._note(f"did not stop within {timeout:g} s; killing")
                 self._kill_group(KILL)
         return await asyncio.shield(self._exit)
+
+    def _keep_load_output(self, chunk: bytes) -> None:
+        assert self._load_output is not None
+        if sum(map(len, self._load_output)) < LOAD_OUTPUT_MAX_BYTES:
+            self._load_output.append(chunk)
+
+    def load_output(self) -> list[str]:
+        """What the server printed while it loaded (bounded): where llama-server says what it
+        allocated. Kept only until :meth:`end_load_output`, so a loaded server's output costs
+        nothing more than its log."""
+        data = b"".join(self._load_output or [])
+        return data.decode("utf-8", "replace").splitlines()
+
+    def end_load_output(self) -> list[str]:
+        lines = self.load_output()
+        self._load_output = None
+        return lines
+
+    def process_tree(self) -> list[int]:
+        """The pids of the server and its children now (blocking: call it off the loop, once per load)."""
+        if self._ps is None:
+            return [self.pid]
+        try:
+            return [self.pid] + [c.pid for c in self._ps.children(recursive=True)]
+        except psutil.Error:
+            return [self.pid]
 
     def memory(self) -> int | None:
         """Resident bytes of the server and its children (None when unknown)."""

@@ -22,7 +22,9 @@ from .backend import BackendProcess, BoundedLog, build_launch, find_llama_server
 from .clock import Clock
 from .config_watcher import ConfigWatcher
 from .durations import ModelTimeout, Timeout, format_duration
+from .gpu_memory import GpuMemory
 from .model import ManagedModel, ModelState, ModelUnavailable, UnloadReason
+from .model_memory import MemoryBook
 from .paths import Paths, engine_cache_dir
 from .process_reaper import ProcessReaper
 from .recipes import Recipe, RecipeError, is_valid_name, read_recipe, scan_recipe_files, write_recipe_timeout
@@ -32,7 +34,6 @@ from .toml_edit import TomlEditError, set_toml_key
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
-MEMORY_CACHE_SECONDS = 1.0
 
 
 class UnknownModel(KeyError):
@@ -67,6 +68,7 @@ class ModelManager:
         clock: Clock | None = None,
         watch_files: bool = True,
         use_reaper: bool = True,
+        gpus_factory: Callable[[], GpuMemory | None] = GpuMemory,
     ) -> None:
         self.paths = paths
         self.loaded_settings = settings
@@ -82,7 +84,7 @@ class ModelManager:
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher_task: asyncio.Task[None] | None = None
-        self._memory_cache: dict[int, tuple[float, int | None]] = {}
+        self.memory = MemoryBook(paths.memory_file, gpus_factory, on_measured=self._measured)
         self.http: aiohttp.ClientSession = None  # type: ignore[assignment]  # created in start()
         self.started_at = time.time()
         self.restart_pending: set[str] = set()  # settings saved to the file that apply at the next start
@@ -140,6 +142,7 @@ class ModelManager:
         if self._watcher_task is not None:
             await asyncio.gather(self._watcher_task, return_exceptions=True)
         await asyncio.gather(*(m.close() for m in self.models.values()), return_exceptions=True)
+        await self.memory.close()
         if self.http is not None:
             await self.http.close()
         if self._reaper is not None:
@@ -172,6 +175,7 @@ class ModelManager:
     def emit(self, model: ManagedModel, reason: str) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+        self._observe(model, reason)
         if not self._subscribers:
             return
         event = {"reason": reason, "model": self.snapshot_of(model), "time": self.clock.now()}
@@ -184,23 +188,34 @@ class ModelManager:
     def snapshot_of(self, model: ManagedModel) -> dict[str, Any]:
         """A model as the API, the CLI and the GUI show it: its lifecycle, its memory and its log file."""
         data = model.snapshot()
-        data["memory"] = self.memory_of(model)
+        use = self.memory.use_of(model.name) if model.process is not None else None
+        estimate = self.memory.estimate_of(model.recipe)
+        data["memory"] = use.ram if use is not None else None
+        data["vram"] = use.vram if use is not None else None
+        data["memory_by_device"] = use.by_device() if use is not None else None
+        data["memory_estimate"] = estimate.total if estimate is not None else None
+        data["memory_estimate_source"] = estimate.source if estimate is not None else None
         data["log_file"] = str(self.paths.model_log(model.name))
         return data
 
-    def memory_of(self, model: ManagedModel) -> int | None:
-        process = model.process
-        if process is None:
-            return None
-        now = time.monotonic()
-        cached = self._memory_cache.get(process.pid)
-        if cached is not None and now - cached[0] < MEMORY_CACHE_SECONDS:
-            return cached[1]
-        value = process.memory()
-        if len(self._memory_cache) > 256:
-            self._memory_cache.clear()
-        self._memory_cache[process.pid] = (now, value)
-        return value
+    def _observe(self, model: ManagedModel, reason: str) -> None:
+        """Keeps the memory book in step with the models: a load is measured once ready; an
+        unloaded model's figures go."""
+        if reason == "loaded" and model.process is not None and model.recipe is not None:
+            self.memory.measure_load(model.name, model.recipe, model.process)
+        elif model.process is None:
+            self.memory.unloaded(model.name)
+
+    def _measured(self, name: str) -> None:
+        """A load's memory is measured (off the loop, just after ``loaded``): event ``measured``."""
+        model = self.models.get(name)
+        if model is not None and model.process is not None:
+            self.emit(model, "measured")
+
+    async def system_memory(self) -> dict[str, Any]:
+        """``GET /api/v1/system``: RAM and each GPU, and what Siesta's models use there."""
+        uses = {m.name: u for m in self.models.values() if (u := self.memory.use_of(m.name)) is not None}
+        return await self.memory.system(uses)
 
     # ---- models ------------------------------------------------------------------------
 
@@ -219,8 +234,10 @@ class ModelManager:
         return [self.snapshot_of(m) for m in self.listed()]
 
     async def load(self, name: str) -> ManagedModel:
+        """A manual load; returns once the model is ready and its memory measured."""
         model = self.get(name)
         await model.load()
+        await self.memory.measured(name)
         return model
 
     async def unload(self, name: str) -> ManagedModel:

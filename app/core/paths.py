@@ -18,6 +18,7 @@ class Paths:
     config_dir: Path
     log_dir: Path
     data_dir: Path
+    state_dir: Path | None = None  # what Siesta learns as it runs; default: data_dir / "state"
 
     @property
     def settings_file(self) -> Path:
@@ -33,6 +34,11 @@ class Paths:
     def model_log(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
+    @property
+    def memory_file(self) -> Path:
+        """What each recipe was measured to use after a load, remembered across restarts."""
+        return (self.state_dir or self.data_dir / "state") / "memory.json"
+
     @classmethod
     def resolve(cls, config_dir: str | os.PathLike[str] | None = None) -> "Paths":
         """``--config-dir``, else ``SIESTA_CONFIG_DIR``, else the platform's user config dir."""
@@ -42,6 +48,7 @@ class Paths:
             config_dir=config,
             log_dir=Path(platformdirs.user_log_dir(APP_NAME)),
             data_dir=Path(platformdirs.user_data_dir(APP_NAME)),
+            state_dir=Path(platformdirs.user_state_dir(APP_NAME)),
         )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .durations import USE_GLOBAL, DurationError, ModelTimeout, format_model_timeout, parse_duration
+from .sizes import SizeError, parse_size
 from .toml_edit import set_toml_key
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
@@ -22,7 +23,7 @@ MAX_RECIPE_BYTES = 256 * 1024
 BACKENDS = ("llamacpp", "command")
 KNOWN_KEYS = {
     "backend", "model", "args", "unload_timeout", "group", "preload",
-    "command", "health_path", "env", "description",
+    "command", "health_path", "env", "description", "memory_estimate",
 }
 
 
@@ -45,6 +46,7 @@ class Recipe:
     unload_timeout: ModelTimeout = USE_GLOBAL
     group: str | None = None
     preload: bool = False
+    memory_estimate: int | None = None  # bytes the user says the model needs when loaded
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -140,6 +142,12 @@ def parse_recipe(name: str, path: Path, data: dict[str, Any]) -> Recipe:
     preload = data.get("preload", False)
     if not isinstance(preload, bool):
         raise fail("preload", "true or false")
+    memory_estimate: int | None = None
+    if "memory_estimate" in data:
+        try:
+            memory_estimate = parse_size(data["memory_estimate"])
+        except SizeError as exc:
+            raise RecipeError(f"{path}: field 'memory_estimate': {exc}") from None
     return Recipe(
         name=name,
         path=path,
@@ -152,6 +160,7 @@ def parse_recipe(name: str, path: Path, data: dict[str, Any]) -> Recipe:
         unload_timeout=timeout,
         group=group,
         preload=preload,
+        memory_estimate=memory_estimate,
         unknown_keys=tuple(sorted(set(data) - KNOWN_KEYS)),
     )
 

@@ -68,6 +68,9 @@ class ManagerBridge(QObject):
     modelEvent = Signal(object)
     """Every manager event, as ``{"reason", "model", "time"}``, after :attr:`models` is updated."""
 
+    systemChanged = Signal()
+    """:attr:`system` has new figures (RAM and GPUs, see :meth:`refresh_system`)."""
+
     actionFailed = Signal(str, str)
     """``(title, message)`` of an action that failed and that no caller handled."""
 
@@ -82,6 +85,8 @@ class ManagerBridge(QObject):
         self.models: dict[str, Snapshot] = {s["name"]: s for s in manager.snapshots()}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: Callable[[], None] | None = manager.subscribe(self._on_event)
+        self.system: dict[str, Any] | None = None  # RAM and GPUs, as GET /api/v1/system gives them
+        self._system_task: asyncio.Task[Any] | None = None
 
     # ---- what widgets read ----------------------------------------------------------------
 
@@ -100,6 +105,19 @@ class ManagerBridge(QObject):
 
     def now(self) -> float:
         return self.manager.clock.now()
+
+    def refresh_system(self) -> None:
+        """Reads RAM and GPU figures in the background (off the GUI thread); emits
+        :attr:`systemChanged` when they arrive. One reading at a time."""
+        if self.closing or (self._system_task is not None and not self._system_task.done()):
+            return
+
+        async def read() -> None:
+            self.system = await self.manager.system_memory()
+            self.systemChanged.emit()
+
+        self._system_task = self.run(read(), "read memory figures", report=False)
+        self._system_task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def snapshots(self, *, fresh: bool = False) -> list[Snapshot]:
         """Every model, sorted by name; ``fresh`` re-reads them (memory changes without events)."""

@@ -94,7 +94,7 @@ class ModelTableRow:
         if self.state_item.text() != status:
             self.state_item.setText(status)
         self.state_item.setToolTip(snapshot.get("error") or "")
-        memory = text.format_bytes(snapshot.get("memory"))
+        memory = text.memory_text(snapshot) or text.estimate_text(snapshot)
         if self.memory_item.text() != memory:
             self.memory_item.setText(memory)
         label, enabled = {

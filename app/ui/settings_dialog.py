@@ -21,6 +21,7 @@ save or cancel. A recipe added or removed on disk adds or removes its row.
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,6 +186,10 @@ class TimeoutRow:
         self.use_global.setEnabled(usable)
         tip = snapshot.get("error") if not usable else ""
         self.name_label.setToolTip(tip or str(snapshot.get("log_file", "")))
+        estimate = text.estimate_text(snapshot)  # what it needs when loaded, beside its name
+        label = html.escape(self.name) + (f"<br><small>{html.escape(estimate)}</small>" if estimate else "")
+        if self.name_label.text() != label:
+            self.name_label.setText(label)
         self.state_label.setToolTip(snapshot.get("error") or "")
 
     def show_global(self, global_value: Timeout) -> None:

@@ -101,12 +101,57 @@ def status_text(snapshot: Snapshot, now: float | None = None) -> str:
     return "idle"
 
 
+def memory_text(snapshot: Snapshot) -> str:
+    """A loaded model's memory in a few words: ``"1.2 GB"``, or with its GPU memory
+    ``"0.4 GB + 6.1 GB VRAM"``; ``""`` while unknown."""
+    ram = format_bytes(snapshot.get("memory"))
+    vram = snapshot.get("vram")
+    if vram:
+        return f"{ram} + {format_bytes(vram)} VRAM" if ram else f"{format_bytes(vram)} VRAM"
+    return ram
+
+
+def estimate_text(snapshot: Snapshot) -> str:
+    """What a model is expected to need when loaded: ``"needs ~6.2 GB"`` (``"measured"``
+    figures without the tilde), ``""`` when unknown."""
+    estimate = snapshot.get("memory_estimate")
+    if not estimate:
+        return ""
+    approx = "" if snapshot.get("memory_estimate_source") == "measured" else "~"
+    return f"needs {approx}{format_bytes(estimate)}"
+
+
 def menu_label(snapshot: Snapshot, now: float | None = None) -> str:
-    """One model's line in the tray menu: ``"tiny (1.2 GB): idle, unloads in 4:12"``;
-    the memory is left out while it is unknown (``"qwen: loading... 12 s"``)."""
-    memory = format_bytes(snapshot.get("memory"))
+    """One model's line in the tray menu: ``"tiny (1.2 GB): idle, unloads in 4:12"``, with
+    its VRAM when it has some (``"qwen (0.4 GB + 6.1 GB VRAM): busy"``); the memory is left
+    out while it is unknown (``"qwen: loading... 12 s"``)."""
+    memory = memory_text(snapshot)
     name = snapshot["name"] + (f" ({memory})" if memory else "")
     return f"{name}: {status_text(snapshot, now)}"
+
+
+def device_line(device: dict[str, Any]) -> str:
+    """One GPU in the tray menu: ``"GPU 0: 14.2 of 24 GB used, 9.6 GB by Siesta"``."""
+    label = "GPU " + str(device.get("id", "gpu?")).removeprefix("gpu")
+    total, used, models = device.get("total"), device.get("used"), device.get("models")
+    if total is None or used is None:
+        text = f"{label} ({device.get('name') or device.get('kind')}): size not known"
+    else:
+        text = f"{label}: {format_bytes(used)} of {format_bytes(total)} used"
+    if models:
+        text += f", {format_bytes(models)} by Siesta"
+    return text
+
+
+def ram_line(ram: dict[str, Any]) -> str:
+    """The machine's RAM in the tray menu: ``"RAM: 12.1 of 31.3 GB used, 0.7 GB by Siesta"``."""
+    total, available, models = ram.get("total"), ram.get("available"), ram.get("models")
+    if not total or available is None:
+        return ""
+    text = f"RAM: {format_bytes(total - available)} of {format_bytes(total)} used"
+    if models:
+        text += f", {format_bytes(models)} by Siesta"
+    return text
 
 
 def countdown_text(snapshot: Snapshot, now: float | None = None) -> str:

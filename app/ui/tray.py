@@ -148,6 +148,7 @@ class TrayMenu(QObject):
         bridge.modelEvent.connect(self._on_event)
         bridge.actionFailed.connect(self._on_action_failed)
         bridge.engineChanged.connect(self._on_engine_changed)
+        bridge.systemChanged.connect(self._update_memory_lines)
         self.update_icon_and_tooltip()
         self.refresh()
 
@@ -164,6 +165,9 @@ class TrayMenu(QObject):
         self.install_action = menu.addAction("Install llama-server...", self.shell.show_install_engine)
         self.install_action.setIcon(menu.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
         self.models_separator = menu.addSeparator()
+        self.memory_actions: list[QAction] = []  # RAM and one line per GPU, above this separator
+        self.memory_separator = menu.addSeparator()
+        self.memory_separator.setVisible(False)
         self.load_menu = menu.addMenu("Load model")
         self.load_menu.setObjectName("load-menu")
         self.unload_all_action = menu.addAction("Unload all", self.bridge.unload_all)
@@ -196,6 +200,7 @@ class TrayMenu(QObject):
 
     def _on_about_to_show(self) -> None:
         self.refresh(fresh=True)
+        self.bridge.refresh_system()
         self.ticker.start()
 
     def _on_about_to_hide(self) -> None:
@@ -203,7 +208,24 @@ class TrayMenu(QObject):
 
     def _tick(self) -> None:
         self.refresh(fresh=True)
+        self.bridge.refresh_system()
 
+    def _update_memory_lines(self) -> None:
+        """The machine's memory under the models: RAM, and a line per GPU."""
+        system = self.bridge.system or {}
+        memory = system.get("memory", {})
+        lines = [text.ram_line(memory.get("ram", {}))] + [text.device_line(d) for d in memory.get("devices", [])]
+        lines = [line for line in lines if line]
+        if [a.text() for a in self.memory_actions] != lines:
+            for action in self.memory_actions:
+                self.menu.removeAction(action)
+            self.memory_actions = []
+            for line in lines:
+                action = QAction(line, self.menu)
+                action.setEnabled(False)
+                self.menu.insertAction(self.memory_separator, action)
+                self.memory_actions.append(action)
+        self.memory_separator.setVisible(bool(lines))
 
     def refresh(self, *, fresh: bool = False) -> None:
         """Brings every menu entry up to date (``fresh`` re-reads memory use)."""

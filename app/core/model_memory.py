@@ -1,0 +1,324 @@
+"""What each model's server uses, and what it is expected to use before it loads.
+
+:class:`MemoryBook` is the manager's one owner of memory figures:
+
+* **Measured use** of a loaded model: resident RAM of its server's process tree, and GPU
+  memory per device (NVML for NVIDIA, the kernel's DRM fdinfo for AMD, Intel and others,
+  see :mod:`app.core.gpu_memory`). The process tree is read once per load (it changes only
+  then); afterwards only those pids are read. Every read runs in a worker thread, never on
+  the event loop's thread, and a snapshot shows the last figures at once (a figure older
+  than :data:`REFRESH_AFTER` seconds is refreshed in the background).
+* **Estimates** before a load, in this order: the recipe's own ``memory_estimate``; what
+  the same recipe (same backend, model file and arguments) used after an earlier load,
+  remembered in the state dir; else the GGUF header (:mod:`app.core.gguf_estimate`).
+  After a load, what llama-server printed about its buffers (model, KV cache, compute, per
+  device) replaces the estimate; when it printed nothing (this build prints them only at
+  log verbosity 4), the measured use does.
+
+Where a figure cannot be had it is ``None``, never a guess. Sizes are bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .atomic_write import write_text_atomic
+from .backend import BackendProcess
+from .gguf_estimate import MemoryEstimate, estimate_llamacpp, parse_buffer_sizes
+from .gpu_memory import GpuDevice, GpuMemory
+from .recipes import Recipe
+
+log = logging.getLogger(__name__)
+
+REFRESH_AFTER = 2.0  # seconds a measured figure is shown before it is read again
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """One model's measured memory: resident RAM, and GPU bytes per device id."""
+
+    ram: int | None
+    gpu: dict[str, int] | None  # None: GPU memory cannot be measured here
+    at: float = 0.0
+
+    @property
+    def vram(self) -> int | None:
+        return sum(self.gpu.values()) if self.gpu is not None else None
+
+    def by_device(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        if self.ram is not None:
+            out["ram"] = self.ram
+        out.update(self.gpu or {})
+        return out
+
+
+def recipe_fingerprint(recipe: Recipe) -> str | None:
+    """What makes two loads use the same memory: backend, model file (and its size and
+    time), arguments, command. None when the model file cannot be read."""
+    stat: tuple[int, int] | None = None
+    if recipe.model is not None:
+        try:
+            st = recipe.model.stat()
+            stat = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            return None
+    key = json.dumps([recipe.backend, str(recipe.model), stat, list(recipe.args), list(recipe.command)])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _rss_of(pids: Iterable[int]) -> int | None:
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+            seen = True
+        except psutil.Error:
+            pass
+    return total if seen else None
+
+
+class MemoryBook:
+    """Measured use of loaded models and estimates of every recipe; one per manager."""
+
+    def __init__(self, state_file: Path, gpus_factory: Callable[[], GpuMemory | None] = GpuMemory,
+                 on_measured: Callable[[str], None] = lambda name: None) -> None:
+        self.state_file = state_file
+        self._on_measured = on_measured  # told when a load's first measurement is in
+        self._gpus_factory = gpus_factory
+        self._gpus: GpuMemory | None = None
+        self._gpus_ready = False
+        self._gpu_count: int | None = None
+        self._use: dict[str, MemoryUse] = {}
+        self._pids: dict[str, list[int]] = {}
+        self._estimates: dict[str, MemoryEstimate | None] = {}  # recipe name -> estimate
+        self._estimate_keys: dict[str, tuple[Any, ...]] = {}
+        self._measured: dict[str, dict[str, int]] = self._read_state()
+        self._refreshing: set[str] = set()
+        self._measuring: dict[str, asyncio.Task[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
+
+    # ---- GPUs -------------------------------------------------------------------------------
+
+    def _gpu_memory(self) -> GpuMemory | None:
+        """Created on first use, in a worker thread (NVML's init can take a moment)."""
+        if not self._gpus_ready:
+            self._gpus_ready = True
+            try:
+                self._gpus = self._gpus_factory()
+            except Exception:  # noqa: BLE001 - no GPU figures then, never a crash
+                log.exception("reading GPU memory is not available")
+                self._gpus = None
+        return self._gpus
+
+    def _devices(self) -> list[GpuDevice]:
+        gpus = self._gpu_memory()
+        if gpus is None:
+            return []
+        try:
+            return gpus.devices()
+        except Exception:  # noqa: BLE001
+            log.exception("reading the GPU devices failed")
+            return []
+
+    # ---- measuring ------------------------------------------------------------------------------
+
+    def _measure(self, pids: list[int]) -> MemoryUse:
+        gpus = self._gpu_memory()
+        gpu: dict[str, int] | None = None
+        if gpus is not None and self._has_gpus():
+            try:
+                gpu = gpus.usage_of(pids)
+            except Exception:  # noqa: BLE001
+                log.exception("reading GPU memory of %s failed", pids)
+        return MemoryUse(ram=_rss_of(pids), gpu=gpu, at=time.monotonic())
+
+    def _has_gpus(self) -> bool:
+        """Whether this machine has GPUs to measure (asked once: a GPU is not added at run time
+        often enough to pay for asking at every reading)."""
+        if self._gpu_count is None:
+            self._gpu_count = len(self._devices())
+        return self._gpu_count > 0
+
+    async def loaded(self, name: str, recipe: Recipe, process: BackendProcess) -> None:
+        """A model became ready: reads its process tree once, measures it, and records what
+        this recipe uses (what llama-server printed, else the measurement)."""
+        lines = process.end_load_output()
+        pids = await asyncio.to_thread(process.process_tree)
+        self._pids[name] = pids
+        use = await asyncio.to_thread(self._measure, pids)
+        self._use[name] = use
+        printed = parse_buffer_sizes(lines) if recipe.backend == "llamacpp" else None
+        self._remember(recipe, printed or use.by_device())
+        self._on_measured(name)
+
+    def measure_load(self, name: str, recipe: Recipe, process: BackendProcess) -> None:
+        """Starts :meth:`loaded` in the background; :meth:`measured` waits for it."""
+        task = self._spawn(self.loaded(name, recipe, process))
+        if task is not None:
+            self._measuring[name] = task
+            task.add_done_callback(lambda t: self._measuring.get(name) is t and self._measuring.pop(name))
+
+    async def measured(self, name: str) -> None:
+        """Waits until the first measurement of a model that just loaded is in."""
+        task = self._measuring.get(name)
+        if task is not None:
+            await asyncio.wait({task})
+
+    def unloaded(self, name: str) -> None:
+        self._use.pop(name, None)
+        self._pids.pop(name, None)
+
+    def use_of(self, name: str) -> MemoryUse | None:
+        """The last measured use of a loaded model (refreshed in the background when old)."""
+        use = self._use.get(name)
+        if use is not None and time.monotonic() - use.at > REFRESH_AFTER and name in self._pids:
+            self._refresh(name)
+        return use
+
+    def _refresh(self, name: str) -> None:
+        if name in self._refreshing or self.closed:
+            return
+        self._refreshing.add(name)
+
+        async def refresh() -> None:
+            try:
+                pids = self._pids.get(name)
+                if pids:
+                    use = await asyncio.to_thread(self._measure, pids)
+                    if name in self._pids:
+                        self._use[name] = use
+            finally:
+                self._refreshing.discard(name)
+
+        self._spawn(refresh())
+
+    async def measure_now(self, name: str) -> MemoryUse | None:
+        pids = self._pids.get(name)
+        if not pids:
+            return None
+        use = await asyncio.to_thread(self._measure, pids)
+        self._use[name] = use
+        return use
+
+    # ---- estimates ----------------------------------------------------------------------------
+
+    def estimate_of(self, recipe: Recipe | None) -> MemoryEstimate | None:
+        """The estimate of a recipe now (None until computed, or when unknown)."""
+        if recipe is None:
+            return None
+        if recipe.memory_estimate is not None:
+            return MemoryEstimate(total=recipe.memory_estimate, by_device={}, source="recipe")
+        key = (recipe.launch_key,)
+        if self._estimate_keys.get(recipe.name) != key:
+            self._estimate_keys[recipe.name] = key
+            self._estimates.pop(recipe.name, None)
+            self._spawn(self._estimate(recipe, key))
+        return self._estimates.get(recipe.name)
+
+    async def _estimate(self, recipe: Recipe, key: tuple[Any, ...]) -> None:
+        estimate = await asyncio.to_thread(self._compute_estimate, recipe)
+        if self._estimate_keys.get(recipe.name) == key:
+            self._estimates[recipe.name] = estimate
+
+    def _compute_estimate(self, recipe: Recipe) -> MemoryEstimate | None:
+        fingerprint = recipe_fingerprint(recipe)
+        measured = self._measured.get(fingerprint) if fingerprint else None
+        if measured:
+            return MemoryEstimate(total=sum(measured.values()), by_device=dict(measured), source="measured")
+        if recipe.backend != "llamacpp" or recipe.model is None:
+            return None
+        free = {d.id: d.free for d in self._devices()}
+        try:
+            return estimate_llamacpp(recipe.model, recipe.args, free)
+        except Exception as exc:  # noqa: BLE001 - a file that cannot be read has no estimate
+            log.info("no memory estimate for %s: %s", recipe.name, exc)
+            return None
+
+    def _remember(self, recipe: Recipe, by_device: dict[str, int]) -> None:
+        fingerprint = recipe_fingerprint(recipe)
+        if not fingerprint or not by_device:
+            return
+        self._measured[fingerprint] = dict(by_device)
+        if recipe.memory_estimate is None:
+            self._estimates[recipe.name] = MemoryEstimate(total=sum(by_device.values()),
+                                                          by_device=dict(by_device), source="measured")
+        self._spawn(asyncio.to_thread(self._write_state))
+
+    # ---- the state file ------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, dict[str, int]]:
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("%s: cannot read the remembered memory figures (%s); starting afresh", self.state_file, exc)
+            return {}
+        measured = data.get("measured") if isinstance(data, dict) else None
+        if not isinstance(measured, dict):
+            return {}
+        return {k: {d: int(b) for d, b in v.items() if isinstance(b, int)}
+                for k, v in measured.items() if isinstance(v, dict)}
+
+    def _write_state(self) -> None:
+        try:
+            write_text_atomic(self.state_file, json.dumps({"measured": self._measured}, indent=1, sort_keys=True))
+        except OSError as exc:
+            log.warning("cannot remember the measured memory in %s: %s", self.state_file, exc)
+
+    # ---- the machine ----------------------------------------------------------------------------
+
+    async def system(self, models_use: dict[str, MemoryUse]) -> dict[str, Any]:
+        """RAM and every GPU: total, used, free, and what Siesta's models use there."""
+
+        def read() -> tuple[Any, list[GpuDevice]]:
+            return psutil.virtual_memory(), self._devices()
+
+        ram, devices = await asyncio.to_thread(read)
+        ram_models = sum(u.ram or 0 for u in models_use.values())
+        out_devices = []
+        for device in devices:
+            known = [u.gpu for u in models_use.values() if u.gpu is not None]
+            models = sum(g.get(device.id, 0) for g in known) if known or not models_use else None
+            out_devices.append({"id": device.id, "name": device.name, "kind": device.kind, "total": device.total,
+                                "used": device.used, "free": device.free, "models": models})
+        return {"memory": {"ram": {"total": ram.total, "available": ram.available, "models": ram_models},
+                           "devices": out_devices}}
+
+    # ---- tasks -------------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any] | None:
+        if self.closed:
+            coro.close()
+            return None
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a memory reading failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        self.closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        gpus = self._gpus
+        if gpus is not None:
+            await asyncio.to_thread(gpus.close)
