@@ -252,6 +252,7 @@ class MemoryBook:
             return
         self._measured[fingerprint] = dict(by_device)
         if recipe.memory_estimate is None:
+            self._estimate_keys[recipe.name] = (recipe.launch_key,)
             self._estimates[recipe.name] = MemoryEstimate(total=sum(by_device.values()),
                                                           by_device=dict(by_device), source="measured")
         self._spawn(asyncio.to_thread(self._write_state))
