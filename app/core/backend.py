@@ -16,6 +16,7 @@ import collections
 import io
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,17 @@ LOG_TAIL_LINES = 40
 LOAD_OUTPUT_MAX_BYTES = 256 * 1024  # a loading llama-server prints some 10-20 KB at verbosity 4
 HEALTH_POLL_INTERVAL = 0.01
 HEALTH_PROBE_TIMEOUT = 2.0
+
+
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|failed to allocate|unable to allocate|cudaMalloc failed|ErrorOutOfDeviceMemory"
+    r"|std::bad_alloc|hipMalloc failed|insufficient memory", re.IGNORECASE)
+
+
+def looks_out_of_memory(output: str) -> bool:
+    """Whether a server's last output says it could not allocate its memory (llama.cpp's
+    CPU, CUDA, ROCm and Vulkan wordings)."""
+    return bool(_OUT_OF_MEMORY.search(output or ""))
 
 
 class BackendError(Exception):

@@ -57,6 +57,7 @@ class UnloadReason(str, enum.Enum):
     CRASHED = "crashed"
     REMOVED = "removed"
     SHUTDOWN = "shutdown"
+    MEMORY_PRESSURE = "memory_pressure"  # another program needed the memory
 
 
 DRAINING_REASONS = (UnloadReason.MANUAL, UnloadReason.GROUP, UnloadReason.SHUTDOWN, UnloadReason.REMOVED)

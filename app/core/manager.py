@@ -18,17 +18,28 @@ from typing import Any
 
 import aiohttp
 
+from .admission import Admission
 from .backend import BackendProcess, BoundedLog, build_launch, find_llama_server, free_port
 from .clock import Clock
 from .config_watcher import ConfigWatcher
 from .durations import ModelTimeout, Timeout, format_duration
 from .gpu_memory import GpuMemory
+from .memory_limits import MemoryLimit
 from .model import ManagedModel, ModelState, ModelUnavailable, UnloadReason
+from .memory_pressure import PressureWatch
+from .memory_relief import MemoryRelief
 from .model_memory import MemoryBook
 from .paths import Paths, engine_cache_dir
 from .process_reaper import ProcessReaper
 from .recipes import Recipe, RecipeError, is_valid_name, read_recipe, scan_recipe_files, write_recipe_timeout
-from .settings import RUNTIME_SETTABLE, LoadedSettings, SettingsError, read_settings_file, validate_setting
+from .settings import (
+    MEMORY_SETTINGS,
+    RUNTIME_SETTABLE,
+    LoadedSettings,
+    SettingsError,
+    read_settings_file,
+    validate_setting,
+)
 from .toml_edit import TomlEditError, set_toml_key
 
 log = logging.getLogger(__name__)
@@ -80,11 +91,15 @@ class ModelManager:
         self._use_reaper = use_reaper
         self._reaper: ProcessReaper | None = None
         self._subscribers: list[EventCallback] = []
-        self._admission = asyncio.Lock()
+        self.memory = MemoryBook(paths.memory_file, gpus_factory, on_measured=self._measured)
+        self._admission = Admission(lambda: list(self.models.values()), lambda: self.settings, self.memory,
+                                    lambda: self._changed)
+        self._relief = MemoryRelief(lambda: list(self.models.values()), lambda: self.settings, self.memory, self.emit)
+        self._pressure = PressureWatch(self._relief.check,
+                                       lambda: any(m.process is not None for m in self.models.values()))
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher_task: asyncio.Task[None] | None = None
-        self.memory = MemoryBook(paths.memory_file, gpus_factory, on_measured=self._measured)
         self.http: aiohttp.ClientSession = None  # type: ignore[assignment]  # created in start()
         self.started_at = time.time()
         self.restart_pending: set[str] = set()  # settings saved to the file that apply at the next start
@@ -126,6 +141,7 @@ class ModelManager:
         self.reload_recipes()
         if self._watch_files:
             self._watcher_task = asyncio.create_task(self._watch_config(), name="recipe-watcher")
+        self._pressure.start()
         for model in self.models.values():
             if model.recipe is not None and model.recipe.preload:
                 self._spawn(self._preload(model), f"preload-{model.name}")
@@ -142,6 +158,7 @@ class ModelManager:
         if self._watcher_task is not None:
             await asyncio.gather(self._watcher_task, return_exceptions=True)
         await asyncio.gather(*(m.close() for m in self.models.values()), return_exceptions=True)
+        await self._pressure.stop()
         await self.memory.close()
         if self.http is not None:
             await self.http.close()
@@ -203,6 +220,7 @@ class ModelManager:
         unloaded model's figures go."""
         if reason == "loaded" and model.process is not None and model.recipe is not None:
             self.memory.measure_load(model.name, model.recipe, model.process)
+            self._pressure.wake()  # watching for memory pressure starts with the first loaded model
         elif model.process is None:
             self.memory.unloaded(model.name)
 
@@ -253,55 +271,15 @@ class ModelManager:
     # ---- admission: groups and max_loaded_models ----------------------------------------
 
     async def admit(self, model: ManagedModel) -> None:
-        """Makes room for ``model`` before its server starts: unloads its group's other
-        members, then evicts idle models (least recently used first) while over the limit;
-        waits, bounded by ``load_timeout``, when nothing can go. While it waits for a busy
-        model, new requests for that model queue behind this load (first come, first
-        served), so the swap happens as soon as the requests in flight finish."""
-        gates: dict[ManagedModel, asyncio.Event] = {}
+        """Makes room for ``model`` before its server starts (see :mod:`app.core.admission`)."""
+        await self._admission.admit(model)
 
-        def hold(other: ManagedModel) -> None:
-            if other not in gates:
-                gates[other] = other.hold_new_requests()
-
-        try:
-            async with self._admission:
-                group = model.recipe.group if model.recipe else None
-                if group:
-                    rivals = [m for m in self.models.values() if m is not model and m.occupies_slot
-                              and m.recipe is not None and m.recipe.group == group]
-                    for rival in rivals:
-                        hold(rival)
-                    await asyncio.gather(*(m.yield_slot(UnloadReason.GROUP) for m in rivals))
-                limit = self.settings.max_loaded_models
-                deadline = time.monotonic() + self.settings.load_timeout
-                while limit > 0:
-                    loaded = [m for m in self.models.values() if m is not model and m.occupies_slot]
-                    if len(loaded) < limit:
-                        return
-                    candidates = [m for m in loaded if m.is_idle and not m.keeps_loaded]
-                    if candidates:
-                        victim = min(candidates, key=lambda m: m.last_used)
-                        await victim.unload(UnloadReason.EVICTED)
-                        continue
-                    busy = [m for m in loaded if not m.keeps_loaded and m.state is not ModelState.UNLOADING]
-                    if busy and not any(m in gates for m in busy):
-                        hold(min(busy, key=lambda m: m.last_used))
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        names = ", ".join(sorted(m.name for m in loaded))
-                        raise ModelUnavailable(
-                            f"cannot load {model.name!r}: max_loaded_models = {limit} and no loaded model "
-                            f"can be unloaded now (busy or kept loaded: {names})",
-                            code="no_capacity", retry_after=10,
-                        )
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), remaining)
-                    except asyncio.TimeoutError:
-                        pass
-        finally:
-            for other, gate in gates.items():
-                other.open_gate(gate)
+    async def free_memory_for(self, model: ManagedModel) -> bool:
+        """A load failed for lack of memory: unloads the other idle models once."""
+        gone = await self._admission.evict_all_idle(model)
+        if gone:
+            log.info("%s could not allocate its memory: unloaded %s and trying once more", model.name, ", ".join(gone))
+        return bool(gone)
 
     async def launch(self, model: ManagedModel, recipe: Recipe) -> BackendProcess:
         spec = build_launch(recipe, self.llama_server_path(), free_port())
@@ -332,6 +310,8 @@ class ModelManager:
         stored = format_duration(value) if field == "global_unload_timeout" else value
         if isinstance(stored, Path):
             stored = str(stored)
+        elif isinstance(stored, MemoryLimit):
+            stored = stored.to_setting()  # canonical: "90%", "20GB", "off", or a table written as [field]
         try:
             set_toml_key(self.paths.settings_file, field, stored, create=True)
         except TomlEditError as exc:
@@ -350,8 +330,10 @@ class ModelManager:
             for model in self.models.values():
                 if model.effective_timeout()[1] == "global":
                     model.timeout_changed()
-        elif field == "max_loaded_models":
+        elif field in ("max_loaded_models", *MEMORY_SETTINGS) and old != value:
+            # A load waiting for room looks again; a new event for the next wait, as emit() does.
             self._changed.set()
+            self._changed = asyncio.Event()
 
     def _reload_settings_file(self) -> None:
         """A hand edit of settings.toml: applies run-time settings that nothing pins."""
@@ -360,7 +342,7 @@ class ModelManager:
         except SettingsError as exc:
             log.warning("%s", exc)
             return
-        for field in ("global_unload_timeout", "max_loaded_models", "notify_idle_unload", "notify_crash"):
+        for field in RUNTIME_SETTABLE:
             if self.loaded_settings.fixed_by(field) or field not in data:
                 continue
             try:

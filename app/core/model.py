@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .backend import BackendError, BackendProcess
+from .backend import BackendError, BackendProcess, looks_out_of_memory
 from .clock import Clock, WallDeadline
 from .durations import NOT_GIVEN, USE_GLOBAL, KeepAlive, ModelTimeout, Timeout
 from .lifecycle import (
@@ -42,6 +42,7 @@ from .lifecycle import (
     Step,
     UnloadReason,
 )
+from .lease import Lease
 from .recipes import Recipe
 from .settling import result_or_none, run_to_end, uncancel
 
@@ -71,29 +72,9 @@ class ModelHost(Protocol):
 
     async def launch(self, model: ManagedModel, recipe: Recipe) -> BackendProcess: ...
 
-
-@dataclass(eq=False)
-class Lease:
-    """One request's hold on a ready model; release it exactly once when the request ends."""
-
-    model: ManagedModel
-    process: BackendProcess
-    generation: int
-    keep_alive: KeepAlive = NOT_GIVEN
-    released: bool = field(default=False)
-
-    @property
-    def base_url(self) -> str:
-        return self.process.base_url
-
-    upstream_failed: bool = field(default=False)
-
-    def mark_upstream_failed(self) -> None:
-        """The request's connection to the server broke: a hint that the server may have crashed."""
-        self.upstream_failed = True
-
-    def release(self) -> None:
-        self.model._release(self)
+    async def free_memory_for(self, model: ManagedModel) -> bool:
+        """A load failed for lack of memory: unload the other idle models; True if any went."""
+        ...
 
 
 @dataclass(eq=False)
@@ -139,6 +120,7 @@ class ManagedModel:
         self._upstream_failed = False  # a request to the current process ended with a broken connection
         self.loading_since: float | None = None
         self.last_load_seconds: float | None = None
+        self.last_unload_reason: str | None = None  # why it was last unloaded (until it loads again)
         self.last_used = 0.0
 
     # ---- the state machine -------------------------------------------------------------
@@ -295,6 +277,7 @@ class ManagedModel:
             "unloads_in": max(0.0, unload_at - now) if unload_at is not None else None,
             "loading_since": self.loading_since if state is ModelState.LOADING else None,
             "last_load_seconds": self.last_load_seconds,
+            "last_unload_reason": self.last_unload_reason,
             "pid": self.pid,
             "error": error,
             "exit_code": self.exit_code,
@@ -419,6 +402,7 @@ class ManagedModel:
 
     def _start_load(self, *, pinned: bool) -> None:
         attempt = _LoadAttempt(pinned=pinned, backoff=0.0 if pinned else self._crashes.backoff(self._host.clock.now()))
+        self.last_unload_reason = None
         self._load = attempt
         self.error = None
         self.exit_code = None
@@ -438,16 +422,27 @@ class ManagedModel:
         try:
             assert recipe is not None
             await self._wait_backoff(attempt)
-            await self._host.admit(self)
-            attempt.admitted = True
-            launching = asyncio.ensure_future(self._host.launch(self, recipe))
-            try:
-                process = await asyncio.shield(launching)
-            except asyncio.CancelledError:
-                # a server that was starting when the cancel came must still be stopped below
-                process = await run_to_end(result_or_none(launching))
-                raise
-            await process.wait_healthy(self._host.load_timeout)
+            for last_try in (False, True):
+                await self._host.admit(self)
+                attempt.admitted = True
+                launching = asyncio.ensure_future(self._host.launch(self, recipe))
+                try:
+                    process = await asyncio.shield(launching)
+                except asyncio.CancelledError:
+                    # a server that was starting when the cancel came must still be stopped below
+                    process = await run_to_end(result_or_none(launching))
+                    raise
+                try:
+                    await process.wait_healthy(self._host.load_timeout)
+                    break
+                except BackendError as exc:
+                    if last_try or not looks_out_of_memory(exc.log_tail):
+                        raise
+                    # the server could not allocate its memory: make room once, and try again
+                    await run_to_end(process.stop(self._host.stop_timeout))
+                    process, attempt.admitted = None, False
+                    if not await self._host.free_memory_for(self):
+                        raise
         except asyncio.CancelledError as exc:
             failure = exc
             uncancel()
@@ -621,6 +616,7 @@ class ManagedModel:
             return
         # a removed model's unload is told by the manager: one "removed" once it is forgotten,
         # or "added" when its recipe came back meanwhile
+        self.last_unload_reason = reason.value
         self._move(Step.STOPPED, reason.value, quiet=reason is UnloadReason.REMOVED)
 
     async def _stop_server(self, process: BackendProcess | None, reason: UnloadReason) -> None:

@@ -36,6 +36,7 @@ from .atomic_write import write_text_atomic
 from .backend import BackendProcess
 from .gguf_estimate import MemoryEstimate, estimate_llamacpp, parse_buffer_sizes
 from .gpu_memory import GpuDevice, GpuMemory
+from .memory_fit import DeviceState
 from .recipes import Recipe
 
 log = logging.getLogger(__name__)
@@ -256,6 +257,30 @@ class MemoryBook:
             self._estimates[recipe.name] = MemoryEstimate(total=sum(by_device.values()),
                                                           by_device=dict(by_device), source="measured")
         self._spawn(asyncio.to_thread(self._write_state))
+
+    async def estimate_now(self, recipe: Recipe | None) -> MemoryEstimate | None:
+        """The estimate of a recipe, computed now if it is not known yet (admission needs it)."""
+        estimate = self.estimate_of(recipe)
+        if estimate is not None or recipe is None:
+            return estimate
+        key = (recipe.launch_key,)
+        estimate = await asyncio.to_thread(self._compute_estimate, recipe)
+        if self._estimate_keys.get(recipe.name) == key:
+            self._estimates[recipe.name] = estimate
+        return estimate
+
+    async def device_states(self) -> dict[str, DeviceState]:
+        """Every device's total and free memory now: RAM (what the kernel says is available
+        without swapping) and each GPU."""
+
+        def read() -> dict[str, DeviceState]:
+            ram = psutil.virtual_memory()
+            states = {"ram": DeviceState(total=ram.total, free=ram.available)}
+            for device in self._devices():
+                states[device.id] = DeviceState(total=device.total, free=device.free)
+            return states
+
+        return await asyncio.to_thread(read)
 
     # ---- the state file ------------------------------------------------------------------------
 
