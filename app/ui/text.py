@@ -101,6 +101,13 @@ def status_text(snapshot: Snapshot, now: float | None = None) -> str:
     return "idle"
 
 
+def unloaded_note(snapshot: Snapshot) -> str:
+    """Why a model that is not loaded went, when that matters to the user (until it loads again)."""
+    if snapshot.get("state") == "unloaded" and snapshot.get("last_unload_reason") == "memory_pressure":
+        return "Unloaded to free memory for other programs"
+    return ""
+
+
 def memory_text(snapshot: Snapshot) -> str:
     """A loaded model's memory in a few words: ``"1.2 GB"``, or with its GPU memory
     ``"0.4 GB + 6.1 GB VRAM"``; ``""`` while unknown."""
@@ -238,10 +245,18 @@ def timeout_key(snapshot: Snapshot) -> Any:
     return NEVER if value is None else value
 
 
-def notification_for(event: dict[str, Any], *, notify_idle: bool, notify_crash: bool) -> tuple[str, str] | None:
+def notification_for(event: dict[str, Any], *, notify_idle: bool, notify_crash: bool,
+                     notify_pressure: bool = False) -> tuple[str, str] | None:
     """The desktop notification (title, message) an event deserves, if any."""
     reason = event["reason"]
     model = event["model"]
+    if reason == "memory_pressure" and model["state"] == "unloaded" and notify_pressure:
+        freed = model.get("memory_estimate")
+        amount = f" {format_bytes(freed)}" if freed else ""
+        return "Memory given back", f"Unloaded {model['name']} to free{amount} for other programs."
+    if reason == "memory_pressure_kept" and notify_pressure:
+        why = "is busy" if model.get("in_flight") or model.get("waiting") else "is kept loaded"
+        return "Could not free memory", f"Another program needs memory, but {model['name']} {why}."
     if reason == "idle" and model["state"] == "unloaded" and notify_idle:
         return "Model unloaded", f"{model['name']} was idle and has been unloaded."
     if reason == "crashed" and notify_crash:
