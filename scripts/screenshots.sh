@@ -16,7 +16,10 @@
 # Needs Debian's xvfb, trayer (the tray), openbox (window frames), imagemagick and xdotool
 # plus the xcb libraries Qt loads; installs them with apt-get when missing (as root). The models are two copies of the
 # test suite's fake OpenAI-compatible backend, so no llama-server or model is needed (a
-# llama-server found on this computer is shown in Settings, if there is one).
+# llama-server found on this computer is shown in Settings, if there is one). The GPU is a
+# stand-in too: a pynvml module on Siesta's PYTHONPATH (the one NVML binding Siesta reads)
+# shows one 24 GB NVIDIA GPU on which each model's server holds what its recipe's
+# SIESTA_SHOT_VRAM_MB says, so the menu shows VRAM and a GPU line on any computer.
 # Everything runs in a temporary home; nothing of the user's config is read or written.
 set -euo pipefail
 
@@ -103,18 +106,64 @@ cat >"$config/recipes/tiny.toml" <<EOF
 backend = "command"
 command = $(toml_list "${fake[@]}")
 unload_timeout = "5m"
+env = { SIESTA_SHOT_VRAM_MB = "1250" }
 EOF
 cat >"$config/recipes/qwen.toml" <<EOF
 # The big one: keep it a while once loaded.
 backend = "command"
 command = $(toml_list "${fake[@]}")
 unload_timeout = "15m"
+env = { SIESTA_SHOT_VRAM_MB = "9420" }
 EOF
 cat >"$config/recipes/coder.toml" <<EOF
 # Loaded on demand; uses the global timeout.
 backend = "command"
 command = $(toml_list "${fake[@]}")
+memory_estimate = "4.5GB"
 EOF
+# The stand-in GPU (see the top): NVML's functions, as pynvml has them.
+mkdir -p "$work/fake-gpu"
+cat >"$work/fake-gpu/pynvml.py" <<'PY'
+"""A stand-in for nvidia-ml-py: one 24 GB GPU holding what Siesta's model servers ask for."""
+import os
+from types import SimpleNamespace
+
+import psutil
+
+MB, GB = 1 << 20, 1 << 30
+OTHERS = int(1.4 * GB)  # what the desktop and other programs hold
+
+
+class NVMLError(Exception):
+    pass
+
+
+def _servers():
+    out = []
+    for child in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            vram = child.environ().get("SIESTA_SHOT_VRAM_MB")
+        except psutil.Error:
+            continue
+        if vram:
+            out.append(SimpleNamespace(pid=child.pid, usedGpuMemory=int(vram) * MB))
+    return out
+
+
+def nvmlInit(): pass
+def nvmlShutdown(): pass
+def nvmlDeviceGetCount(): return 1
+def nvmlDeviceGetHandleByIndex(index): return index
+def nvmlDeviceGetName(handle): return "NVIDIA GeForce RTX 4090"
+def nvmlDeviceGetComputeRunningProcesses(handle): return _servers()
+def nvmlDeviceGetGraphicsRunningProcesses(handle): return []
+
+
+def nvmlDeviceGetMemoryInfo(handle):
+    used = OTHERS + sum(p.usedGpuMemory for p in _servers())
+    return SimpleNamespace(total=24 * GB, used=used, free=24 * GB - used)
+PY
+export PYTHONPATH=$work/fake-gpu${PYTHONPATH:+:$PYTHONPATH}
 if [[ -n $real_llama_server ]]; then  # installed where "Install llama-server..." puts it
     mkdir -p "$XDG_DATA_HOME/siesta/engine"
     ln -s "$real_llama_server" "$XDG_DATA_HOME/siesta/engine/llama-server"

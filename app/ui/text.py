@@ -110,7 +110,7 @@ def unloaded_note(snapshot: Snapshot) -> str:
 
 def memory_text(snapshot: Snapshot) -> str:
     """A loaded model's memory in a few words: ``"1.2 GB"``, or with its GPU memory
-    ``"0.4 GB + 6.1 GB VRAM"``; ``""`` while unknown."""
+    ``"410 MB + 6.1 GB VRAM"``; ``""`` while unknown."""
     ram = format_bytes(snapshot.get("memory"))
     vram = snapshot.get("vram")
     if vram:
@@ -138,7 +138,9 @@ def menu_label(snapshot: Snapshot, now: float | None = None) -> str:
 
 
 def device_line(device: dict[str, Any]) -> str:
-    """One GPU in the tray menu: ``"GPU 0: 14.2 of 24 GB used, 9.6 GB by Siesta"``."""
+    """One GPU in the tray menu: ``"GPU 0: 14.2 GB of 24.0 GB used, 9.6 GB by Siesta"``, or where
+    its figures cannot be read ``"GPU 1 (Intel Arc Graphics): size not known"``; the part "by
+    Siesta" only while Siesta's models hold memory there."""
     label = "GPU " + str(device.get("id", "gpu?")).removeprefix("gpu")
     total, used, models = device.get("total"), device.get("used"), device.get("models")
     if total is None or used is None:
@@ -151,7 +153,8 @@ def device_line(device: dict[str, Any]) -> str:
 
 
 def ram_line(ram: dict[str, Any]) -> str:
-    """The machine's RAM in the tray menu: ``"RAM: 12.1 of 31.3 GB used, 0.7 GB by Siesta"``."""
+    """The machine's RAM in the tray menu: ``"RAM: 12.1 GB of 31.3 GB used, 717 MB by Siesta"``;
+    ``""`` when it cannot be read."""
     total, available, models = ram.get("total"), ram.get("available"), ram.get("models")
     if not total or available is None:
         return ""

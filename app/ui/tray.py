@@ -216,16 +216,30 @@ class TrayMenu(QObject):
         memory = system.get("memory", {})
         lines = [text.ram_line(memory.get("ram", {}))] + [text.device_line(d) for d in memory.get("devices", [])]
         lines = [line for line in lines if line]
-        if [a.text() for a in self.memory_actions] != lines:
-            for action in self.memory_actions:
-                self.menu.removeAction(action)
-            self.memory_actions = []
-            for line in lines:
-                action = QAction(line, self.menu)
-                action.setEnabled(False)
-                self.menu.insertAction(self.memory_separator, action)
-                self.memory_actions.append(action)
+        if [a.text() for a in self.memory_actions] == lines:
+            return
+        # Figures change every second while the menu is open: change the lines' text in
+        # place, and add or remove lines only when a GPU comes or goes.
+        while len(self.memory_actions) > len(lines):
+            self.menu.removeAction(self.memory_actions.pop())
+        while len(self.memory_actions) < len(lines):
+            action = QAction(self.menu)
+            action.setEnabled(False)
+            self.menu.insertAction(self.memory_separator, action)
+            self.memory_actions.append(action)
+        for action, line in zip(self.memory_actions, lines):
+            action.setText(line)
         self.memory_separator.setVisible(bool(lines))
+        if self.menu.isVisible():
+            # The figures arrive after the menu has opened (they are read off the loop), and
+            # an open menu grows from its top-left corner: a longer line would push its right
+            # edge off the screen (the tray sits in a corner). Keep the whole menu on screen.
+            self.menu.resize(self.menu.sizeHint())
+            geometry, screen = self.menu.geometry(), self.menu.screen().availableGeometry()
+            x = max(screen.left(), min(geometry.left(), screen.right() + 1 - geometry.width()))
+            y = max(screen.top(), min(geometry.top(), screen.bottom() + 1 - geometry.height()))
+            if (x, y) != (geometry.left(), geometry.top()):
+                self.menu.move(x, y)
 
     def refresh(self, *, fresh: bool = False) -> None:
         """Brings every menu entry up to date (``fresh`` re-reads memory use)."""
