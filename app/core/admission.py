@@ -40,6 +40,7 @@ class Admission:
         self._memory = memory
         self._changed = changed
         self._lock = asyncio.Lock()
+        self._devices: dict[str, DeviceState] = {}  # as last read by this admission
 
     async def admit(self, model: ManagedModel) -> None:
         gates: dict[ManagedModel, asyncio.Event] = {}
@@ -110,25 +111,25 @@ class Admission:
         return dict(estimate.by_device) if estimate.by_device else place_total(estimate.total, devices)
 
     def _uses(self, model: ManagedModel, device: str) -> bool:
-        return self._use_on(model).get(device, 0) > 0
+        return self._use_on(model, self._devices).get(device, 0) > 0
 
-    def _use_on(self, model: ManagedModel) -> dict[str, int]:
+    def _use_on(self, model: ManagedModel, devices: dict[str, DeviceState]) -> dict[str, int]:
         """What a model holds (measured), or will hold (its estimate, while not measured)."""
         use = self._memory.use_of(model.name)
         if use is not None:
             return use.by_device()
         estimate = self._memory.estimate_of(model.recipe)
-        return dict(estimate.by_device) if estimate is not None else {}
+        return self._need(estimate, devices) if estimate is not None else {}
 
     async def _shortfall(self, model: ManagedModel, estimate: Any, loaded: list[ManagedModel]) -> Shortfall | None:
         settings = self._settings()
-        devices = await self._memory.device_states()
+        devices = self._devices = await self._memory.device_states()
         used: dict[str, int] = {}
         pending: dict[str, int] = {}
         for other in loaded:
             measured = self._memory.use_of(other.name)
             target = used if measured is not None else pending
-            for device, amount in self._use_on(other).items():
+            for device, amount in self._use_on(other, devices).items():
                 target[device] = target.get(device, 0) + amount
         return shortfall(model.name, self._need(estimate, devices), devices, used, pending,
                          getattr(settings, "memory_budget", None), getattr(settings, "free_memory_floor", None))

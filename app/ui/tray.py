@@ -291,7 +291,7 @@ class TrayMenu(QObject):
         wanted = []
         for s in snapshots:
             if s["state"] == "unloaded":
-                wanted.append((s["name"], True, ""))
+                wanted.append((s["name"], True, text.unloaded_note(s)))
             elif not text.has_usable_recipe(s):
                 wanted.append((f"{s['name']} (invalid recipe)", False, s.get("error") or ""))
         current = [(a.text(), a.isEnabled(), a.toolTip()) for a in self.load_menu.actions()]
@@ -338,7 +338,8 @@ class TrayMenu(QObject):
             self.refresh()
         settings = self.bridge.settings
         note = text.notification_for(event, notify_idle=settings.notify_idle_unload,
-                                     notify_crash=settings.notify_crash)
+                                     notify_crash=settings.notify_crash,
+                                     notify_pressure=getattr(settings, "notify_memory_pressure", True))
         if note is not None:
             crashed = event["reason"] == "crashed"
             self._message_log = Path(event["model"]["log_file"]) if crashed else None
