@@ -18,7 +18,7 @@ from app import __version__
 from app.core.durations import USE_GLOBAL, DurationError, ModelTimeout, parse_duration
 from app.core.manager import ModelManager
 from app.core.model import ModelState
-from app.core.settings import RUNTIME_SETTABLE
+from app.core.settings import RUNTIME_SETTABLE, validate_setting
 
 from .errors import ApiError
 
@@ -134,10 +134,18 @@ class ManagementApi:
                 raise ApiError(400, "invalid_setting",
                                f"PATCH /api/v1/settings: {field!r} cannot be changed at run time "
                                f"(changeable: {', '.join(RUNTIME_SETTABLE)}); edit settings.toml and restart")
+        # Every value is checked before any is written, so a bad one changes nothing. A value
+        # is what settings.toml would hold: memory_budget takes "80%", "20GB", "off" or an
+        # object per device ({"ram": "16GB", "gpu0": "90%"}).
+        for field, raw in data.items():
+            try:
+                validate_setting(field, raw)
+            except ValueError as exc:  # a value the setting cannot take (too generic to map globally)
+                raise ApiError(400, "invalid_setting", f"PATCH /api/v1/settings: {exc}") from None
         for field, raw in data.items():
             try:
                 await self.manager.set_setting(field, raw)
-            except ValueError as exc:  # a value the setting cannot take (too generic to map globally)
+            except ValueError as exc:
                 raise ApiError(400, "invalid_setting", f"PATCH /api/v1/settings: {exc}") from None
         return web.json_response(self.manager.loaded_settings.describe())
 

@@ -32,6 +32,12 @@ SETTING_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("stop_timeout", {"help": "graceful stop before kill (default 10s)"}),
     ("load_timeout", {"help": "longest wait for a model to become ready (default 5m)"}),
     ("allowed_hosts", {"help": "extra Host names to accept, comma-separated"}),
+    ("memory_budget", {"metavar": "LIMIT",
+                       "help": "most memory Siesta's models may use on each device: a size (20GB), a share of "
+                               "the device (85%%), off, or per device 'ram: 16GB, gpu0: 90%%' (default 90%%)"}),
+    ("free_memory_floor", {"metavar": "LIMIT",
+                           "help": "free memory to keep on each device for other programs; same forms "
+                                   "(default 5%%)"}),
 ]
 ALL_SETTINGS = tuple(field for field, _ in SETTING_FLAGS)
 CLIENT_SETTINGS = ("host", "port")  # where the running instance listens

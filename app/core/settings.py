@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from .durations import Timeout, parse_duration
 from .endpoint import DEFAULT_HOST, DEFAULT_PORT, SettingsError, read_settings_file
+from .memory_limits import MemoryLimit, parse_memory_limit
 
 ENV_PREFIX = "SIESTA_"
 LEMONADE_TIMEOUT_ENV = "LEMONADE_GLOBAL_AUTO_UNLOAD_TIMER"
@@ -45,6 +46,15 @@ def _timeout(value: object) -> Timeout:
 
 TimeoutField = Annotated[Timeout, BeforeValidator(_timeout)]
 FiniteDuration = Annotated[float, BeforeValidator(_finite_duration)]
+MemoryLimitField = Annotated[
+    MemoryLimit,
+    NoDecode,  # the environment's text ("80%", or a JSON table) goes to parse_memory_limit as it is
+    PlainValidator(parse_memory_limit),
+    PlainSerializer(lambda limit: limit.to_setting()),
+]
+"""A memory budget or floor (:mod:`app.core.memory_limits`): "20GB", "85%", "off" or a table."""
+
+MEMORY_SETTINGS = ("memory_budget", "free_memory_floor")
 
 
 class Settings(BaseSettings):
@@ -62,6 +72,9 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_host_list)] = []
     notify_idle_unload: bool = False
     notify_crash: bool = True
+    memory_budget: MemoryLimitField = parse_memory_limit("90%")
+    free_memory_floor: MemoryLimitField = parse_memory_limit("5%")
+    notify_memory_pressure: bool = True
     api_key: str | None = None
 
     @field_validator("host")
@@ -106,7 +119,8 @@ class _LemonadeTimeoutSource(PydanticBaseSettingsSource):
 
 
 FIELD_NAMES = tuple(Settings.model_fields)
-RUNTIME_SETTABLE = ("global_unload_timeout", "max_loaded_models", "notify_idle_unload", "notify_crash")
+RUNTIME_SETTABLE = ("global_unload_timeout", "max_loaded_models", "notify_idle_unload", "notify_crash",
+                    *MEMORY_SETTINGS, "notify_memory_pressure")
 
 
 def flag_name(field: str) -> str:
@@ -140,6 +154,8 @@ class LoadedSettings:
                 value = "(set)"
             elif isinstance(value, Path):
                 value = str(value)
+            elif isinstance(value, MemoryLimit):
+                value = value.to_setting()
             out[name] = {"value": value, "source": self.sources.get(name, "default")}
         return out
 

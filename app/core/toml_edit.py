@@ -1,5 +1,9 @@
 """Edit one top-level key of a user's TOML file, keeping every comment and the key order.
 
+A value may be a table (a dict): a new one is written as a ``[key]`` section, after the
+top-level keys; one that already exists (a section, an inline table, dotted keys) is
+updated entry by entry in its own form, so the comments of the entries that stay are kept.
+
 Reading everywhere else uses the fast standard ``tomllib``; only writes go through
 tomlkit, which round-trips the user's formatting. The file is read and written without
 newline translation, so its line endings are kept: in a file that uses CRLF throughout
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +45,37 @@ def _keep_line_endings(old: str, new: str) -> str:
     return new
 
 
+_TRAILING_NEWLINES = re.compile(r"(?:\r?\n)+\Z")
+
+
+def _trailing_newlines(text: str) -> int:
+    match = _TRAILING_NEWLINES.search(text)
+    return match.group(0).count("\n") if match else 0
+
+
+def _keep_file_end(old: str, new: str) -> str:
+    """``new`` without the blank lines tomlkit leaves at the end when a trailing table is
+    replaced by a plain value: at most as many final newlines as ``old`` had (at least one)."""
+    keep = max(_trailing_newlines(old), 1)
+    if _trailing_newlines(new) <= keep:
+        return new
+    newline = "\r\n" if new.endswith("\r\n") else "\n"
+    return _TRAILING_NEWLINES.sub("", new) + newline * keep
+
+
+def _update_table(table: MutableMapping[str, Any], value: Mapping[str, Any]) -> None:
+    """Makes an existing table hold ``value``, entry by entry: entries that stay the same
+    keep their comments and place."""
+    for name in [k for k in table if k not in value]:
+        del table[name]
+    for name, item in value.items():
+        if name not in table or table[name] != item:
+            table[name] = item
+
+
 def set_toml_key(path: Path, key: str, value: Any | None, *, create: bool = False) -> None:
     """Sets top-level ``key`` to ``value`` (``None`` removes the key) and writes atomically.
+    A dict value is written as a table (see the module).
 
     A file that fails to parse is never rewritten. With ``create``, a missing file is
     created holding just this key.
@@ -62,9 +96,11 @@ def set_toml_key(path: Path, key: str, value: Any | None, *, create: bool = Fals
     if value is None:
         if key in doc:
             del doc[key]
+    elif isinstance(value, Mapping) and isinstance(doc.get(key), MutableMapping):
+        _update_table(doc[key], value)
     else:
-        doc[key] = value  # tomlkit puts a new top-level key before the first [table]
-    new_text = _keep_line_endings(text, tomlkit.dumps(doc))
+        doc[key] = value  # tomlkit puts a new top-level key before the first [table], a new table last
+    new_text = _keep_line_endings(text, _keep_file_end(text, tomlkit.dumps(doc)))
     if new_text == text:
         return
     try:

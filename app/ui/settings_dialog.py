@@ -1,13 +1,16 @@
 """The Settings dialog: global and per-model idle timeouts, server, notifications, login,
-and which llama-server is used.
+memory budget and floor, and which llama-server is used.
 
 The dialog also shows which llama-server loads use and its version (asked with
 ``--version`` off the GUI thread, cached), or that none was found, with a way to install one.
 
-Timeouts are set with sliders over :mod:`app.ui.timeout_scale` (0, 30 s, 1 min ... 8 h,
+Timeouts are set with sliders (:mod:`app.ui.timeout_slider`: 0, 30 s, 1 min ... 8 h,
 never), with the value beside each slider; the global one also has a field that takes
 any duration ("7m", "1h30m"). One row per recipe shows its live state and countdown and
 has a "Use global" toggle that greys its slider.
+
+The memory budget and floor are text fields (:mod:`app.ui.memory_box`). Keyboard focus
+follows the visual order.
 
 OK saves and closes, Apply saves and stays, Cancel (or Esc, or closing the window)
 discards. Nothing is written until then, every value is checked first (an error names
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import shiboken6
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -45,7 +48,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QScrollArea,
-    QSlider,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -54,71 +56,18 @@ from PySide6.QtWidgets import (
 from app.core.durations import USE_GLOBAL, DurationError, Timeout, format_duration, parse_duration
 from app.core.settings import validate_setting
 
-from . import autostart, icons, text, timeout_scale
+from . import autostart, icons, text
 from .bridge import ManagerBridge
+from .memory_box import MemoryBox
 from .shell import Shell
 from .ticker import SecondTicker
+from .timeout_slider import TimeoutSlider
 
 log = logging.getLogger(__name__)
 
 ERROR_STYLE = "border: 1px solid #d93025;"
 FIRST_MODEL_ROW = 3  # grid rows 0-2: headers, the global timeout, a line
 MAX_MODELS_AREA = 340  # pixels of recipe rows before they scroll
-
-
-class TimeoutSlider(QWidget):
-    """A slider over the timeout scale with the value as text beside it.
-
-    :meth:`set_value` may be given any duration: the slider sits at the nearest stop and
-    the text shows the exact value, which :meth:`value` keeps until the user moves the
-    slider. ``edited`` is emitted for the user's moves only.
-    """
-
-    edited = Signal(object)
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setRange(0, timeout_scale.MAX_INDEX)
-        self.slider.setSingleStep(1)
-        self.slider.setPageStep(1)
-        self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
-        self.slider.setTickInterval(1)
-        self.slider.setMinimumWidth(180)
-        self.label = QLabel()
-        self.label.setMinimumWidth(self.label.fontMetrics().horizontalAdvance("1h30m30s") + 4)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.slider, 1)
-        layout.addWidget(self.label)
-        self._value: Timeout = 0.0
-        self._setting = False
-        self.slider.valueChanged.connect(self._on_slider)
-        self.set_value(300.0)
-
-    def value(self) -> Timeout:
-        return self._value
-
-    def set_value(self, value: Timeout) -> None:
-        self._setting = True
-        try:
-            self._value = value
-            self.slider.setValue(timeout_scale.nearest_index(value))
-            self._show(value)
-        finally:
-            self._setting = False
-
-    def _show(self, value: Timeout) -> None:
-        self.label.setText(timeout_scale.short_label(value))
-        self.slider.setToolTip("Unload when idle for " + timeout_scale.short_label(value)
-                               if value is not None else "Keep loaded")
-
-    def _on_slider(self, index: int) -> None:
-        if self._setting:
-            return
-        self._value = timeout_scale.seconds_at(index)
-        self._show(self._value)
-        self.edited.emit(self._value)
 
 
 @dataclass
@@ -132,6 +81,7 @@ class SettingField:
     put: Callable[[Any], None]
     to_raw: Callable[[Any], Any] = lambda v: v
     baseline: Any = None
+    explain: Callable[[], str] | None = None  # why the widget's text is invalid (get() gave _INVALID)
 
     @property
     def dirty(self) -> bool:
@@ -310,8 +260,14 @@ class SettingsDialog(QDialog):
         self.notify_idle_check.setObjectName("notify-idle")
         self.notify_crash_check = QCheckBox("When a model crashes")
         self.notify_crash_check.setObjectName("notify-crash")
+        self.notify_pressure_check = QCheckBox("When memory is given back to other programs")
+        self.notify_pressure_check.setObjectName("notify-memory-pressure")
+        self.notify_pressure_check.setToolTip("When idle models are unloaded because another program needs "
+                                              "the memory, or when none can be")
         for name, label, check in (("notify_idle_unload", "Notify on idle unload", self.notify_idle_check),
-                                   ("notify_crash", "Notify on crash", self.notify_crash_check)):
+                                   ("notify_crash", "Notify on crash", self.notify_crash_check),
+                                   ("notify_memory_pressure", "Notify when memory is given back",
+                                    self.notify_pressure_check)):
             self._add_field(name, label, check, check.isChecked, check.setChecked)
         self.autostart_check = QCheckBox("Start Siesta when I log in")
         self.autostart_check.setObjectName("autostart")
@@ -324,9 +280,21 @@ class SettingsDialog(QDialog):
         desktop_layout.addWidget(QLabel("Show a notification:"))
         desktop_layout.addWidget(self.notify_idle_check)
         desktop_layout.addWidget(self.notify_crash_check)
+        desktop_layout.addWidget(self.notify_pressure_check)
         desktop_layout.addSpacing(8)
         desktop_layout.addWidget(self.autostart_check)
         desktop_layout.addStretch(1)
+
+        # ---- memory ----
+        self.memory_box = MemoryBox()
+        for name, label in self.memory_box.labels.items():
+            self.fields[name] = SettingField(
+                name, label, self.memory_box.edits[name], get=lambda n=name: self.memory_box.value(n) or _INVALID,
+                put=lambda v, n=name: self.memory_box.put(n, v), to_raw=lambda v: v.to_setting(),
+                explain=lambda n=name: self.memory_box.problem(n))
+        self.memory_box.edited.connect(lambda _name: self._changed())
+        self.budget_edit = self.memory_box.edits["memory_budget"]
+        self.floor_edit = self.memory_box.edits["free_memory_floor"]
 
         for name, field in self.fields.items():
             field.put(getattr(settings, name))
@@ -389,6 +357,7 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(idle_box, 1)
         layout.addLayout(lower)
+        layout.addWidget(self.memory_box)
         layout.addWidget(engine_box)
         layout.addWidget(self.error_label)
         layout.addWidget(self.buttons)
@@ -396,10 +365,34 @@ class SettingsDialog(QDialog):
 
         self.ticker = SecondTicker(self._tick, bridge.countdown_deadlines, bridge.now, self)
         bridge.modelEvent.connect(self._on_event)
+        bridge.systemChanged.connect(self._show_memory)
+        self._show_memory()
+        bridge.refresh_system()
         self._sync_rows()
         self.no_models_label.setVisible(not self.rows)
         self._fit_models_area()
+        self._fix_tab_order()
         self._changed()
+
+    def focus_chain(self) -> list[QWidget]:
+        """The widgets that take keyboard focus, in the visual order (top to bottom, left to
+        right within a row): the timeouts, Server, Desktop, Memory, llama-server, the buttons."""
+        chain: list[QWidget] = [self.global_slider.slider, self.global_edit]
+        for row in self.rows.values():
+            chain += [row.slider.slider, row.use_global]
+        chain += [self.host_edit, self.port_spin, self.max_spin,
+                  self.notify_idle_check, self.notify_crash_check, self.notify_pressure_check, self.autostart_check,
+                  self.budget_edit, self.floor_edit, self.install_engine_button]
+        box = self.buttons.layout()
+        chain += [w for i in range(box.count()) if isinstance(w := box.itemAt(i).widget(), QAbstractButton)]
+        return chain
+
+    def _fix_tab_order(self) -> None:
+        """Tab follows :meth:`focus_chain` (widgets take focus in the order they were made,
+        and the recipe rows are made last)."""
+        chain = self.focus_chain()
+        for first, second in zip(chain, chain[1:]):
+            QWidget.setTabOrder(first, second)
 
     def _add_field(self, name: str, label: str, widget: QWidget, get: Callable[[], Any],
                    put: Callable[[Any], None]) -> None:
@@ -437,6 +430,9 @@ class SettingsDialog(QDialog):
         if task is not self.version_task or not shiboken6.isValid(self):
             return
         self.engine_version_label.setText(f"unknown ({exc})" if exc is not None else task.result())
+
+    def _show_memory(self) -> None:
+        self.memory_box.show_system(self.bridge.system)
 
     # ---- the global timeout --------------------------------------------------------------------
 
@@ -497,6 +493,7 @@ class SettingsDialog(QDialog):
                 self.rows[name] = row
             self.no_models_label.setVisible(not snapshots)
             self._fit_models_area()
+            self._fix_tab_order()
         global_value = self.global_value()
         for s in snapshots:
             self.rows[s["name"]].sync(s, global_value)
@@ -559,6 +556,8 @@ class SettingsDialog(QDialog):
             if not field.dirty or not field.widget.isEnabled():
                 continue
             value = field.get()
+            if value is _INVALID and field.explain is not None:
+                return f"{field.label}: {field.explain()}", field.widget
             if value is _INVALID:
                 try:
                     parse_duration(self.global_edit.text())
@@ -673,7 +672,8 @@ class SettingsDialog(QDialog):
 
     def done(self, result: int) -> None:
         self.ticker.stop()
-        for signal, slot in ((self.bridge.modelEvent, self._on_event), (self.bridge.engineChanged, self._show_engine)):
+        for signal, slot in ((self.bridge.modelEvent, self._on_event), (self.bridge.engineChanged, self._show_engine),
+                             (self.bridge.systemChanged, self._show_memory)):
             try:
                 signal.disconnect(slot)
             except (RuntimeError, TypeError):
