@@ -138,8 +138,9 @@ class TimeoutRow:
         self.name_label.setToolTip(tip or str(snapshot.get("log_file", "")))
         estimate = text.estimate_text(snapshot)  # what it needs when loaded, beside its name
         label = html.escape(self.name) + (f"<br><small>{html.escape(estimate)}</small>" if estimate else "")
-        if self.name_label.text() != label:
+        if self.name_label.text() != label:  # a "needs ..." line added or gone: the rows' height changes
             self.name_label.setText(label)
+            self.dialog._fit_models_area()
         self.state_label.setToolTip(snapshot.get("error") or "")
 
     def show_global(self, global_value: Timeout) -> None:
@@ -369,8 +370,6 @@ class SettingsDialog(QDialog):
         self._show_memory()
         bridge.refresh_system()
         self._sync_rows()
-        self.no_models_label.setVisible(not self.rows)
-        self._fit_models_area()
         self._fix_tab_order()
         self._changed()
 
@@ -491,16 +490,19 @@ class SettingsDialog(QDialog):
                     self.models_grid.addWidget(w, i + FIRST_MODEL_ROW - 1, col)
                     w.show()
                 self.rows[name] = row
-            self.no_models_label.setVisible(not snapshots)
-            self._fit_models_area()
             self._fix_tab_order()
+        self.no_models_label.setVisible(not snapshots)
         global_value = self.global_value()
         for s in snapshots:
             self.rows[s["name"]].sync(s, global_value)
         self._tick()
+        self._fit_models_area()
 
     def _fit_models_area(self) -> None:
-        """Tall enough for every row up to a limit; past it the rows scroll."""
+        """Tall enough for every row up to a limit; past it the rows scroll. Measured again
+        once shown (styled) and when rows or their names change."""
+        self.models_grid.invalidate()  # a label's new text is not in the cached size hints yet
+        self.models_box.layout().invalidate()
         wanted = self.models_box.sizeHint().height() + 2
         self.models_scroll.setMinimumHeight(min(wanted, MAX_MODELS_AREA))
 
@@ -530,11 +532,11 @@ class SettingsDialog(QDialog):
         for row in self.rows.values():
             row.tick(now)
 
-
     def showEvent(self, event: QShowEvent) -> None:
         self._tick()
         self.ticker.start()
         super().showEvent(event)
+        self._fit_models_area()  # the style and fonts reach the rows only now
 
     def hideEvent(self, event: QHideEvent) -> None:
         self.ticker.stop()
