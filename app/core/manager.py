@@ -152,12 +152,13 @@ class ModelManager:
         if self.closing:
             return
         self.closing = True
+        models = list(self.models.values())  # removed ones still stopping too: cancelling their removal forgets them
         for task in list(self._background) + ([self._watcher_task] if self._watcher_task else []):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._watcher_task is not None:
             await asyncio.gather(self._watcher_task, return_exceptions=True)
-        await asyncio.gather(*(m.close() for m in self.models.values()), return_exceptions=True)
+        await asyncio.gather(*(m.close() for m in models), return_exceptions=True)
         await self._pressure.stop()
         await self.memory.close()
         if self.http is not None:

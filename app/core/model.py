@@ -87,6 +87,7 @@ class _LoadAttempt:
     task: asyncio.Task[None] | None = None
     error: ModelUnavailable | None = None
     admitted: bool = False  # past admission: it holds a slot and starts its server
+    loaded: bool = False  # it ended with the model ready
 
 
 class ManagedModel:
@@ -396,6 +397,8 @@ class ManagedModel:
                 await asyncio.wait({task})
                 if attempt is not None and attempt.error is not None and self.state is not ModelState.READY:
                     raise attempt.error
+                if attempt is not None and attempt.loaded and pinned:
+                    return  # loaded as asked, even if a timeout of 0 already unloads it again
             else:
                 self._check_can_load()
                 self._start_load(pinned=pinned)
@@ -449,6 +452,7 @@ class ManagedModel:
         except Exception as exc:  # noqa: BLE001 - every failure lands in `failed` below
             failure = exc
         if failure is None and process is not None and recipe is not None:
+            attempt.loaded = True
             self._loaded(process, recipe)
             return
         # Failed or cancelled: stop what was started, to the end, whatever cancels us now.
