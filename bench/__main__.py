@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-FIGURES = ["latency", "fake", "stream", "rps", "cold", "unload", "idle", "startup", "gui", "tray"]
+FIGURES = ["latency", "fake", "stream", "rps", "cold", "unload", "idle", "startup", "gui", "tray", "memory"]
 
 
 def _find_llama_server(given: str | None) -> Path | None:
@@ -65,6 +65,7 @@ async def run(args: argparse.Namespace) -> int:
     from app.demo_model import write_tiny_model
 
     from . import figures as F
+    from . import memory_figures as M
     from . import report
     from . import tray_figures as T
     from .util import PROCS, Router, Siesta, fake_recipe, llama_recipe, new_session
@@ -137,6 +138,7 @@ async def run(args: argparse.Namespace) -> int:
                 siesta.stop()
         await step("idle", F.idle_cpu)
         await step("startup", F.startup)
+        await step("memory", M.memory)
         if T.tray_app_exists():
             await step("gui", T.gui_loop_lag)
             await step("tray", T.tray_memory)

@@ -15,6 +15,11 @@ process, loads ``--models`` copies of the tiny model, and measures this process'
   instead of every 2 s.
 
 Each variant runs in a fresh subprocess. This is a diagnostic, not part of ``python -m bench``.
+
+``--pressure-watch on|off`` (with any variant) runs the memory-pressure watcher, or not: ``on``
+uses the manager's own :class:`~app.core.memory_pressure.PressureWatch` where it has one, else
+runs a stand-in beside the manager (a trivial check reading ``MemAvailable``); ``off`` stops
+the manager's own. ``python -m bench --only memory`` compares the two.
 """
 
 from __future__ import annotations
@@ -89,6 +94,12 @@ async def _inotify_watch(manager) -> None:  # noqa: ANN001 - a sketch of the pro
         os.close(fd)
 
 
+def _pressure_watches(manager) -> list:  # noqa: ANN001
+    from app.core.memory_pressure import PressureWatch
+
+    return [v for v in vars(manager).values() if isinstance(v, PressureWatch)]
+
+
 async def _child(args: argparse.Namespace) -> dict[str, float]:
     from app.api.server import ApiServer
     from app.core.clock import Clock
@@ -121,17 +132,44 @@ async def _child(args: argparse.Namespace) -> dict[str, float]:
     if variant == "inotify-watcher":
         extra = asyncio.create_task(_inotify_watch(manager))
     await api.start()
+    watches, stand_in, watching = _pressure_watches(manager), None, args.pressure_watch
+    if args.pressure_watch == "off":
+        for watch in watches:
+            await watch.stop()
+    elif args.pressure_watch == "on" and watches:
+        watching = "on (the manager's own)"
+    elif args.pressure_watch == "on":
+        from app.core.memory_pressure import PressureWatch, read_ram
+
+        async def check() -> None:
+            read_ram()
+
+        stand_in = PressureWatch(check, lambda: any(m.process is not None for m in manager.models.values()))
+        stand_in.start()
+        watches, watching = [stand_in], "on (a stand-in beside the manager)"
     try:
         for i in range(args.models):
             await manager.load(f"m{i}")
+        for watch in watches:
+            watch.wake()
         await asyncio.sleep(2.0)
+        checks0 = sum(w.checks for w in watches)
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         c0, t0 = _cpu(), time.perf_counter()
         await asyncio.sleep(args.seconds)
         c1, t1 = _cpu(), time.perf_counter()
-        return {"variant": variant, "cpu_percent": 100 * (c1 - c0) / (t1 - t0), "seconds": t1 - t0}
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        switches = (r1.ru_nvcsw + r1.ru_nivcsw) - (r0.ru_nvcsw + r0.ru_nivcsw)
+        return {"variant": variant, "cpu_percent": 100 * (c1 - c0) / (t1 - t0), "seconds": t1 - t0,
+                "pressure_watch": watching, "checks_per_s": (sum(w.checks for w in watches) - checks0) / (t1 - t0),
+                "psi": next((("registered" if w.psi_registered else w.psi_unavailable) for w in watches
+                             if args.pressure_watch == "on"), None),
+                "wakeups_per_s": switches / (t1 - t0)}
     finally:
         if extra is not None:
             extra.cancel()
+        if stand_in is not None:
+            await stand_in.stop()
         await manager.close()
         await api.stop()
 
@@ -142,6 +180,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--models", type=int, default=5)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--pressure-watch", choices=["shipped", "on", "off"], default="shipped",
+                        help="run the memory-pressure watcher (on) or not (off); shipped: as the manager does")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -158,7 +198,7 @@ def main() -> int:
             home = work / variant
             out = subprocess.run([sys.executable, "-m", "bench.idle_probe", "--llama-server", args.llama_server,
                                   "--seconds", str(args.seconds), "--models", str(args.models), "--variant", variant,
-                                  "--home", str(home), "--model", str(model)],
+                                  "--home", str(home), "--model", str(model), "--pressure-watch", args.pressure_watch],
                                  capture_output=True, text=True, timeout=args.seconds + 120)
             lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
             if not lines:
