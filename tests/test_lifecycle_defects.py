@@ -346,3 +346,21 @@ async def test_a_swap_does_not_wait_for_steady_traffic_to_stop(manager_factory, 
     lease.release()
     stop.set()
     await asyncio.wait_for(asyncio.gather(*traffic), 15)
+
+
+@pytest.mark.timeout(60)
+async def test_a_load_whose_last_waiter_leaves_is_cancelled_every_time(manager_factory, write_recipe, event_log):
+    """asyncio.wait_for on 3.11 swallows a cancellation that lands as its inner call ends;
+    the health probe used it every 10 ms, so about half of these cancellations were lost
+    and the model loaded anyway. Twenty rounds make a lost one show."""
+    write_recipe("slow", fake=["--startup-delay", "30"])
+    manager = await manager_factory(stop_timeout=1)
+    events = event_log(manager)
+    model = manager.get("slow")
+    for _ in range(20):
+        request = asyncio.create_task(model.acquire())
+        await _until(lambda: model.occupies_slot)
+        await asyncio.sleep(0.15)  # its server runs and is being probed
+        request.cancel()
+        await events.wait_for("slow", "load_cancelled", timeout=5)
+        assert model.state is ModelState.UNLOADED and model.pid is None

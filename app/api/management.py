@@ -165,8 +165,9 @@ class ManagementApi:
                 await response.write(_sse({"reason": "snapshot", "model": snapshot, "time": self.manager.clock.now()}))
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), timeout=15)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(15):
+                        event = await queue.get()
+                except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue
                 await response.write(_sse(event))

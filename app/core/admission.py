@@ -103,8 +103,9 @@ class Admission:
                 )
             try:
                 # a model's memory also changes without an event; look again now and then
-                await asyncio.wait_for(self._changed().wait(), min(remaining, 2.0) if short else remaining)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(min(remaining, 2.0) if short else remaining):
+                    await self._changed().wait()
+            except TimeoutError:
                 pass
 
     def _need(self, estimate: Any, devices: dict[str, DeviceState]) -> dict[str, int]:

@@ -367,18 +367,22 @@ class BackendProcess:
         """One GET of the health path, answered 200 or not. A bare connection and the status
         line only: a server prints dozens of lines while it starts, each one a probe, and an
         aiohttp request cost several times more CPU than this on the start-up path."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that lands
+        # as its inner call finishes (here: a refused connection, every 10 ms while loading),
+        # and a load cancelled by its last client then went on to the end.
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", self.spec.port), HEALTH_PROBE_TIMEOUT)
-        except (OSError, asyncio.TimeoutError):
+            async with asyncio.timeout(HEALTH_PROBE_TIMEOUT):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.spec.port)
+        except (OSError, TimeoutError):
             return False
         try:
             writer.write(f"GET {self.spec.health_path} HTTP/1.1\r\nHost: 127.0.0.1:{self.spec.port}\r\n"
                          "Connection: close\r\n\r\n".encode())
-            status_line = await asyncio.wait_for(reader.readline(), HEALTH_PROBE_TIMEOUT)
+            async with asyncio.timeout(HEALTH_PROBE_TIMEOUT):
+                status_line = await reader.readline()
             parts = status_line.split(None, 2)
             return len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1] == b"200"
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             return False
         finally:
             writer.close()
@@ -422,8 +426,9 @@ class BackendProcess:
         if not self._exit.done():
             self._kill_group(signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(self._exit), timeout)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._exit)
+            except TimeoutError:
                 self._note(f"did not stop within {timeout:g} s; killing")
                 self._kill_group(KILL)
         return await asyncio.shield(self._exit)

@@ -88,6 +88,7 @@ class _LoadAttempt:
     error: ModelUnavailable | None = None
     admitted: bool = False  # past admission: it holds a slot and starts its server
     loaded: bool = False  # it ended with the model ready
+    cancel_requested: bool = False  # kept even if a library swallows the task's cancellation
 
 
 class ManagedModel:
@@ -415,6 +416,7 @@ class ManagedModel:
 
     def _cancel_load(self) -> None:
         if self.state is ModelState.LOADING and self._load is not None and self._load.task is not None:
+            self._load.cancel_requested = True
             self._load.task.cancel()
 
     async def _run_load(self, attempt: _LoadAttempt) -> None:
@@ -446,6 +448,8 @@ class ManagedModel:
                     process, attempt.admitted = None, False
                     if not await self._host.free_memory_for(self):
                         raise
+            if attempt.cancel_requested:
+                raise asyncio.CancelledError  # asked to stop while loading: do not come up now
         except asyncio.CancelledError as exc:
             failure = exc
             uncancel()
@@ -491,8 +495,9 @@ class ManagedModel:
                 log_tail=self.log_tail, code="crash_loop", retry_after=math.ceil(attempt.backoff))
         log.info("model %s crashed again: waiting %g s before reloading it", self.name, attempt.backoff)
         try:
-            await asyncio.wait_for(attempt.skip_backoff.wait(), attempt.backoff)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(attempt.backoff):
+                await attempt.skip_backoff.wait()
+        except TimeoutError:
             pass
 
     def _loaded(self, process: BackendProcess, recipe: Recipe) -> None:
