@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     importer = _sub_command(sub, "import", "import a llama-swap config.yaml or Lemonade's user_models.json")
     importer.add_argument("path", type=Path)
 
+    pull = _sub_command(sub, "pull", "download a GGUF model from the Hugging Face Hub and create its recipe")
+    pull.add_argument("ref", metavar="ORG/REPO[:QUANT]",
+                      help="a Hub repo, with a quant tag (Q4_K_M, Q8_0, ...) or a file: ORG/REPO/FILE.gguf")
+    pull.add_argument("--name", help="the recipe's name (default: the repo's name and the quant, like tiny-q8_0)")
+
     engine = _sub_command(sub, "engine", "the llama-server Siesta uses: show it, or build one", ENGINE_SETTINGS)
     engine_sub = engine.add_subparsers(dest="engine_command", required=True)
     _sub_command(engine_sub, "info", "which llama-server is used, and its version", ENGINE_SETTINGS)
