@@ -9,6 +9,7 @@ second Ctrl-C stops at once.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -91,6 +92,9 @@ def pull_command(ctx: Context) -> int:
     from app.core.hub_download import DownloadCancelled
     from app.core.hub_pull import pull
 
+    if not ctx.args.verbose:  # one line per request would run through the progress bar
+        for noisy in ("httpx", "httpx2", "huggingface_hub", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     bar = ProgressBar(sys.stderr)
     cancel = threading.Event()
 

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 MAX_REDIRECTS = 10
-RETRY_DELAYS = (1.0, 3.0, 10.0)  # after the 1st, 2nd and 3rd failure in a row with no progress
+RETRY_DELAYS = (1.0, 3.0, 10.0)  # waits before each try again; one more failure in a row gives up
 PROGRESS_EVERY = 0.1  # seconds between progress calls
 TIMEOUT = httpx.Timeout(30.0, connect=15.0)
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -219,9 +219,11 @@ def _fetch(client: HubClient, url: str, repo: str, file: HubFile, partial: Path,
     done = 0
     if partial.exists() and partial.stat().st_size > file.size:
         partial.unlink()
-    if partial.exists():
+    if partial.exists():  # resuming: the bytes so far go into the checksum first
         with partial.open("rb") as fh:
             while chunk := fh.read(CHUNK):
+                if cancel is not None and cancel.is_set():
+                    raise DownloadCancelled(f"cancelled; the partial {file.name} is kept", partial)
                 sha.update(chunk)
                 done += len(chunk)
     failures = 0
@@ -246,7 +248,7 @@ def _fetch(client: HubClient, url: str, repo: str, file: HubFile, partial: Path,
                         sha, done = _new_hash(file), 0
                     elif response.status_code == 206:
                         _check_content_range(response, done, file)
-                    for chunk in response.iter_bytes(CHUNK):
+                    for chunk in response.iter_bytes():
                         if cancel is not None and cancel.is_set():
                             out.flush()
                             raise cancelled()
@@ -274,13 +276,13 @@ def _fetch(client: HubClient, url: str, repo: str, file: HubFile, partial: Path,
                     out.truncate(0)
                     sha, done = _new_hash(file), 0
             out.flush()
-            failures = 0 if done > before else failures + 1
+            failures = 1 if done > before else failures + 1  # progress made: the count starts again
             if failures > len(RETRY_DELAYS):
                 raise DownloadFailed(
                     f"downloading {file.name} failed: {error or type(error).__name__}. "
                     f"{format_bytes(done)} of {format_bytes(file.size)} is kept: run the same command "
                     "again to resume.") from error
-            delay = RETRY_DELAYS[failures - 1] if failures else 0.0
+            delay = RETRY_DELAYS[failures - 1]
             log.warning("%s: %s; trying again from %s in %.0f s", file.name, error or type(error).__name__,
                         format_bytes(done), delay)
             if cancel is None:
