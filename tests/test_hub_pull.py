@@ -22,9 +22,10 @@ import pytest
 
 from app.cli.pull import format_duration, progress_line
 from app.core import hub_download
-from app.core.hub import GatedRepo, HubClient, HubFile, HubUnreachable, RepoNotFound
+from app.core.hub import FileNotFound, GatedRepo, HubClient, HubFile, HubUnreachable, RepoNotFound
 from app.core.hub_choice import ModelRefError, choose, parse_model_ref, quant_options
-from app.core.hub_download import DownloadCancelled, DownloadFailed, IntegrityError, NotEnoughDiskSpace
+from app.core.hub_download import DownloadCancelled, DownloadFailed, IntegrityError, NotEnoughDiskSpace, \
+    download_file
 from app.core.hub_pull import RecipeExists, default_model_name, pull
 from app.core.recipes import read_recipe
 from app.demo_model import write_tiny_model
@@ -218,6 +219,13 @@ def test_unknown_repo_file_and_quant_are_clear_errors(hub, paths) -> None:
     with pytest.raises(Exception, match="missing.gguf"):
         pull(f"{TINY}/missing.gguf", recipes_dir=paths.recipes_dir)
     assert not hub.body_requests() and not list(paths.recipes_dir.iterdir())
+    # the resolve endpoint's X-Error-Code, when the listing and the files disagree
+    client, commit = HubClient(), hub.repos[TINY].commit
+    ghost = HubFile("ghost-Q4_K_M.gguf", 10, "0" * 64)
+    with pytest.raises(FileNotFound, match="ghost-Q4_K_M.gguf"):
+        download_file(client, TINY, commit, ghost)
+    with pytest.raises(RepoNotFound, match="acme/Gone"):
+        download_file(client, "acme/Gone", commit, ghost)
 
 
 def test_hub_unreachable() -> None:
@@ -483,3 +491,37 @@ async def test_the_pulled_model_answers_a_chat_through_siesta(hub, paths, front_
         answer = await resp.json()
     assert resp.status == 200, answer
     assert isinstance(answer["choices"][0]["message"]["content"], str)
+
+
+@pytest.mark.llama
+@pytest.mark.timeout(60)
+def test_llama_server_hf_finds_the_pulled_file_and_fetches_nothing(hub, paths, hf_env) -> None:
+    from tests.conftest import LLAMA_SERVER
+
+    result = pull(TINY, recipes_dir=paths.recipes_dir)  # no quant: Q4_K_M, as -hf picks
+    assert result.model_path.name == "tiny-Q4_K_M.gguf"
+    bodies = len(hub.body_requests())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "LLAMA_CACHE"}  # LLAMA_CACHE would come first
+    proc = subprocess.Popen([str(LLAMA_SERVER), "-hf", TINY, "--host", "127.0.0.1", "--port", str(port),
+                             "-t", "1", "-c", "256"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    healthy = False
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None and not healthy:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                    conn.sendall(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                    healthy = conn.recv(64).startswith(b"HTTP/1.1 200")
+            except OSError:
+                pass
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0]
+    assert healthy, output[-2000:]
+    assert any("/tree/" in r.path for r in hub.requests)  # llama.cpp asked the fake Hub for the listing,
+    assert len(hub.body_requests()) == bodies  # and found the file in the cache: not one byte fetched again

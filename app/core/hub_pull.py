@@ -33,7 +33,7 @@ from .hub_download import check_disk_space, download_file, hub_cache_dir, is_cac
 from .recipes import RecipeError, is_valid_name, read_recipe
 from .sizes import format_bytes
 
-__all__ = ["PullResult", "RecipeExists", "pull", "default_model_name", "plan"]
+__all__ = ["PullResult", "RecipeExists", "Plan", "pull", "plan", "default_model_name"]
 
 
 class RecipeExists(HubError):
