@@ -382,6 +382,21 @@ def test_cancel_keeps_the_partial_file_for_the_next_run(hub, paths, hf_env, mode
     assert result.model_path.read_bytes() == model_bytes[1]
 
 
+def test_two_downloads_of_one_file_at_once_fetch_it_once(hub, model_bytes) -> None:
+    hub.chunk_delay = 0.005
+    client, commit = HubClient(), hub.repos[TINY].commit
+    file = next(f for f in client.repo_info(TINY).files if f.name == "tiny-Q8_0.gguf")
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(download_file(client, TINY, commit, file)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2 and results[0] == results[1] and results[0].read_bytes() == model_bytes[1]
+    assert len(hub.body_requests("cdn")) == 1  # the second waited on the lock, then found the blob
+
+
 # ----------------------------------------------------------------------------- auth
 
 

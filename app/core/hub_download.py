@@ -108,17 +108,22 @@ def snapshot_path(cache_dir: Path, repo: str, commit: str, file: HubFile | str) 
 
 
 def is_cached(cache_dir: Path, repo: str, file: HubFile) -> bool:
-    """Whether the complete file is in the cache (its blob, or a snapshot copy where the
-    file system has no symlinks), by size."""
+    """Whether the complete file is in the cache: its blob, of the right size."""
     blob = blob_path(cache_dir, repo, file)
     return blob.is_file() and blob.stat().st_size == file.size
 
 
-def _check_name(file: HubFile) -> None:
+def _safe_path(text: str) -> bool:
+    """A relative path that stays inside its folder."""
+    return not text.startswith("/") and "\\" not in text and all(p not in ("", ".", "..") for p in text.split("/"))
+
+
+def _check_names(file: HubFile, commit: str, revision: str) -> None:
     if not re.fullmatch(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", file.etag):
         raise HubError(f"the Hub gave no usable sha256 for {file.name}")
-    parts = file.name.split("/")
-    if file.name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in file.name:
+    if not re.fullmatch(r"[0-9a-f]{40}", commit) or not _safe_path(revision):
+        raise HubError(f"the Hub gave an unusable commit {commit!r} for revision {revision!r}")
+    if not _safe_path(file.name):
         raise HubError(f"refusing a file name that leaves the snapshot folder: {file.name!r}")
 
 
@@ -154,7 +159,7 @@ def download_file(client: HubClient, repo: str, commit: str, file: HubFile, *,
     bytes arrive (from a worker thread when the caller runs there).
     """
     cache_dir = hub_cache_dir() if cache_dir is None else Path(cache_dir)
-    _check_name(file)
+    _check_names(file, commit, revision)
     blob = blob_path(cache_dir, repo, file)
     if not is_cached(cache_dir, repo, file):
         blob.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +183,6 @@ def _lock(lock_file: Path, cancel: threading.Event | None, name: str) -> Iterato
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(lock_file))
-    said = False
     while True:
         try:
             lock.acquire(timeout=0.5)
@@ -186,9 +190,7 @@ def _lock(lock_file: Path, cancel: threading.Event | None, name: str) -> Iterato
         except Timeout:
             if cancel is not None and cancel.is_set():
                 raise DownloadCancelled(f"cancelled while waiting for another download of {name}") from None
-            if not said:
-                log.info("waiting for another download of %s to finish", name)
-                said = True
+            log.debug("waiting for another download of %s to finish", name)
     try:
         yield
     finally:
@@ -387,9 +389,8 @@ def _link_snapshot(cache_dir: Path, repo: str, commit: str, file: HubFile) -> Pa
 
 
 def _write_ref(ref: Path, commit: str) -> None:
+    """``refs/<revision>`` names the commit, as huggingface_hub writes it (no newline)."""
     ref.parent.mkdir(parents=True, exist_ok=True)
-    if ref.is_file() and ref.read_text(encoding="utf-8").strip() == commit:
-        return
     tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
     tmp.write_text(commit, encoding="utf-8")
     os.replace(tmp, ref)
