@@ -269,3 +269,35 @@ async def test_real_ram_pressure_unloads_the_idle_model_and_costs_no_cpu(
             hog.kill()
             hog.wait()
         await manager.close()
+
+
+@pytest.mark.llama
+async def test_two_real_models_that_do_not_fit_together_are_never_loaded_at_once(
+        paths, make_settings, write_recipe, event_log, tmp_path) -> None:
+    """Two tiny GGUF models in the real llama-server under a RAM budget that holds one: the
+    second request evicts the idle first."""
+    from app.demo_model import write_tiny_model
+
+    for name in ("one", "two"):
+        model_file = tmp_path / f"{name}.gguf"
+        write_tiny_model(model_file)
+        write_recipe(name, f'backend = "llamacpp"\nmodel = "{model_file}"\nargs = ["--ctx-size", "256", "-t", "1"]\n')
+    manager = ModelManager(paths, make_settings(), watch_files=False, gpus_factory=lambda: None)
+    await manager.start()
+    events = event_log(manager)
+    try:
+        first = await manager.load("one")
+        estimate = (await manager.memory.estimate_now(manager.get("two").recipe)).total  # from the GGUF header
+        used = manager.snapshot_of(first)["memory"]
+        assert estimate and used
+        budget = used + estimate // 2  # room for one model, not for two
+        manager.loaded_settings.sources.pop("memory_budget", None)
+        await manager.set_setting("memory_budget", {"ram": f"{budget}B"})
+        pid_one = first.pid
+        lease = await asyncio.wait_for(manager.get("two").acquire(), 30)
+        try:
+            assert not pid_alive(pid_one) and "evicted" in events.reasons("one")
+        finally:
+            lease.release()
+    finally:
+        await manager.close()
