@@ -77,10 +77,15 @@ def free_port() -> int:
 
 
 def find_llama_server(configured: Path | None, data_dir: Path, cache_dir: Path) -> Path | None:
-    """The llama-server to use: the setting, else Siesta's data dir, else the build cache, else PATH."""
+    """The llama-server to use: the setting, else the active engine installed by ``siesta
+    engine install`` (``engines/state.json``), else Siesta's data dir ``engine/`` (the source
+    build), else the build cache, else PATH."""
+    from app.core.engine_install import active_binary
+
     if configured is not None:
         return configured.expanduser()
-    candidates = [data_dir / "engine" / "llama-server"]
+    installed = active_binary(data_dir)
+    candidates = ([installed] if installed is not None else []) + [data_dir / "engine" / "llama-server"]
     if cache_dir.is_dir():
         candidates += sorted(cache_dir.glob("*/llama-server"), reverse=True)
     for candidate in candidates:

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     free_memory_floor: MemoryLimitField = parse_memory_limit("5%")
     notify_memory_pressure: bool = True
     api_key: str | None = None
+    engine_releases_url: str = "https://api.github.com/repos/ggml-org/llama.cpp"  # llama.cpp's releases API (or a mirror)
 
     @field_validator("host")
     @classmethod
