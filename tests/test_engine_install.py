@@ -369,3 +369,136 @@ def test_offline_and_unknown_tag(data_dir, releases) -> None:
     with pytest.raises(ReleaseError, match="no such release"):
         do_install(releases, data_dir, "b404")
     assert not (data_dir / "engines" / "state.json").exists()
+
+
+# ---- the CLI ----------------------------------------------------------------------------
+
+def cli(*argv: str) -> int:
+    from app.cli import main
+
+    return main(list(argv))
+
+
+@pytest.fixture
+def cli_releases(releases, monkeypatch):
+    monkeypatch.setenv("SIESTA_ENGINE_RELEASES_URL", releases.url)
+    return releases
+
+
+def cli_data_dir() -> Path:
+    from app.core.paths import Paths
+
+    return Paths.resolve().data_dir
+
+
+def test_cli_install_info_update_rollback(cli_releases, capsys) -> None:
+    add_cpu(cli_releases, "b1")
+    assert cli("engine", "install", "--backend", "cpu", "--tag", "b1") == 0
+    out = capsys.readouterr()
+    assert "llama.cpp b1, backend cpu (--backend cpu), version 1.0.b1 (fake)" in out.out
+    assert "downloading llama-b1-bin-ubuntu-x64.tar.gz" in out.err
+    assert cli("engine", "info") == 0
+    out = capsys.readouterr().out
+    assert "(installed engine b1-cpu: llama.cpp b1, backend cpu)" in out and "b1-cpu" in out and "active" in out
+    assert cli("engine", "update") == 0
+    assert "already llama.cpp's latest" in capsys.readouterr().out
+    add_cpu(cli_releases, "b2")
+    assert cli("engine", "update") == 0
+    assert "llama.cpp b2, backend cpu" in capsys.readouterr().out
+    assert state(cli_data_dir()) == {"active": "b2-cpu", "previous": "b1-cpu"}
+    assert cli("engine", "rollback") == 0
+    assert "active engine: b1-cpu" in capsys.readouterr().out
+    assert cli("engine", "info") == 0
+    out = capsys.readouterr().out
+    assert "b1-cpu" in out.splitlines()[0] and "previous" in out
+
+
+def test_cli_takes_the_releases_url_as_a_flag(releases, capsys) -> None:
+    add_cpu(releases, "b1")
+    assert cli("engine", "install", "--engine-releases-url", releases.url, "--backend", "cpu", "--tag", "b1") == 0
+    assert state(cli_data_dir())["active"] == "b1-cpu"
+
+
+def test_cli_auto_on_this_machine_and_the_default_tag(cli_releases, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(er, "probe_gpus", lambda: [])
+    monkeypatch.setattr(er, "current_platform", lambda *a: LINUX)
+    monkeypatch.setattr(ei, "current_platform", lambda *a: LINUX)
+    add_cpu(cli_releases, er.DEFAULT_TAG)
+    assert cli("engine", "install") == 0
+    assert "no GPU found" in capsys.readouterr().out
+    assert f"/releases/tags/{er.DEFAULT_TAG}" in cli_releases.requests
+
+
+def test_cli_without_a_build_or_network_prints_the_source_build(cli_releases, capsys, monkeypatch) -> None:
+    add_cpu(cli_releases, "b1")
+    assert cli("engine", "install", "--backend", "rocm", "--tag", "b1") == 1
+    err = capsys.readouterr().err
+    assert "no prebuilt rocm build" in err and "siesta engine install --from-source --backend rocm" in err
+    monkeypatch.setenv("SIESTA_ENGINE_RELEASES_URL", "http://127.0.0.1:9")
+    assert cli("engine", "install", "--backend", "vulkan", "--tag", "b1") == 1
+    err = capsys.readouterr().err
+    assert "no network access" in err and "siesta engine install --from-source --backend vulkan" in err
+
+
+def test_cli_refuses_a_bad_archive_and_rollback_without_previous(cli_releases, capsys) -> None:
+    add_cpu(cli_releases, "b1", ESCAPES["dot-dot"])
+    assert cli("engine", "install", "--backend", "cpu", "--tag", "b1") == 1
+    assert "refused" in capsys.readouterr().err
+    assert cli("engine", "rollback") == 1
+    assert "no previous engine" in capsys.readouterr().err
+
+
+def test_gpu_stays_the_source_build_alias() -> None:
+    from app.cli import build_parser
+
+    args = build_parser().parse_args(["engine", "install", "--gpu", "vulkan"])
+    assert args.gpu == "vulkan" and args.engine_command == "install"
+    args = build_parser().parse_args(["engine", "install", "--from-source", "--backend", "cuda"])
+    assert args.from_source and args.backend == "cuda"
+
+
+def test_a_source_build_takes_over_from_the_installed_engine(cli_releases, capsys, monkeypatch, tmp_path) -> None:
+    from app.core import engine_build
+
+    add_cpu(cli_releases, "b1")
+    assert cli("engine", "install", "--backend", "cpu", "--tag", "b1") == 0
+    built: list[str] = []
+
+    def fake_build(dest: Path, *, gpu: str, progress: Any) -> Path:
+        built.append(gpu)
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "llama-server").write_bytes(script("9.9"))
+        (dest / "llama-server").chmod(0o755)
+        return dest / "llama-server"
+
+    monkeypatch.setattr(engine_build, "build_llama_server", fake_build)
+    assert cli("engine", "install", "--gpu", "vulkan") == 0
+    assert built == ["vulkan"] and "back to it: siesta engine rollback" in capsys.readouterr().out
+    data = cli_data_dir()
+    assert find_llama_server(None, data, tmp_path / "c") == data / "engine" / "llama-server"
+    assert cli("engine", "rollback") == 0
+    assert find_llama_server(None, data, tmp_path / "c") == active_binary(data) is not None
+
+
+# ---- a chat through Siesta on the installed engine --------------------------------------
+
+@pytest.mark.llama
+@pytest.mark.timeout(90)
+async def test_a_chat_through_siesta_on_the_installed_engine(releases, paths, write_recipe, front_door,
+                                                              tmp_path) -> None:
+    import asyncio
+
+    from app.demo_model import write_tiny_model
+
+    assert LLAMA_SERVER is not None
+    add_cpu(releases, "b5", {"llama-server": LLAMA_SERVER.read_bytes()})
+    engine = (await asyncio.to_thread(do_install, releases, paths.data_dir, "b5")).engine
+    model = write_tiny_model(tmp_path / "models" / "tiny.gguf")
+    write_recipe("tiny", f'backend = "llamacpp"\nmodel = "{model}"\nargs = ["-t", "1", "--ctx-size", "256"]\n')
+    manager, http, url = await front_door(llama_server=None)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
+    async with http.post(f"{url}/v1/chat/completions", json=body) as resp:
+        answer = await resp.json()
+    assert resp.status == 200 and isinstance(answer["choices"][0]["message"]["content"], str)
+    pid = manager.get("tiny").pid
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() == str(engine.binary)

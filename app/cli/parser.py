@@ -38,12 +38,15 @@ SETTING_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("free_memory_floor", {"metavar": "LIMIT",
                            "help": "free memory to keep on each device for other programs; same forms "
                                    "(default 5%%)"}),
+    ("engine_releases_url", {"metavar": "URL",
+                             "help": "llama.cpp's GitHub releases API, or a mirror of it "
+                                     "(default https://api.github.com/repos/ggml-org/llama.cpp)"}),
 ]
 ALL_SETTINGS = tuple(field for field, _ in SETTING_FLAGS)
 CLIENT_SETTINGS = ("host", "port")  # where the running instance listens
 CLIENT_HELP = {"host": "address of the running Siesta (default: as its settings say)",
                "port": "port of the running Siesta (default: as its settings say)"}
-ENGINE_SETTINGS = ("llama_server",)
+ENGINE_SETTINGS = ("llama_server", "engine_releases_url")
 
 
 def _add_common(parser: argparse.ArgumentParser, *, sub: bool) -> None:
@@ -114,13 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a Hub repo, with a quant tag (Q4_K_M, Q8_0, ...) or a file: ORG/REPO/FILE.gguf")
     pull.add_argument("--name", help="the recipe's name (default: the repo's name and the quant, like tiny-q8_0)")
 
-    engine = _sub_command(sub, "engine", "the llama-server Siesta uses: show it, or build one", ENGINE_SETTINGS)
+    engine = _sub_command(sub, "engine", "the llama-server Siesta uses: show, install, update or roll it back",
+                          ENGINE_SETTINGS)
     engine_sub = engine.add_subparsers(dest="engine_command", required=True)
-    _sub_command(engine_sub, "info", "which llama-server is used, and its version", ENGINE_SETTINGS)
-    install = _sub_command(engine_sub, "install", "build llama-server from source into Siesta's data dir",
-                           ENGINE_SETTINGS)
+    _sub_command(engine_sub, "info", "installed engines, the active one, its backend and version", ENGINE_SETTINGS)
+    install = _sub_command(engine_sub, "install", "install a prebuilt llama-server from llama.cpp's releases "
+                           "(or build one with --from-source) into Siesta's data dir", ENGINE_SETTINGS)
+    install.add_argument("--backend", choices=["auto", "cpu", "vulkan", "cuda", "rocm", "metal"], default=None,
+                         help="GPU backend (default auto: CUDA on NVIDIA, ROCm on AMD, Vulkan on other GPUs, "
+                              "Metal on Apple Silicon, else the CPU)")
+    install.add_argument("--tag", metavar="bNNNN|latest", default=None,
+                         help="llama.cpp release (default: the one this Siesta pins)")
+    install.add_argument("--no-verify", action="store_true", help="install an asset with no known sha256 digest")
+    install.add_argument("--from-source", action="store_true",
+                         help="build llama-server from source (needs cmake and a C++ compiler; ~10 minutes)")
     install.add_argument("--gpu", choices=["cpu", "cuda", "vulkan", "rocm"], default=None,
-                         help="GPU backend to build (default cpu; detected toolkits are suggested)")
+                         help="build from source for this backend (same as --from-source --backend GPU)")
+    update = _sub_command(engine_sub, "update", "install the latest llama.cpp release beside the active engine "
+                          "and switch to it", ENGINE_SETTINGS)
+    update.add_argument("--no-verify", action="store_true", help="install an asset with no known sha256 digest")
+    _sub_command(engine_sub, "rollback", "switch back to the previous engine", ENGINE_SETTINGS)
     return parser
 
 

@@ -41,7 +41,7 @@ from app.core.engine_release import (
 
 __all__ = [
     "InstallError", "Cancelled", "InstalledEngine", "engines_dir", "active_binary", "installed",
-    "install", "update", "rollback", "safe_extract", "download",
+    "install", "update", "rollback", "safe_extract", "download", "Result", "ReleaseError", "deactivate",
 ]
 
 Progress = Callable[[int, int, str], None]  # (bytes done, bytes total, what)
@@ -72,10 +72,6 @@ class InstalledEngine:
 
 def engines_dir(data_dir: Path) -> Path:
     return data_dir / "engines"
-
-
-def _binary_name(system: str) -> str:
-    return "llama-server.exe" if system == "windows" else "llama-server"
 
 
 # ---- state ------------------------------------------------------------------------------
@@ -335,7 +331,7 @@ def _install_choice(data_dir: Path, choice: Choice, plat: Platform, no_verify: b
             download(client, asset, archive, sha, progress=progress, cancel=cancel)
             archives.append(archive)
         safe_extract(archives[0], unpacked)
-        binary = _find_binary(unpacked, _binary_name(plat.system))
+        binary = _find_binary(unpacked, "llama-server.exe" if plat.system == "windows" else "llama-server")
         for archive in archives[1:]:  # the CUDA runtime goes beside the binary
             safe_extract(archive, binary.parent)
         if cancel is not None and cancel.is_set():
@@ -388,4 +384,14 @@ def rollback(data_dir: Path) -> InstalledEngine:
     return next(e for e in installed(data_dir) if e.name == previous)
 
 
-__all__ += ["Result", "ReleaseError"]
+def deactivate(data_dir: Path) -> str | None:
+    """No installed engine active any more (a source build takes over); the one that was
+    becomes the previous one, for ``rollback``. Returns its name."""
+    root = engines_dir(data_dir)
+    state = _read_state(root)
+    if state["active"] is None:
+        return None
+    _write_state(root, None, state["active"])
+    _prune(root)
+    return state["active"]
+
