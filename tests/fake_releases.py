@@ -5,7 +5,8 @@ An aiohttp server on a free port, in a thread of its own (the code under test bl
 answers ``/releases`` (the list, newest first), ``/releases/latest`` (the highest ``bNNNN``)
 and ``/releases/tags/{tag}`` with release JSON whose assets' ``browser_download_url`` points
 back at ``/download/{tag}/{name}`` and whose ``digest`` is the sha256 of the served bytes
-(or what the test says: a wrong one, or none). Every request path is recorded.
+(or what the test says: a wrong one, or none). Every request path is recorded;
+``chunk_delay`` makes downloads slow (to cancel one).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class FakeReleases:
     releases: dict[str, FakeRelease] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     url: str = ""
+    chunk_delay: float = 0.0  # > 0: downloads come in 64 KiB chunks this many seconds apart
 
     def add(self, tag: str, files: dict[str, bytes], digests: dict[str, str | None] | None = None) -> FakeRelease:
         release = FakeRelease(tag, files, dict(digests or {}))
@@ -121,4 +123,13 @@ class FakeReleases:
         name = request.match_info["name"]
         if release is None or name not in release.files:
             return web.Response(status=404)
-        return web.Response(body=release.files[name], content_type="application/octet-stream")
+        data = release.files[name]
+        if not self.chunk_delay:
+            return web.Response(body=data, content_type="application/octet-stream")
+        response = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await response.prepare(request)
+        for start in range(0, len(data), 1 << 16):
+            await response.write(data[start:start + (1 << 16)])
+            await asyncio.sleep(self.chunk_delay)
+        await response.write_eof()
+        return response

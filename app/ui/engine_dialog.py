@@ -1,4 +1,6 @@
-""""Install llama-server...": builds llama.cpp's server into Siesta's data dir, with progress.
+""""Install llama-server...": a prebuilt llama-server from llama.cpp's releases (the default
+button: :func:`app.core.engine_install.install` in a thread, ``--backend auto``, progress per
+downloaded file, Cancel sets its cancel event), or a build from source, with progress.
 
 The build is ``python -m app.core.engine_build --dest DIR --gpu X`` run as a subprocess
 (:class:`BuildProcess`) in its own process group, so Cancel, closing the dialog or
@@ -6,10 +8,9 @@ quitting Siesta stops it together with the cmake, make and compilers it started:
 SIGINT (the builder removes its work folder), then SIGKILL after a grace period. Its
 stderr lines ``[ 42%] text`` move the progress bar; its last stdout line is the binary.
 
-The dialog offers CPU (pre-selected, works everywhere) and the GPU builds whose toolkit
-is installed (``detect_gpu_toolkits``); the others are listed, greyed out, saying what is
-missing. It installs into ``<data dir>/engine``, where loads look for llama-server, so a
-model loads as soon as the build ends (unless a ``llama_server`` setting names another).
+Builds: CPU (pre-selected) and the GPU builds whose toolkit is installed; the others are
+greyed out, saying what is missing. Either way a model loads with the new llama-server as
+soon as it is installed (unless a ``llama_server`` setting names another).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import collections
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from app.core import engine_install
 
 from . import icons, text
 from .bridge import ManagerBridge
@@ -158,14 +162,16 @@ class InstallEngineDialog(QDialog):
         self.task: asyncio.Task[Any] | None = None
         self.stop_task: asyncio.Task[Any] | None = None
         self.installed: Path | None = None
+        self.cancel_event: threading.Event | None = None  # set while a prebuilt install runs
         found = list(bridge.gpu_toolkits() if toolkits is None else toolkits)
         self.available = {"cpu", *found}
 
         self.intro_label = intro = QLabel(
-            "Siesta runs GGUF models with llama.cpp's <b>llama-server</b>. This downloads llama.cpp's source "
-            "(inside the llama-cpp-python package, from PyPI), builds llama-server and installs it in<br>"
-            f"<code>{self.dest}</code><br>"
-            "It takes about 10 minutes on two cores and needs cmake and a C++ compiler.")
+            "Siesta runs GGUF models with llama.cpp's <b>llama-server</b>. <b>Download prebuilt</b> installs "
+            "llama.cpp's official build for this computer's GPU (verified; nothing to compile). <b>Build from "
+            "source</b> downloads llama.cpp's source (inside the llama-cpp-python package, from PyPI), builds "
+            f"llama-server for the target below and installs it in<br><code>{self.dest}</code><br>"
+            "A build takes about 10 minutes on two cores and needs cmake and a C++ compiler.")
         intro.setWordWrap(True)
         intro.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.warning_label = QLabel()
@@ -225,9 +231,13 @@ class InstallEngineDialog(QDialog):
         self.log_view.hide()
 
         self.buttons = QDialogButtonBox()
-        self.install_button = QPushButton("Install")
+        self.download_button = QPushButton("Download prebuilt")
+        self.download_button.setObjectName("download")
+        self.download_button.setDefault(True)
+        self.buttons.addButton(self.download_button, QDialogButtonBox.ButtonRole.ActionRole)
+        self.download_button.clicked.connect(self.start_prebuilt)
+        self.install_button = QPushButton("Build from source")
         self.install_button.setObjectName("install")
-        self.install_button.setDefault(True)
         self.buttons.addButton(self.install_button, QDialogButtonBox.ButtonRole.AcceptRole)
         self.cancel_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
         self.cancel_button.setObjectName("cancel")
@@ -260,18 +270,43 @@ class InstallEngineDialog(QDialog):
             return None
         argv = list(self.command(self.dest, self.gpu))
         self.build = BuildProcess(argv, self._on_progress, env=self.bridge.engine_build_env())
+        self.cancel_event = None
+        return self._begin(self._run(self.build), "Starting the build...")
+
+    def start_prebuilt(self) -> asyncio.Task[Any] | None:
+        """Downloads and installs llama.cpp's prebuilt llama-server for this computer."""
+        if self.running or self.stopping:
+            return None
+        self.build = None
+        self.cancel_event = threading.Event()
+        return self._begin(self._run_prebuilt(self.cancel_event), "Asking llama.cpp's releases for a build...")
+
+    def _begin(self, coro: Any, status: str) -> asyncio.Task[Any]:
         self.installed = None
         self.progress_bar.setValue(0)
         self.progress_bar.show()
         self.log_view.hide()
         self.status_label.setStyleSheet("")
-        self.status_label.setText("Starting the build...")
+        self.status_label.setText(status)
         self.install_button.setEnabled(False)
+        self.download_button.setEnabled(False)
         for button in self.gpu_buttons.values():
             button.setEnabled(False)
-        self.task = self.bridge.run(self._run(self.build), "install llama-server", report=False)
+        self.task = self.bridge.run(coro, "install llama-server", report=False)
         self.task.add_done_callback(self._finished)
         return self.task
+
+    async def _run_prebuilt(self, cancel: threading.Event) -> tuple[Path, str]:
+        loop = asyncio.get_running_loop()
+
+        def progress(done: int, total: int, what: str) -> None:
+            loop.call_soon_threadsafe(self._on_progress, done * 100 // max(total, 1), f"Downloading {what}")
+
+        result = await asyncio.to_thread(engine_install.install, self.bridge.paths.data_dir,
+                                         self.bridge.settings.engine_releases_url, backend="auto",
+                                         progress=progress, cancel=cancel)
+        e = result.engine
+        return e.binary, f"{e.version} (llama.cpp {e.tag}, {e.backend}: {result.reason})"
 
     async def _run(self, build: BuildProcess) -> tuple[Path, str]:
         code = await build.run()
@@ -284,10 +319,9 @@ class InstallEngineDialog(QDialog):
         return binary, version
 
     def _on_progress(self, pct: int, message: str) -> None:
-        if not shiboken6.isValid(self):
-            return
-        self.progress_bar.setValue(pct)
-        self.status_label.setText(message)
+        if shiboken6.isValid(self):
+            self.progress_bar.setValue(pct)
+            self.status_label.setText(message)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
@@ -295,8 +329,14 @@ class InstallEngineDialog(QDialog):
         exc = task.exception()
         if not shiboken6.isValid(self) or self.stopping:
             return
-        if self.build is not None and self.build.stopped:
-            self.status_label.setText("The build was stopped.")
+        if (self.build is not None and self.build.stopped) or (self.cancel_event and self.cancel_event.is_set()):
+            self.status_label.setText("The build was stopped." if self.build else "The download was stopped.")
+            return
+        if exc is not None and self.cancel_event is not None:  # the prebuilt install
+            self.status_label.setText(f"The download failed: {exc}<br>You can build from source instead: pick "
+                                      "a target and click Build from source.")
+            self.status_label.setStyleSheet("color: #b3261e")
+            self._ready_again()
             return
         if exc is not None:
             if not isinstance(exc, (BuildFailed, OSError)):
@@ -309,11 +349,11 @@ class InstallEngineDialog(QDialog):
             self.log_view.setPlainText(detail)
             self.log_view.show()
             self.install_button.setText("Try again")
-            self.install_button.setEnabled(True)
-            for name, button in self.gpu_buttons.items():
-                button.setEnabled(name in self.available)
+            self._ready_again()
             return
         binary, version = task.result()
+        if self.cancel_event is None:
+            engine_install.deactivate(self.bridge.paths.data_dir)  # the source build takes over
         self.installed = binary
         self.progress_bar.setValue(100)
         message = f"llama-server {version} is installed:<br><code>{binary}</code>"
@@ -327,8 +367,15 @@ class InstallEngineDialog(QDialog):
                         "setting and restart Siesta to use this one.")
         self.status_label.setText(message)
         self.install_button.hide()
+        self.download_button.hide()
         self.cancel_button.setText("Close")
         self.bridge.engine_changed()
+
+    def _ready_again(self) -> None:
+        self.install_button.setEnabled(True)
+        self.download_button.setEnabled(True)
+        for name, button in self.gpu_buttons.items():
+            button.setEnabled(name in self.available)
 
     # ---- stopping ------------------------------------------------------------------------------------
 
@@ -338,6 +385,8 @@ class InstallEngineDialog(QDialog):
 
     async def stop_build(self) -> None:
         """Stops a running build and waits until it and its children are gone."""
+        if self.cancel_event is not None:
+            self.cancel_event.set()
         if self.build is not None:
             await self.build.stop()
         if self.task is not None:
@@ -349,7 +398,7 @@ class InstallEngineDialog(QDialog):
         if not self.running:
             super().reject()
             return
-        self.status_label.setText("Stopping the build...")
+        self.status_label.setText("Stopping the build..." if self.build else "Stopping the download...")
         self.cancel_button.setEnabled(False)
         self.stop_task = self.bridge.run(self.stop_build(), "stop the llama-server build", report=False)
         self.stop_task.add_done_callback(self._stopped)
