@@ -1,6 +1,5 @@
-""""Install llama-server...": a prebuilt llama-server from llama.cpp's releases (the default
-button: :func:`app.core.engine_install.install` in a thread, ``--backend auto``, progress per
-downloaded file, Cancel sets its cancel event), or a build from source, with progress.
+""""Install llama-server...": llama.cpp's prebuilt release (the default: ``engine_install.install``
+in a thread, ``--backend auto``, Cancel sets its cancel event) or a build from source.
 
 The build is ``python -m app.core.engine_build --dest DIR --gpu X`` run as a subprocess
 (:class:`BuildProcess`) in its own process group, so Cancel, closing the dialog or
@@ -8,9 +7,8 @@ quitting Siesta stops it together with the cmake, make and compilers it started:
 SIGINT (the builder removes its work folder), then SIGKILL after a grace period. Its
 stderr lines ``[ 42%] text`` move the progress bar; its last stdout line is the binary.
 
-Builds: CPU (pre-selected) and the GPU builds whose toolkit is installed; the others are
-greyed out, saying what is missing. Either way a model loads with the new llama-server as
-soon as it is installed (unless a ``llama_server`` setting names another).
+Builds: CPU and the GPUs whose toolkit is installed (the others greyed out). Models load
+with the new llama-server at once (unless a ``llama_server`` setting names another).
 """
 
 from __future__ import annotations
@@ -53,12 +51,8 @@ STOP_GRACE = 3.0  # seconds between SIGINT and SIGKILL when a build is stopped
 TAIL_LINES = 40
 STREAM_LIMIT = 1024 * 1024
 
-GPU_LABELS = {
-    "cpu": "CPU: works on every computer",
-    "cuda": "CUDA (NVIDIA)",
-    "vulkan": "Vulkan (most GPUs)",
-    "rocm": "ROCm (AMD)",
-}
+GPU_LABELS = {"cpu": "CPU: works on every computer", "cuda": "CUDA (NVIDIA)", "vulkan": "Vulkan (most GPUs)",
+              "rocm": "ROCm (AMD)"}
 TOOLKIT_PROGRAMS = {"cuda": "nvcc", "vulkan": "glslc", "rocm": "hipcc"}
 
 Command = Callable[[Path, str], Sequence[str]]
@@ -223,21 +217,16 @@ class InstallEngineDialog(QDialog):
         self.status_label.setObjectName("status")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.log_view = QPlainTextEdit()
-        self.log_view.setObjectName("log")
-        self.log_view.setReadOnly(True)
+        self.log_view = QPlainTextEdit(readOnly=True, objectName="log")
         self.log_view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.log_view.setMinimumHeight(140)
         self.log_view.hide()
 
         self.buttons = QDialogButtonBox()
-        self.download_button = QPushButton("Download prebuilt")
-        self.download_button.setObjectName("download")
-        self.download_button.setDefault(True)
+        self.download_button = QPushButton("Download prebuilt", objectName="download", default=True)
         self.buttons.addButton(self.download_button, QDialogButtonBox.ButtonRole.ActionRole)
         self.download_button.clicked.connect(self.start_prebuilt)
-        self.install_button = QPushButton("Build from source")
-        self.install_button.setObjectName("install")
+        self.install_button = QPushButton("Build from source", objectName="install")
         self.buttons.addButton(self.install_button, QDialogButtonBox.ButtonRole.AcceptRole)
         self.cancel_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
         self.cancel_button.setObjectName("cancel")
@@ -245,11 +234,8 @@ class InstallEngineDialog(QDialog):
         self.cancel_button.clicked.connect(self.reject)
 
         layout = QVBoxLayout(self)
-        layout.addWidget(intro)
-        layout.addWidget(self.warning_label)
-        layout.addWidget(gpu_box)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
+        for widget in (intro, self.warning_label, gpu_box, self.progress_bar, self.status_label):
+            layout.addWidget(widget)
         layout.addWidget(self.log_view, 1)
         layout.addWidget(self.buttons)
         self.resize(600, 0)
@@ -288,9 +274,7 @@ class InstallEngineDialog(QDialog):
         self.log_view.hide()
         self.status_label.setStyleSheet("")
         self.status_label.setText(status)
-        self.install_button.setEnabled(False)
-        self.download_button.setEnabled(False)
-        for button in self.gpu_buttons.values():
+        for button in (self.install_button, self.download_button, *self.gpu_buttons.values()):
             button.setEnabled(False)
         self.task = self.bridge.run(coro, "install llama-server", report=False)
         self.task.add_done_callback(self._finished)
@@ -372,10 +356,9 @@ class InstallEngineDialog(QDialog):
         self.bridge.engine_changed()
 
     def _ready_again(self) -> None:
-        self.install_button.setEnabled(True)
-        self.download_button.setEnabled(True)
-        for name, button in self.gpu_buttons.items():
-            button.setEnabled(name in self.available)
+        for name, button in {"source": self.install_button, "prebuilt": self.download_button,
+                             **self.gpu_buttons}.items():
+            button.setEnabled(name in self.available or name in ("source", "prebuilt"))
 
     # ---- stopping ------------------------------------------------------------------------------------
 
