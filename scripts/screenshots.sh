@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Takes the README's screenshots of the desktop app as a person sees it: a real X server
 # (Xvfb) with a real system tray (trayer), Siesta running with two models loaded and
-# counting down, its tray menu opened with a right click, then its Settings dialog opened
-# from that menu with the keyboard.
+# counting down, its tray menu opened with a right click, then its Settings dialog and its
+# "Download model..." dialog opened from that menu with the keyboard.
 #
-#   scripts/screenshots.sh                      writes docs/screenshots/tray-menu.png and settings.png
+#   scripts/screenshots.sh                      writes docs/screenshots/tray-menu.png, settings.png and download.png
 #   scripts/screenshots.sh first-run            writes docs/screenshots/first-run-menu.png and discover.png
 #   scripts/screenshots.sh [first-run] OUT_DIR  writes them to OUT_DIR instead
 #
@@ -20,6 +20,11 @@
 # stand-in too: a pynvml module on Siesta's PYTHONPATH (the one NVML binding Siesta reads)
 # shows one 24 GB NVIDIA GPU on which each model's server holds what its recipe's
 # SIESTA_SHOT_VRAM_MB says, so the menu shows VRAM and a GPU line on any computer.
+# The Hugging Face Hub is a stand-in as well: the test suite's fake Hub (tests/fake_hub.py)
+# on a local port, as HF_ENDPOINT, listing a few GGUF repos whose quants have real-looking
+# sizes (four bytes behind each: the dialog is shot before any download), so the
+# Download dialog is shot with a search done and a repo's quants listed, and nothing is
+# asked of the real Hub.
 # Everything runs in a temporary home; nothing of the user's config is read or written.
 set -euo pipefail
 
@@ -69,7 +74,8 @@ mkdir -p "$XDG_CONFIG_HOME" "$XDG_DATA_HOME" "$XDG_STATE_HOME" "$XDG_CACHE_HOME"
 chmod 700 "$XDG_RUNTIME_DIR"
 unset SIESTA_CONFIG_DIR SIESTA_PORT SIESTA_HOST SIESTA_GLOBAL_UNLOAD_TIMEOUT SIESTA_LLAMA_SERVER \
       LEMONADE_GLOBAL_AUTO_UNLOAD_TIMER WAYLAND_DISPLAY DBUS_SESSION_BUS_ADDRESS \
-      HF_HOME HF_HUB_CACHE LLAMA_CACHE OLLAMA_MODELS
+      HF_HOME HF_HUB_CACHE LLAMA_CACHE OLLAMA_MODELS HF_TOKEN HUGGING_FACE_HUB_TOKEN HF_ENDPOINT
+export HF_HUB_DISABLE_TELEMETRY=1
 
 # ---- an X server with a system tray ------------------------------------------------------
 display_number=90
@@ -168,6 +174,59 @@ if [[ -n $real_llama_server ]]; then  # installed where "Install llama-server...
     mkdir -p "$XDG_DATA_HOME/siesta/engine"
     ln -s "$real_llama_server" "$XDG_DATA_HOME/siesta/engine/llama-server"
 fi
+# The stand-in Hub (see the top), for the Download dialog: its URL goes to $work/hub-url.
+"$python" - "$repo" "$work/hub-url" >"$work/fake-hub.log" 2>&1 <<'PY' &
+import hashlib, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from tests.fake_hub import FakeHub
+
+GB = 10 ** 9  # the Hub counts in decimal units
+
+
+class SizedHub(FakeHub):
+    """Lists each file with the size a real quant has; the bytes behind it are a stub."""
+
+    sizes: dict[str, int] = {}
+
+    def _file_entry(self, repo, path, data):
+        entry = super()._file_entry(repo, path, data)
+        size = self.sizes.get(path)
+        if size is not None:
+            entry["size"] = size
+            entry["lfs"] = {"sha256": hashlib.sha256(path.encode()).hexdigest(), "size": size, "pointerSize": 134}
+        return entry
+
+
+hub = SizedHub()
+
+
+def repo(name, stem, quants, downloads, likes):
+    files = {"README.md": b"# " + name.encode() + b"\n"}
+    for tag, size in quants.items():
+        file = f"{stem}-{tag}.gguf"
+        files[file] = b"GGUF"
+        hub.sizes[file] = int(size * GB)
+    hub.add(name, files, downloads=downloads, likes=likes)
+
+
+repo("unsloth/Qwen3-8B-GGUF", "Qwen3-8B", {"Q2_K": 3.28, "Q3_K_M": 4.12, "Q4_K_M": 5.03, "Q5_K_M": 5.85,
+                                          "Q6_K": 6.73, "Q8_0": 8.71, "BF16": 16.4}, 248_310, 312)
+repo("Qwen/Qwen3-4B-GGUF", "Qwen3-4B", {"Q4_K_M": 2.5, "Q8_0": 4.28}, 187_904, 201)
+repo("bartowski/Qwen_Qwen3-14B-GGUF", "Qwen_Qwen3-14B", {"Q4_K_M": 9.0, "Q8_0": 15.7}, 96_120, 88)
+repo("unsloth/Qwen3-30B-A3B-GGUF", "Qwen3-30B-A3B", {"Q4_K_M": 18.6, "Q8_0": 32.5}, 91_873, 276)
+repo("lmstudio-community/Qwen3-1.7B-GGUF", "Qwen3-1.7B", {"Q4_K_M": 1.28, "Q8_0": 2.17}, 43_512, 19)
+repo("unsloth/Qwen3-235B-A22B-GGUF", "Qwen3-235B-A22B", {"Q2_K": 85.7, "Q4_K_M": 142.6}, 21_448, 97)
+hub.start()
+with open(sys.argv[2] + ".tmp", "w") as fh:
+    fh.write(hub.url)
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+while True:
+    time.sleep(3600)
+PY
+pids+=($!)
+for _ in $(seq 200); do [[ -s $work/hub-url ]] && break; sleep 0.05; done
+[[ -s $work/hub-url ]] || { echo "screenshots.sh: the stand-in Hub did not start" >&2; cat "$work/fake-hub.log" >&2; exit 1; }
+export HF_ENDPOINT=$(cat "$work/hub-url")
 else
 # ---- a new user's computer: models of other tools, no recipe, no llama-server ----------------------
 "$python" - "$HOME" <<'PY'
@@ -267,8 +326,9 @@ open_menu() {
     xdotool click 3
     sleep 0.5
 }
-shoot_dialog() {  # shoot_dialog UPS TITLE_REGEX FILE: opens a menu entry with the keyboard, shoots its window
-    local ups=$1 title=$2 file=$3 dialog="" frame
+open_dialog() {  # open_dialog UPS TITLE_REGEX: opens a menu entry with the keyboard; its window id in $dialog
+    local ups=$1 title=$2
+    dialog=""
     xdotool key Escape
     sleep 0.3
     open_menu
@@ -281,7 +341,9 @@ shoot_dialog() {  # shoot_dialog UPS TITLE_REGEX FILE: opens a menu entry with t
     done
     [[ -n $dialog ]] || { echo "screenshots.sh: no window $title opened" >&2; cat "$work/siesta.log" >&2; exit 1; }
     xdotool windowmove "$dialog" 60 60
-    sleep 1.5
+}
+shoot_window() {  # shoot_window FILE: the window $dialog, with its frame
+    local file=$1 frame
     # The frame the window manager drew is the dialog's parent window: take that, title bar and all.
     frame=$(xwininfo -id "$dialog" -children 2>/dev/null | awk '/Parent window id:/{print $4}')
     if [[ -n $frame && $frame != "$(xwininfo -root | awk '/Window id:/{print $4}')" ]]; then
@@ -289,6 +351,11 @@ shoot_dialog() {  # shoot_dialog UPS TITLE_REGEX FILE: opens a menu entry with t
     else
         import -window "$dialog" "$file"
     fi
+}
+shoot_dialog() {  # shoot_dialog UPS TITLE_REGEX FILE: opens a menu entry with the keyboard, shoots its window
+    open_dialog "$1" "$2"
+    sleep 1.5
+    shoot_window "$3"
 }
 mkdir -p "$out"
 
@@ -298,8 +365,8 @@ if [[ $mode == first-run ]]; then
     import -window root "$work/screen.png"
     convert "$work/screen.png" -crop 620x340+660+0 +repage "$out/first-run-menu.png"
     # Up from the bottom: Quit, Copy API URL, Open logs folder, Settings..., Models window...,
-    # Import configuration..., Find models on this computer...
-    shoot_dialog 7 '^Find models' "$out/discover.png"
+    # Import configuration..., Download model..., Find models on this computer...
+    shoot_dialog 8 '^Find models' "$out/discover.png"
     kill -TERM "$siesta_pid"
     wait "$siesta_pid" || { echo "screenshots.sh: siesta exited with $?" >&2; cat "$work/siesta.log" >&2; exit 1; }
     echo "wrote $out/first-run-menu.png and $out/discover.png"
@@ -310,10 +377,22 @@ open_menu
 sleep 2.2   # let the countdowns tick twice, as a person watching would see them
 import -window root "$work/screen.png"
 # The panel and the menu hang from the top right corner; keep that part of the screen.
-convert "$work/screen.png" -crop 620x340+660+0 +repage "$out/tray-menu.png"
+convert "$work/screen.png" -crop 620x360+660+0 +repage "$out/tray-menu.png"
 
 # ---- the settings dialog, opened from the menu with the keyboard -----------------------------------
 shoot_dialog 4 '^Siesta Settings$' "$out/settings.png"   # Quit, Copy API URL, Open logs folder, Settings...
+
+# ---- the Download dialog: a search typed and sent with Enter, the top repo's quants listed -------------
+# Up from the bottom: Quit, Copy API URL, Open logs folder, Settings..., Models window...,
+# Import configuration..., Download model...
+open_dialog 7 '^Download model'
+sleep 0.5
+xdotool type --delay 60 "qwen3"
+xdotool key Return
+sleep 1.5
+xdotool key Tab Tab   # the Search button, then the list of repos (its first row becomes current)
+sleep 2.5             # the repo's files and this computer's memory arrive off the GUI thread
+shoot_window "$out/download.png"
 
 # ---- quit: every model unloaded, no child left ---------------------------------------------------------
 children=$(api GET /api/v1/models | "$python" -c 'import json, sys; print(" ".join(str(m["pid"]) for m in json.load(sys.stdin)["models"] if m["pid"]))')
@@ -322,4 +401,4 @@ wait "$siesta_pid" || { echo "screenshots.sh: siesta exited with $?" >&2; cat "$
 for pid in $children; do
     if kill -0 "$pid" 2>/dev/null; then echo "screenshots.sh: model process $pid outlived Siesta" >&2; exit 1; fi
 done
-echo "wrote $out/tray-menu.png and $out/settings.png"
+echo "wrote $out/tray-menu.png, $out/settings.png and $out/download.png"

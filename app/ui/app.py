@@ -38,6 +38,7 @@ from app.runtime import ManagerFactory, PortInUse, SiestaRuntime
 from . import icons
 from .bridge import ManagerBridge
 from .discover_dialog import DiscoverDialog
+from .download_dialog import DownloadDialog
 from .event_loop import SiestaEventLoop
 from .engine_dialog import InstallEngineDialog
 from .import_dialog import ImportDialog, choose_config
@@ -137,6 +138,7 @@ class SiestaApp:
         self.window: ModelsWindow | None = None
         self.settings_dialog: SettingsDialog | None = None
         self.discover_dialog: DiscoverDialog | None = None
+        self.download_dialog: DownloadDialog | None = None
         self.import_dialog: ImportDialog | None = None
         self.install_dialog: InstallEngineDialog | None = None
         self.main_task: asyncio.Task[Any] | None = None
@@ -187,6 +189,14 @@ class SiestaApp:
         dialog = self.discover_dialog
         if dialog is None or not shiboken6.isValid(dialog):
             dialog = self.discover_dialog = DiscoverDialog(self.bridge)
+        _bring_up(dialog)
+
+    def show_download(self) -> None:
+        if self.bridge is None:
+            return
+        dialog = self.download_dialog
+        if dialog is None or not shiboken6.isValid(dialog):
+            dialog = self.download_dialog = DownloadDialog(self.bridge)
         _bring_up(dialog)
 
     def show_import(self) -> None:

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
-from app.core import discovery, engine, importers
+from app.core import discovery, engine, hub_pull, importers
 from app.core.discovery import FoundModel
+from app.core.hub import HubClient, RepoInfo, RepoSummary
 from app.core.durations import ModelTimeout
 from app.core.importers import ImportConfigError, ImportResult
 from app.core.manager import ModelManager, PersistError, SettingFixed, UnknownModel
@@ -306,3 +308,67 @@ class ManagerBridge(QObject):
             self._unsubscribe = None
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ---- the Hugging Face Hub: "Download model..." ---------------------------------------------
+
+    @property
+    def recipes_dir(self) -> Path:
+        return self.paths.recipes_dir
+
+    async def hub_client(self) -> HubClient:
+        """A client for the Hub at ``$HF_ENDPOINT`` with the token ``$HF_TOKEN`` or ``hf auth
+        login`` gives, made in a worker thread (finding the token imports huggingface_hub)."""
+        return await asyncio.to_thread(HubClient)
+
+    async def hub_search(self, client: HubClient, query: str) -> list[RepoSummary]:
+        """GGUF repos on the Hub matching ``query``, most downloaded first (in a worker thread)."""
+        return await asyncio.to_thread(client.search, query)
+
+    async def hub_repo_info(self, client: HubClient, repo: str) -> RepoInfo:
+        """A repo's files with their sizes (in a worker thread)."""
+        return await asyncio.to_thread(client.repo_info, repo)
+
+    async def pull_model(self, client: HubClient, ref: str, *, name: str | None, cancel: threading.Event,
+                         progress: Callable[[int, int], None] | None = None,
+                         status: Callable[[str], None] | None = None) -> hub_pull.PullResult:
+        """``siesta pull`` in a worker thread; the new recipe is listed at once. ``progress``
+        and ``status`` are called on this loop's thread, never the worker's (progress at most
+        once per turn of the loop, with the latest figures). Setting ``cancel``, cancelling
+        this task, or the bridge closing stops the download and keeps what has arrived."""
+        loop = asyncio.get_running_loop()
+        latest: list[tuple[int, int]] = []
+        lock = threading.Lock()
+
+        def deliver() -> None:
+            with lock:
+                figures = latest.pop() if latest else None
+            if figures is not None and progress is not None:
+                progress(*figures)
+
+        def on_progress(done: int, total: int) -> None:  # in the worker thread
+            with lock:
+                scheduled = bool(latest)
+                latest[:] = [(done, total)]
+            if not scheduled:
+                loop.call_soon_threadsafe(deliver)
+
+        def on_status(line: str) -> None:  # in the worker thread
+            if status is not None:
+                loop.call_soon_threadsafe(status, line)
+
+        work = asyncio.ensure_future(asyncio.to_thread(
+            hub_pull.pull, ref, recipes_dir=self.recipes_dir, name=name, client=client, progress=on_progress,
+            cancel=cancel, status=on_status))
+        try:
+            while not work.done():
+                await asyncio.wait([work], timeout=0.25)
+                if self.closing:  # Quit: no download outlives Siesta
+                    cancel.set()
+        except asyncio.CancelledError:
+            cancel.set()
+            await asyncio.gather(work, return_exceptions=True)  # the thread ends at its next chunk
+            raise
+        result = work.result()
+        deliver()
+        self._reload_recipes()
+        return result

@@ -8,9 +8,9 @@ the window quits, which unloads every model.
 Its countdowns tick once a second while it is visible and not at all while it is hidden.
 
 With no recipe yet, a first-run panel takes the table's place: what Siesta does, and
-buttons to find models on this computer or import another manager's configuration. A
-banner at the top says when no llama-server can run (and some model needs it), with a
-button to install one.
+buttons to find models on this computer, download one from the Hugging Face Hub, or import
+another manager's configuration. A banner at the top says when no llama-server can run (and
+some model needs it), with a button to install one.
 """
 
 from __future__ import annotations
@@ -186,7 +186,8 @@ class ModelsWindow(QWidget):
         self.empty_label = QLabel(
             "<b>No models yet.</b> Siesta serves GGUF models through one OpenAI-compatible address, "
             "loading each one when a request asks for it and unloading it when idle. "
-            "Start with the models already on this computer, or with another model manager's configuration.")
+            "Start with the models already on this computer, download one from the Hugging Face Hub, "
+            "or import another model manager's configuration.")
         self.empty_label.setObjectName("first-run-text")
         self.empty_label.setWordWrap(True)
         self.empty_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -194,6 +195,10 @@ class ModelsWindow(QWidget):
         find.setObjectName("first-run-find")
         find.setToolTip("Looks in the Hugging Face cache, LM Studio, llama.cpp's cache, Ollama and folders you pick")
         find.clicked.connect(shell.show_discover)
+        download = QPushButton("Download a model...")
+        download.setObjectName("first-run-download")
+        download.setToolTip("Search the Hugging Face Hub for a GGUF model and download it")
+        download.clicked.connect(shell.show_download)
         imp = QPushButton("Import configuration...")
         imp.setObjectName("first-run-import")
         imp.setToolTip("Adds the models of a llama-swap config.yaml or a Lemonade user_models.json")
@@ -205,6 +210,7 @@ class ModelsWindow(QWidget):
         hint.setStyleSheet("color: palette(mid)")
         first_buttons = QHBoxLayout()
         first_buttons.addWidget(find)
+        first_buttons.addWidget(download)
         first_buttons.addWidget(imp)
         first_buttons.addStretch(1)
         self.first_run = QFrame()
@@ -247,6 +253,9 @@ class ModelsWindow(QWidget):
         self.find_button = QPushButton("Find models...")
         self.find_button.setToolTip("Find GGUF models on this computer and add them")
         self.find_button.clicked.connect(shell.show_discover)
+        self.download_button = QPushButton("Download model...")
+        self.download_button.setToolTip("Search the Hugging Face Hub for a GGUF model and download it")
+        self.download_button.clicked.connect(shell.show_download)
         self.import_button = QPushButton("Import...")
         self.import_button.setToolTip("Add the models of a llama-swap or Lemonade configuration")
         self.import_button.clicked.connect(shell.show_import)
@@ -264,6 +273,7 @@ class ModelsWindow(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.unload_all_button)
         buttons.addWidget(self.find_button)
+        buttons.addWidget(self.download_button)
         buttons.addWidget(self.import_button)
         buttons.addStretch(1)
         buttons.addWidget(settings)
@@ -299,7 +309,7 @@ class ModelsWindow(QWidget):
         first_run = not snapshots
         self.first_run.setVisible(first_run)
         self.table.setVisible(not first_run)
-        for button in (self.unload_all_button, self.find_button, self.import_button):
+        for button in (self.unload_all_button, self.find_button, self.download_button, self.import_button):
             button.setVisible(not first_run)
         problem = self.bridge.engine_status().problem if text.engine_needed(snapshots) else None
         self.engine_label.setText(problem or "")

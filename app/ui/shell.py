@@ -20,6 +20,9 @@ class Shell(Protocol):
     def show_discover(self) -> None:
         """"Find models on this computer": the discovery dialog."""
 
+    def show_download(self) -> None:
+        """"Download model...": search the Hugging Face Hub and download a GGUF model."""
+
     def show_import(self) -> None:
         """"Import configuration...": a file picker, then the import's result."""
 

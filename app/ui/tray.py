@@ -13,7 +13,8 @@ down by a countdown tick or an event.
 With no recipe yet the menu says so ("No models yet") and offers "Find models on this
 computer..." and "Import configuration..." in place of the load entries, and a greeting
 says where to start (clicking it opens "Find models"). "Find models..." and "Import
-configuration..." stay in the menu once recipes exist. While no llama-server can run and
+configuration..." stay in the menu once recipes exist; "Download model..." (from the Hugging
+Face Hub) is always there. While no llama-server can run and
 some model (or the first one to come) needs it, "llama-server not found" and "Install
 llama-server..." head the menu.
 """
@@ -173,6 +174,8 @@ class TrayMenu(QObject):
         self.unload_all_action = menu.addAction("Unload all", self.bridge.unload_all)
         self.discover_action = menu.addAction("Find models...", self.shell.show_discover)
         self.discover_action.setToolTip("Find GGUF models on this computer and add them")
+        self.download_action = menu.addAction("Download model...", self.shell.show_download)
+        self.download_action.setToolTip("Search the Hugging Face Hub for a GGUF model and download it")
         self.import_action = menu.addAction("Import configuration...", self.shell.show_import)
         self.import_action.setToolTip("Add the models of a llama-swap or Lemonade configuration")
         menu.addSeparator()

@@ -54,6 +54,9 @@ class FakeShell:
     def show_discover(self) -> None:
         self.calls.append("discover")
 
+    def show_download(self) -> None:
+        self.calls.append("download")
+
     def show_import(self) -> None:
         self.calls.append("import")
 
