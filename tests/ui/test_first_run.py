@@ -42,8 +42,8 @@ def test_with_no_recipes_menu_and_window_offer_to_find_and_import(loop, start_ma
     assert shell.calls == ["discover"]
     shell.calls.clear()
     tray.menu.popup(QPoint(0, 0))
-    assert visible_menu(tray) == ["No models yet", "Find models on this computer...", "Import configuration...",
-                                  "Models window...", "Settings...", "Open logs folder",
+    assert visible_menu(tray) == ["No models yet", "Find models on this computer...", "Download model...",
+                                  "Import configuration...", "Models window...", "Settings...", "Open logs folder",
                                   "Copy API URL (http://127.0.0.1:8777/v1)", "Quit"]
     tray.discover_action.trigger()
     tray.import_action.trigger()
@@ -62,8 +62,8 @@ def test_with_no_recipes_menu_and_window_offer_to_find_and_import(loop, start_ma
     write_recipe("tiny", fake=[])
     manager.reload_recipes()
     tray.menu.popup(QPoint(0, 0))
-    assert visible_menu(tray)[:5] == ["No models loaded", "Load model", "Unload all", "Find models...",
-                                      "Import configuration..."]
+    assert visible_menu(tray)[:6] == ["No models loaded", "Load model", "Unload all", "Find models...",
+                                      "Download model...", "Import configuration..."]
     tray.menu.hide()
     assert window.table.isVisible() and not window.first_run.isVisible()
     assert window.find_button.isVisible() and window.import_button.isVisible()

@@ -196,9 +196,9 @@ def test_other_menu_entries(loop, start_manager, write_recipe, shell, opened) ->
     bridge, tray = make_tray(manager, shell)
     tray.menu.popup(QPoint(0, 0))
     texts = [a.text() for a in tray.menu.actions() if not a.isSeparator() and a.isVisible()]
-    assert texts == ["No models loaded", "Load model", "Unload all", "Find models...", "Import configuration...",
-                     "Models window...", "Settings...", "Open logs folder", "Copy API URL (http://127.0.0.1:8777/v1)",
-                     "Quit"]
+    assert texts == ["No models loaded", "Load model", "Unload all", "Find models...", "Download model...",
+                     "Import configuration...", "Models window...", "Settings...", "Open logs folder",
+                     "Copy API URL (http://127.0.0.1:8777/v1)", "Quit"]
     tray.copy_action.trigger()
     tray.logs_action.trigger()
     tray.settings_action.trigger()
