@@ -33,10 +33,12 @@ __all__ = [
     "pinned_digests", "expected_digest", "detect_backend", "probe_gpus", "Gpu", "tag_number", "source_build_command", "current_platform",
 ]
 
-# A real tag of ggml-org/llama.cpp from public knowledge (b6000 was published in July 2025):
-# installs use it unless ``--tag`` says otherwise, so every install of this Siesta version gets
-# the same build. Its digests belong in resources/engine-digests.json once fetched.
-DEFAULT_TAG = "b6000"
+# The release this Siesta version installs unless ``--tag`` says otherwise, so every install
+# gets the same build: b10221 (commit 815a2a5915f2, August 2026), the tag LLamaSharp pinned
+# and tested on Windows and Linux, CUDA and Vulkan (https://github.com/SciSharp/LLamaSharp/pull/1414).
+# Linux CUDA archives arrived in later releases (llama.cpp #28186): ``--tag latest`` gets them.
+# Its digests belong in resources/engine-digests.json once fetched from a machine with access.
+DEFAULT_TAG = "b10221"
 DEFAULT_RELEASES_URL = "https://api.github.com/repos/ggml-org/llama.cpp"
 BACKENDS = ("cpu", "vulkan", "cuda", "rocm", "metal")
 TIMEOUT = 30.0
