@@ -105,8 +105,9 @@ def build_launch(recipe: Recipe, llama_server: Path | None, port: int) -> Launch
             raise BackendError(f"{recipe.path}: field 'model': file not found: {recipe.model}")
         if llama_server is None:
             raise BackendError(
-                "no llama-server found: set llama_server in settings.toml (or SIESTA_LLAMA_SERVER), "
-                "put it on PATH, or build one with scripts/build-llama-server.sh"
+                "no llama-server found: install one with `siesta engine install` (a prebuilt llama.cpp "
+                "release; `siesta engine install --from-source` builds one), or set llama_server in "
+                "settings.toml (or SIESTA_LLAMA_SERVER), or put one on PATH"
             )
         argv = (
             str(llama_server), "-m", str(recipe.model), "--host", "127.0.0.1", "--port", str(port),

@@ -3,7 +3,10 @@ is, and what building one needs. No Qt: the tray app's bridge and ``siesta engin
 call this.
 
 * :func:`engine_status`: the binary loads would run now, whether it is an executable
-  file, and which flag, variable or file configured it (a few file checks; cheap).
+  file, which flag, variable or file configured it, and when it is the active engine
+  ``siesta engine install`` put there, that engine (its llama.cpp tag, backend and version)
+  and the other installed ones (a few file checks; cheap). ``siesta engine info`` and the
+  app's Settings both read it.
 * :func:`llama_server_version` (async, for the GUI's loop) and
   :func:`llama_server_version_sync` (for the CLI): what ``llama-server --version`` says,
   in one line, with a timeout. Both share one cache for the whole process, keyed by the
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from app.core import engine_build
 from app.core.backend import find_llama_server
+from app.core.engine_install import InstalledEngine, installed
 from app.core.paths import engine_cache_dir
 
 if TYPE_CHECKING:
@@ -53,6 +57,33 @@ class EngineStatus:
     path: Path | None
     usable: bool  # an existing file that may be executed
     configured_by: str | None  # "settings.toml", "--llama-server", "SIESTA_LLAMA_SERVER"; None: found by search
+    engine: InstalledEngine | None = None  # the installed engine ``path`` belongs to, if it is one
+    engines: tuple[InstalledEngine, ...] = ()  # every installed engine, the active one first
+
+    @property
+    def backend(self) -> str | None:
+        """The installed engine's backend (``"cpu"``, ``"cuda"``...); None for any other llama-server."""
+        return self.engine.backend if self.engine else None
+
+    @property
+    def tag(self) -> str | None:
+        """The installed engine's llama.cpp release tag (``"b6000"``); None for any other llama-server."""
+        return self.engine.tag if self.engine else None
+
+    @property
+    def installed_version(self) -> str | None:
+        """What the installed engine's ``--version`` said when it was installed."""
+        return self.engine.version if self.engine else None
+
+    @property
+    def origin(self) -> str:
+        """Where the llama-server comes from, in words: ``"set by --llama-server"``,
+        ``"installed engine b6000-cuda: llama.cpp b6000, backend cuda"``, or ``""`` (found by search)."""
+        if self.configured_by:
+            return f"set by {self.configured_by}"
+        if self.engine is not None:
+            return f"installed engine {self.engine.name}: llama.cpp {self.engine.tag}, backend {self.engine.backend}"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -72,7 +103,9 @@ def engine_dir(paths: Paths) -> Path:
 
 
 def engine_status(paths: Paths, settings: LoadedSettings) -> EngineStatus:
-    """The llama-server that loads would run now, found as the manager finds it."""
+    """The llama-server that loads would run now, found as the manager finds it, and the
+    installed engine it is (when it is the active one ``siesta engine install`` put there,
+    or a setting names that engine's binary)."""
     configured = settings.values.llama_server
     path = find_llama_server(configured, paths.data_dir, engine_cache_dir())
     usable = path is not None and path.is_file() and os.access(path, os.X_OK)
@@ -80,7 +113,12 @@ def engine_status(paths: Paths, settings: LoadedSettings) -> EngineStatus:
     if configured is not None:
         source = settings.sources.get("llama_server", "default")
         configured_by = source.split(" ", 1)[1] if " " in source else source
-    return EngineStatus(path, usable, configured_by)
+    engines = tuple(installed(paths.data_dir))
+    mine = None
+    if path is not None and usable:
+        resolved = path.resolve()
+        mine = next((e for e in engines if e.binary == resolved), None)  # the active one first
+    return EngineStatus(path, usable, configured_by, mine, engines)
 
 
 # ---- --version ------------------------------------------------------------------------

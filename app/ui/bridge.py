@@ -261,7 +261,7 @@ class ManagerBridge(QObject):
     def engine_status(self) -> EngineStatus:
         """The llama-server that loads would run now (a few file checks; cheap)."""
         status = engine.engine_status(self.paths, self.manager.loaded_settings)
-        return EngineStatus(status.path, status.usable, status.configured_by)
+        return EngineStatus(status.path, status.usable, status.configured_by, status.engine, status.engines)
 
     @property
     def engine_dir(self) -> Path:
