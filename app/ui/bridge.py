@@ -372,3 +372,58 @@ class ManagerBridge(QObject):
         deliver()
         self._reload_recipes()
         return result
+
+    # ---- the engine: Settings' Update -------------------------------------------------------------
+
+    async def engine_latest_tag(self) -> str:
+        """llama.cpp's latest release tag (``"b6000"``) from the ``engine_releases_url``
+        setting's API, asked in a worker thread."""
+        from app.core import engine_release
+
+        url = self.settings.engine_releases_url
+        return (await asyncio.to_thread(engine_release.fetch_release, url, "latest")).tag
+
+    async def update_engine(self, *, cancel: threading.Event,
+                            progress: Callable[[int, int, str], None] | None = None) -> Any:
+        """``siesta engine update`` (``engine_install.update``) in a worker thread: the latest
+        release beside the active engine, same backend, then the switch. Returns its Result,
+        or None when the active engine is already the latest. ``progress(done, total, what)``
+        is called on this loop's thread (at most once per turn, with the latest figures).
+        Setting ``cancel``, cancelling this task, or the bridge closing stops it and leaves
+        the active engine as it was. Emits :attr:`engineChanged` after a switch."""
+        from app.core import engine_install
+
+        loop = asyncio.get_running_loop()
+        latest: list[tuple[int, int, str]] = []
+        lock = threading.Lock()
+
+        def deliver() -> None:
+            with lock:
+                figures = latest.pop() if latest else None
+            if figures is not None and progress is not None:
+                progress(*figures)
+
+        def on_progress(done: int, total: int, what: str) -> None:  # in the worker thread
+            with lock:
+                scheduled = bool(latest)
+                latest[:] = [(done, total, what)]
+            if not scheduled:
+                loop.call_soon_threadsafe(deliver)
+
+        work = asyncio.ensure_future(asyncio.to_thread(
+            engine_install.update, self.paths.data_dir, self.settings.engine_releases_url, progress=on_progress,
+            cancel=cancel))
+        try:
+            while not work.done():
+                await asyncio.wait([work], timeout=0.25)
+                if self.closing:  # Quit: no download outlives Siesta
+                    cancel.set()
+        except asyncio.CancelledError:
+            cancel.set()
+            await asyncio.gather(work, return_exceptions=True)  # the thread ends at its next chunk
+            raise
+        result = work.result()
+        deliver()
+        if result is not None:
+            self.engine_changed()
+        return result

@@ -1,8 +1,9 @@
 """The Settings dialog: global and per-model idle timeouts, server, notifications, login,
 memory budget and floor, and which llama-server is used.
 
-The dialog also shows which llama-server loads use and its version (asked with
-``--version`` off the GUI thread, cached), or that none was found, with a way to install one.
+The dialog also shows which llama-server loads use, its version, backend and llama.cpp
+release, with Update, or that none was found, with a way to install one
+(:mod:`app.ui.engine_box`).
 
 Timeouts are set with sliders (:mod:`app.ui.timeout_slider`: 0, 30 s, 1 min ... 8 h,
 never), with the value beside each slider; the global one also has a field that takes
@@ -28,10 +29,8 @@ import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import shiboken6
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
@@ -46,7 +45,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QScrollArea,
     QSpinBox,
     QVBoxLayout,
@@ -58,6 +56,7 @@ from app.core.settings import validate_setting
 
 from . import autostart, icons, text
 from .bridge import ManagerBridge
+from .engine_box import EngineBox
 from .memory_box import MemoryBox
 from .shell import Shell
 from .ticker import SecondTicker
@@ -326,31 +325,11 @@ class SettingsDialog(QDialog):
             | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.clicked.connect(self._on_button)
 
-        # ---- llama-server ----
-        engine_box = QGroupBox("llama-server")
-        engine_form = QFormLayout(engine_box)
-        self.engine_path_label = QLabel()
-        self.engine_path_label.setObjectName("engine-path")
-        self.engine_path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.engine_path_label.setWordWrap(True)
-        self.engine_version_label = QLabel()
-        self.engine_version_label.setObjectName("engine-version")
-        self.engine_version_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.install_engine_button = QPushButton("Install llama-server...")
-        self.install_engine_button.setObjectName("install-engine")
-        self.install_engine_button.setVisible(False)
-        if shell is not None:
-            self.install_engine_button.clicked.connect(shell.show_install_engine)
-        path_row = QHBoxLayout()
-        path_row.addWidget(self.engine_path_label, 1)
-        path_row.addWidget(self.install_engine_button)
-        engine_form.addRow("Path:", path_row)
-        engine_form.addRow("Version:", self.engine_version_label)
-        self.engine_form = engine_form
-        self._shell = shell
-        self.version_task: Any = None
-        self._show_engine()
-        bridge.engineChanged.connect(self._show_engine)
+        # ---- llama-server: path, version, installed engine, Install and Update ----
+        self.engine_box = EngineBox(bridge, shell.show_install_engine if shell is not None else None)
+        self.engine_path_label = self.engine_box.path_label
+        self.engine_version_label = self.engine_box.version_label
+        self.install_engine_button = self.engine_box.install_button
 
         lower = QHBoxLayout()
         lower.addWidget(server_box, 1)
@@ -359,7 +338,7 @@ class SettingsDialog(QDialog):
         layout.addWidget(idle_box, 1)
         layout.addLayout(lower)
         layout.addWidget(self.memory_box)
-        layout.addWidget(engine_box)
+        layout.addWidget(self.engine_box)
         layout.addWidget(self.error_label)
         layout.addWidget(self.buttons)
         self.resize(800, 0)
@@ -381,7 +360,7 @@ class SettingsDialog(QDialog):
             chain += [row.slider.slider, row.use_global]
         chain += [self.host_edit, self.port_spin, self.max_spin,
                   self.notify_idle_check, self.notify_crash_check, self.notify_pressure_check, self.autostart_check,
-                  self.budget_edit, self.floor_edit, self.install_engine_button]
+                  self.budget_edit, self.floor_edit, self.install_engine_button, self.engine_box.update_button]
         box = self.buttons.layout()
         chain += [w for i in range(box.count()) if isinstance(w := box.itemAt(i).widget(), QAbstractButton)]
         return chain
@@ -396,39 +375,6 @@ class SettingsDialog(QDialog):
     def _add_field(self, name: str, label: str, widget: QWidget, get: Callable[[], Any],
                    put: Callable[[Any], None]) -> None:
         self.fields[name] = SettingField(name, label, widget, get=get, put=put)
-
-    # ---- llama-server ---------------------------------------------------------------------------
-
-    def _show_engine(self) -> None:
-        """Which llama-server loads use, and (asked off the GUI thread, then cached) its version."""
-        status = self.bridge.engine_status()
-        where = f" (set by {status.configured_by})" if status.configured_by else ""
-        if status.usable:
-            self.engine_path_label.setText(text.home_relative(str(status.path), str(Path.home())) + where)
-            self.engine_path_label.setToolTip(str(status.path))
-            self.engine_path_label.setStyleSheet("")
-            self.engine_version_label.setText("checking...")
-            if self.version_task is not None:
-                self.version_task.cancel()
-            assert status.path is not None
-            self.version_task = self.bridge.run(self.bridge.engine_version(status.path),
-                                                "check the llama-server version", report=False)
-            self.version_task.add_done_callback(self._got_version)
-        else:
-            self.engine_path_label.setText(f"{status.path}{where}: not found" if status.path else "none found")
-            self.engine_path_label.setStyleSheet("color: #d93025")
-            self.engine_path_label.setToolTip(status.problem or "")
-            self.engine_version_label.setText("")
-        self.install_engine_button.setVisible(not status.usable and self._shell is not None)
-        self.engine_form.setRowVisible(self.engine_version_label, status.usable)
-
-    def _got_version(self, task: Any) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if task is not self.version_task or not shiboken6.isValid(self):
-            return
-        self.engine_version_label.setText(f"unknown ({exc})" if exc is not None else task.result())
 
     def _show_memory(self) -> None:
         self.memory_box.show_system(self.bridge.system)
@@ -674,8 +620,8 @@ class SettingsDialog(QDialog):
 
     def done(self, result: int) -> None:
         self.ticker.stop()
-        for signal, slot in ((self.bridge.modelEvent, self._on_event), (self.bridge.engineChanged, self._show_engine),
-                             (self.bridge.systemChanged, self._show_memory)):
+        self.engine_box.detach()
+        for signal, slot in ((self.bridge.modelEvent, self._on_event), (self.bridge.systemChanged, self._show_memory)):
             try:
                 signal.disconnect(slot)
             except (RuntimeError, TypeError):
