@@ -1,22 +1,28 @@
 """``engine_status``: the llama-server loads would run, and when it is an engine that
 ``siesta engine install`` put there, that engine's backend, llama.cpp tag and version (one
-source for ``siesta engine info`` and the app's Settings); and the message a load gives
-when there is no llama-server at all. Against the local fake releases API."""
+source for ``siesta engine info`` and the app's Settings); the message a load gives when
+there is no llama-server at all; and the CUDA driver version read through a fake NVML
+module, which picks the CUDA build. Against the local fake releases API."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from app.core import engine
+from app.core import engine_install as ei
+from app.core import engine_release as er
 from app.core.backend import BackendError, build_launch
 from app.core.engine_install import rollback
 from app.core.paths import Paths
 from app.core.recipes import read_recipe
 from app.core.settings import load_settings
 from tests.fake_releases import FakeReleases
-from tests.test_engine_install import add_cpu, do_install, script
+from tests.test_engine_install import LINUX, add_cpu, do_install, script, tar_gz
 
 
 @pytest.fixture
@@ -124,3 +130,93 @@ def test_a_load_without_llama_server_names_siesta_engine_install(paths) -> None:
         build_launch(read_recipe(recipe_file), None, 1234)
     message = str(info.value)
     assert "siesta engine install" in message and "build-llama-server.sh" not in message
+
+
+# ---- the CUDA driver version, through NVML ----------------------------------------------
+
+class FakeNvml:
+    """pynvml's functions that the probes call, for one NVIDIA GPU whose driver supports ``cuda``."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, cuda: int | None = 12080, *, v2: bool = True, init_fails: bool = False) -> None:
+        self.cuda, self.init_fails, self.inits = cuda, init_fails, 0
+        if v2:
+            self.nvmlSystemGetCudaDriverVersion_v2 = self._version
+
+    def _version(self) -> int:
+        if self.cuda is None:
+            raise self.NVMLError("Not Supported")
+        return self.cuda
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        return self._version()
+
+    def nvmlInit(self) -> None:
+        if self.init_fails:
+            raise self.NVMLError("Driver Not Loaded")
+        self.inits += 1
+
+    def nvmlShutdown(self) -> None:
+        self.inits -= 1
+
+    def nvmlDeviceGetCount(self) -> int: return 1
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int: return index
+    def nvmlDeviceGetName(self, handle: int) -> str: return "NVIDIA GeForce RTX 4090"
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any: return SimpleNamespace(total=24 << 30, used=1 << 30)
+
+
+@pytest.mark.parametrize("nvml, expected", [
+    (FakeNvml(12080), "12.8"), (FakeNvml(13010, v2=False), "13.1"), (FakeNvml(12040), "12.4"),
+    (FakeNvml(None), None), (FakeNvml(init_fails=True), None),
+])
+def test_the_cuda_driver_version_through_nvml(nvml, expected) -> None:
+    assert er.cuda_driver_version(nvml) == expected
+    assert nvml.inits == 0  # every nvmlInit has its nvmlShutdown
+
+
+def test_without_nvml_the_driver_version_is_unknown(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # nvidia-ml-py not installed: import fails
+    assert er.cuda_driver_version() is None
+
+
+def test_the_gpu_probe_carries_the_driver_version_into_auto(tmp_path) -> None:
+    gpus = er.probe_gpus(nvml=FakeNvml(12080), root=tmp_path)
+    assert [(g.kind, g.via, g.cuda_driver) for g in gpus] == [("nvidia", "NVML", "12.8")]
+    assert er.detect_backend(LINUX, gpus) == (
+        "cuda", "NVIDIA GeForce RTX 4090 found through NVML (its driver supports CUDA 12.8): CUDA")
+    assert er.probe_gpus(nvml=None, root=tmp_path) == []
+
+
+def cuda_release(fake: FakeReleases, tag: str, versions: tuple[str, ...]) -> None:
+    files = {}
+    for v in versions:
+        files[f"llama-{tag}-bin-ubuntu-cuda-{v}-x64.tar.gz"] = tar_gz({"llama-server": script(f"cuda{v}")},
+                                                                     top=f"llama-{tag}/")
+        files[f"cudart-llama-bin-ubuntu-cuda-{v}-x64.tar.gz"] = tar_gz({f"libcudart.so.{v}": b"rt"}, top="")
+    fake.add(tag, files)
+
+
+@pytest.mark.parametrize("driver, picked", [(12080, "12.4"), (13020, "13.1"), (11080, "12.4")])
+def test_auto_installs_the_newest_cuda_build_the_driver_supports(releases, paths, monkeypatch, tmp_path,
+                                                                 driver, picked) -> None:
+    """``--backend auto`` with a fake NVML module as ``pynvml``: the GPU is found through it,
+    and the CUDA build is the newest one its driver supports (the oldest when none is)."""
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(driver))
+    cuda_release(releases, "b7", ("12.4", "13.1"))
+    result = ei.install(paths.data_dir, releases.url, tag="b7", backend="auto", plat=LINUX,
+                        gpus=lambda: er.probe_gpus(root=tmp_path))
+    e = result.engine
+    assert (e.backend, e.version) == ("cuda", f"cuda{picked} (fake)")
+    assert f"its driver supports CUDA {driver // 1000}.{driver % 1000 // 10}" in result.reason
+    assert (e.binary.parent / f"libcudart.so.{picked}").is_file()  # the matching runtime beside it
+    assert any(f"the CUDA {picked} build" in note for note in result.messages)
+    assert any("may not run until the driver is updated" in note for note in result.messages) == (driver < 12000)
+
+
+def test_backend_cuda_asks_the_driver_too(releases, paths, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(13000))
+    cuda_release(releases, "b7", ("12.4", "13.1"))
+    assert ei.install(paths.data_dir, releases.url, tag="b7", backend="cuda", plat=LINUX).engine.version == \
+        "cuda13.1 (fake)"

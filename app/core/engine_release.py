@@ -10,6 +10,9 @@ releases).
 * :func:`expected_digest`: the sha256 an asset must have, from the digests pinned in the
   repository (``resources/engine-digests.json``) first, else the API's ``digest``.
 * :func:`detect_backend`: ``--backend auto`` with injectable probes, and a reason in words.
+* :func:`cuda_driver_version`: the newest CUDA version the NVIDIA driver supports, through
+  NVML (``nvmlSystemGetCudaDriverVersion_v2``: 12080 -> ``"12.8"``); :func:`pick_assets`
+  asks it when choosing among CUDA builds and no version is given.
 
 No Qt, no event loop: the CLI and the app's install thread call this.
 """
@@ -31,6 +34,7 @@ __all__ = [
     "DEFAULT_TAG", "DEFAULT_RELEASES_URL", "BACKENDS", "Asset", "Release", "Choice", "Platform",
     "ReleaseError", "Offline", "NoBuild", "fetch_release", "list_releases", "pick_assets",
     "pinned_digests", "expected_digest", "detect_backend", "probe_gpus", "Gpu", "tag_number", "source_build_command", "current_platform",
+    "cuda_driver_version",
 ]
 
 # The release this Siesta version installs unless ``--tag`` says otherwise, so every install
@@ -192,7 +196,9 @@ def pick_assets(release: Release, backend: str, plat: Platform, *, cuda_driver: 
     """The archive for ``backend`` on ``plat`` (and the ``cudart`` archive for CUDA).
 
     Among several CUDA builds, the newest one the driver supports (``cuda_driver`` such as
-    ``"12.4"``, from NVML), else the oldest (the widest driver support)."""
+    ``"12.4"``; when None and the release has more than one CUDA build, asked of this
+    computer's driver through NVML, :func:`cuda_driver_version`), else the oldest (the
+    widest driver support)."""
     if backend not in BACKENDS:
         raise ReleaseError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
     where = f"{plat.system} {plat.machine}"
@@ -203,6 +209,9 @@ def pick_assets(release: Release, backend: str, plat: Platform, *, cuda_driver: 
         if backend != "cuda":
             return Choice(release, backend, found[0][0])
         found.sort(key=lambda am: _cuda_key(am[1].group("cuda")))
+        probed = cuda_driver is None and len(found) > 1
+        if probed:
+            cuda_driver = cuda_driver_version()
         usable = [am for am in found if cuda_driver is None
                   or _cuda_key(am[1].group("cuda"))[:1] <= _cuda_key(cuda_driver)[:1]]
         asset, match = (usable[-1] if usable and cuda_driver else found[0])
@@ -213,8 +222,13 @@ def pick_assets(release: Release, backend: str, plat: Platform, *, cuda_driver: 
         exact = [a for a in cudarts if f"cuda-{version}-" in a.name]
         same_major = [a for a in cudarts if re.search(rf"cuda-{major}[.\-x]", a.name)]
         cudart = (exact or same_major or [None])[0]
-        notes = () if cudart else (f"{release.tag} has no cudart archive for CUDA {version}: "
-                                   "the CUDA runtime must be installed on this computer",)
+        notes: tuple[str, ...] = () if cudart else (f"{release.tag} has no cudart archive for CUDA {version}: "
+                                                    "the CUDA runtime must be installed on this computer",)
+        if cuda_driver is not None:
+            how = "NVIDIA driver (NVML)" if probed else "driver"
+            notes += (f"the {how} supports CUDA {cuda_driver}: the CUDA {version} build" if usable else
+                      f"the {how} supports CUDA {cuda_driver}, older than every CUDA build of {release.tag}: "
+                      f"the CUDA {version} build may not run until the driver is updated",)
         return Choice(release, backend, asset, cudart, notes)
     raise NoBuild(f"llama.cpp {release.tag} has no prebuilt {backend} build for {where}", backend)
 
@@ -279,19 +293,63 @@ class Gpu:
     kind: str  # the driver: "nvidia", "amdgpu", "i915", ...
     vram: int | None = None
     via: str = "sysfs"  # how it was found: "NVML" or "sysfs"
+    cuda_driver: str | None = None  # NVIDIA: the newest CUDA version its driver supports ("12.8"), from NVML
+
+
+def _nvml_errors(nvml: Any) -> tuple[type[BaseException], ...]:
+    error = getattr(nvml, "NVMLError", None)
+    return ((error,) if isinstance(error, type) and issubclass(error, BaseException) else ()) + (OSError,)
+
+
+def cuda_driver_version(nvml: Any = None) -> str | None:
+    """The newest CUDA version this computer's NVIDIA driver supports, as NVML says it
+    (``nvmlSystemGetCudaDriverVersion_v2``, else ``nvmlSystemGetCudaDriverVersion``: an int
+    such as 12080) in release terms (``"12.8"``); None without NVML (``nvidia-ml-py`` not
+    installed, no NVIDIA driver) or when it does not say. ``nvml``: the ``pynvml`` module
+    (imported when None) or a fake with the same functions."""
+    if nvml is None:
+        try:
+            import pynvml as nvml  # type: ignore[import-not-found, no-redef]
+        except ImportError:
+            return None
+    errors = _nvml_errors(nvml)
+    try:
+        nvml.nvmlInit()
+    except errors:
+        return None
+    try:
+        for getter in ("nvmlSystemGetCudaDriverVersion_v2", "nvmlSystemGetCudaDriverVersion"):
+            if not hasattr(nvml, getter):
+                continue
+            try:
+                value = int(getattr(nvml, getter)())
+            except (*errors, TypeError, ValueError):
+                continue
+            if value > 0:
+                return f"{value // 1000}.{value % 1000 // 10}"
+        return None
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except errors:
+            pass
 
 
 def probe_gpus(**probes: Any) -> list[Gpu]:
     """This computer's GPUs through NVML and /sys/class/drm (:class:`GpuMemory`; tests pass
-    ``nvml=`` a fake and ``root=`` a sysfs tree)."""
+    ``nvml=`` a fake and ``root=`` a sysfs tree); an NVIDIA GPU found through NVML also
+    carries the CUDA version its driver supports."""
     from app.core.gpu_memory import GpuMemory
 
     probe = GpuMemory(**probes)
     try:
-        return [Gpu(d.name, d.kind, d.total, "NVML" if d.kind == "nvidia" and d.total is not None else "sysfs")
-                for d in probe.devices()]
+        devices = probe.devices()
     finally:
         probe.close()
+    nvml_found = any(d.kind == "nvidia" and d.total is not None for d in devices)
+    driver = cuda_driver_version(probes.get("nvml")) if nvml_found and probes.get("nvml", True) else None
+    return [Gpu(d.name, d.kind, d.total, "NVML" if d.kind == "nvidia" and d.total is not None else "sysfs",
+                driver if d.kind == "nvidia" else None) for d in devices]
 
 
 ROCM_MIN_VRAM = 4 << 30  # ROCm supports discrete Radeon and Instinct cards, not integrated ones
@@ -309,7 +367,8 @@ def detect_backend(plat: Platform | None = None, gpus: Callable[[], list[Gpu]] |
     found = gpus() if callable(gpus) else (probe_gpus() if gpus is None else list(gpus))
     nvidia = [g for g in found if g.kind.startswith("nvidia")]
     if nvidia:
-        return "cuda", f"{nvidia[0].name} found through {nvidia[0].via}: CUDA"
+        driver = f" (its driver supports CUDA {nvidia[0].cuda_driver})" if nvidia[0].cuda_driver else ""
+        return "cuda", f"{nvidia[0].name} found through {nvidia[0].via}{driver}: CUDA"
     amd = [g for g in found if g.kind == "amdgpu"]
     for gpu in amd:
         if gpu.vram is not None and gpu.vram >= ROCM_MIN_VRAM:
