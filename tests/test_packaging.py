@@ -387,3 +387,59 @@ def test_packaging_scripts_are_executable_and_parse() -> None:
         assert os.access(path, os.X_OK), f"chmod +x packaging/{script}"
         result = run_tool("bash", "-n", str(path))
         assert result.returncode == 0, result.stderr
+
+
+# ---- the prebuilt engine with nothing to build (as from the bundle) ---------------------
+
+def test_engine_install_needs_no_pip_cmake_or_compiler(tmp_path: Path, isolated_home: Path) -> None:
+    """`siesta engine install` from a local fake release, run as its own process with no
+    cmake, compiler or anything else on PATH and a pip that fails on import: the prebuilt
+    path is plain Python (httpx, tarfile), so the bundle (which has no pip) can do it.
+    packaging/build-bundle.sh runs the same install through the bundle's entry point."""
+    import io
+    import tarfile
+
+    from app.core.engine_release import current_platform
+    from tests.fake_releases import FakeReleases
+
+    plat = current_platform()
+    if plat.system != "linux":
+        pytest.skip("the fake release holds a Linux build")
+    poison = tmp_path / "poison"
+    (poison / "pip").mkdir(parents=True)
+    (poison / "pip" / "__init__.py").write_text("raise SystemExit('pip was imported')\n", encoding="utf-8")
+    (tmp_path / "empty-bin").mkdir()
+    env = dict(os.environ, PATH=str(tmp_path / "empty-bin"), PYTHONPATH=os.pathsep.join([str(poison), str(ROOT)]))
+
+    def release(tag: str) -> bytes:
+        server = f'#!/bin/sh\n[ "$1" = "--version" ] && echo "version: 1 ({tag}, fake)" && exit 0\nexit 1\n'.encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            info = tarfile.TarInfo("build/bin/llama-server")
+            info.size, info.mode = len(server), 0o755
+            tar.addfile(info, io.BytesIO(server))
+        return buf.getvalue()
+
+    def siesta(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app", "--config-dir", str(tmp_path / "config"), *args],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    fake = FakeReleases().start()
+    try:
+        fake.add("b1", {f"llama-b1-bin-ubuntu-{plat.machine}.tar.gz": release("b1")})  # with sha256 digests
+        done = siesta("engine", "install", "--engine-releases-url", fake.url, "--backend", "cpu", "--tag", "b1")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "llama.cpp b1, backend cpu" in done.stdout and "version 1 (b1, fake)" in done.stdout
+        name = f"llama-b2-bin-ubuntu-{plat.machine}.tar.gz"
+        fake.add("b2", {name: release("b2")}, digests={name: None})  # no digest: only with --no-verify
+        env["SIESTA_ENGINE_RELEASES_URL"] = fake.url
+        refused = siesta("engine", "update")
+        assert refused.returncode == 1 and "--no-verify" in refused.stderr
+        done = siesta("engine", "update", "--no-verify")
+        assert done.returncode == 0, done.stdout + done.stderr
+        info = siesta("engine", "info")
+        assert info.returncode == 0, info.stdout + info.stderr
+        assert "(installed engine b2-cpu: llama.cpp b2, backend cpu)" in info.stdout
+        assert "1 (b2, fake)" in info.stdout and "b1-cpu" in info.stdout
+    finally:
+        fake.stop()
