@@ -15,7 +15,9 @@
 # folder: --version; the bundled Python loads the SVG icons through Qt (icons + QtSvg
 # plugins present); `siesta demo` (gguf + numpy); `siesta serve` answers /api/v1/health,
 # loads a stand-in model server, and on SIGTERM exits 0 leaving no process behind; after a
-# SIGKILL its watchdog still kills the model server; the tray app under
+# SIGKILL its watchdog still kills the model server; `siesta engine install` from a local
+# fake release (sha256-checked) with nothing on PATH (no pip, cmake or compiler), then
+# `siesta engine info` shows it; the tray app under
 # QT_QPA_PLATFORM=offscreen (Models window, no tray) answers health and exits 0 on SIGTERM.
 # Any failure exits non-zero with a "FAIL:" line saying what.
 set -euo pipefail
@@ -224,6 +226,51 @@ deadline=$((SECONDS + 10))
 while alive "$fake_pid" && ((SECONDS < deadline)); do sleep 0.2; done
 alive "$fake_pid" && fail "after SIGKILL of siesta the model server $fake_pid still runs: the watchdog did not work"
 echo "ok: the watchdog killed the model server $fake_pid"
+
+step "smoke: siesta engine install from a local fake release (no pip, cmake or compiler on PATH)"
+# A static copy of the releases API (release JSON whose asset URL and sha256 digest point at
+# a .tar.gz holding a stand-in llama-server), served by the build's Python; the bundle
+# installs it with nothing on PATH, so nothing it could build with is there.
+rel_port="$(free_port)"
+"$PYTHON" - "$tmp/releases" "$rel_port" <<'PY' || fail "could not write the fake release"
+import hashlib, io, json, platform, sys, tarfile
+from pathlib import Path
+root, port = Path(sys.argv[1]), sys.argv[2]
+arch = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64"}.get(platform.machine().lower(), platform.machine())
+name = f"llama-b1-bin-ubuntu-{arch}.tar.gz"
+server = b'#!/bin/sh\n[ "$1" = "--version" ] && echo "version: 1 (b1, fake)" && exit 0\nexit 1\n'
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    info = tarfile.TarInfo("build/bin/llama-server")
+    info.size, info.mode = len(server), 0o755
+    tar.addfile(info, io.BytesIO(server))
+data = buf.getvalue()
+(root / "download/b1").mkdir(parents=True)
+(root / "download/b1" / name).write_bytes(data)
+(root / "releases/tags").mkdir(parents=True)
+(root / "releases/tags/b1").write_text(json.dumps({"tag_name": "b1", "assets": [{
+    "name": name, "size": len(data), "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+    "browser_download_url": f"http://127.0.0.1:{port}/download/b1/{name}"}]}))
+PY
+"$PYTHON" -m http.server --bind 127.0.0.1 --directory "$tmp/releases" "$rel_port" >"$tmp/releases.log" 2>&1 &
+rel_pid=$!
+started_pids+=("$rel_pid")
+deadline=$((SECONDS + 10))
+until api GET "$rel_port" /releases/tags/b1 >/dev/null 2>&1; do
+  ((SECONDS < deadline)) || fail "the fake releases server did not answer: $(tail -n 5 "$tmp/releases.log")"
+  sleep 0.2
+done
+mkdir -p "$tmp/empty-bin"
+engine_out="$(PATH="$tmp/empty-bin" "$bin" --config-dir "$tmp/engine-config" engine install \
+  --engine-releases-url "http://127.0.0.1:$rel_port" --backend cpu --tag b1 2>&1)" \
+  || fail "siesta engine install from the fake release failed: $engine_out"
+[[ "$engine_out" == *"llama.cpp b1, backend cpu"* ]] || fail "siesta engine install said: $engine_out"
+info_out="$("$bin" --config-dir "$tmp/engine-config" engine info 2>&1)" || fail "siesta engine info failed: $info_out"
+[[ "$info_out" == *"installed engine b1-cpu"* && "$info_out" == *"1 (b1, fake)"* ]] \
+  || fail "siesta engine info does not show the installed engine: $info_out"
+kill "$rel_pid" 2>/dev/null || true
+wait "$rel_pid" 2>/dev/null || true
+echo "ok: installed and verified (sha256) llama-server b1 with nothing on PATH: ${info_out%%$'\n'*}"
 
 step "smoke: the tray app (QT_QPA_PLATFORM=offscreen: no tray, so the Models window)"
 port="$(free_port)"
