@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -139,7 +139,7 @@ class TimeoutRow:
         label = html.escape(self.name) + (f"<br><small>{html.escape(estimate)}</small>" if estimate else "")
         if self.name_label.text() != label:  # a "needs ..." line added or gone: the rows' height changes
             self.name_label.setText(label)
-            self.dialog._fit_models_area()
+            self.dialog.fit_models_area_soon()
         self.state_label.setToolTip(snapshot.get("error") or "")
 
     def show_global(self, global_value: Timeout) -> None:
@@ -444,13 +444,22 @@ class SettingsDialog(QDialog):
         self._tick()
         self._fit_models_area()
 
+    def fit_models_area_soon(self) -> None:
+        """Measures the rows again once Qt has laid out what just changed."""
+        QTimer.singleShot(0, self, self._fit_models_area)
+
     def _fit_models_area(self) -> None:
         """Tall enough for every row up to a limit; past it the rows scroll. Measured again
         once shown (styled) and when rows or their names change."""
         self.models_grid.invalidate()  # a label's new text is not in the cached size hints yet
         self.models_box.layout().invalidate()
-        wanted = self.models_box.sizeHint().height() + 2
-        self.models_scroll.setMinimumHeight(min(wanted, MAX_MODELS_AREA))
+        scroll = self.models_scroll
+        wanted = self.models_box.sizeHint().height() + 2 * scroll.frameWidth()
+        if self.models_box.sizeHint().width() > scroll.viewport().width():  # a horizontal bar takes room too
+            wanted += scroll.horizontalScrollBar().sizeHint().height()
+        scroll.setMinimumHeight(min(wanted, MAX_MODELS_AREA))
+        if self.isVisible() and self.height() < self.sizeHint().height():
+            self.resize(self.width(), self.sizeHint().height())  # grow with the rows, not squeeze them
 
     def _on_event(self, event: dict[str, Any]) -> None:
         self._refresh_settings()
@@ -483,6 +492,7 @@ class SettingsDialog(QDialog):
         self.ticker.start()
         super().showEvent(event)
         self._fit_models_area()  # the style and fonts reach the rows only now
+        self.fit_models_area_soon()  # and once more after Qt has laid them out with them
 
     def hideEvent(self, event: QHideEvent) -> None:
         self.ticker.stop()
