@@ -8,9 +8,9 @@ Frozen, ``sys.executable`` is the bundle's ``siesta`` program, not a Python. Sie
   (app/core/process_reaper.py): the safety net that kills model servers if Siesta is
   SIGKILLed. Without this shim the bundle would parse ``-I`` as a siesta option, exit 2,
   and silently run with no watchdog;
-* ``siesta engine install`` runs ``[sys.executable, "-m", "pip", ...]``: pip is not in
-  the bundle, so that command reports "No module named pip" (build llama-server with
-  scripts/build-llama-server.sh or download one instead).
+* ``siesta engine install --from-source`` runs ``[sys.executable, "-m", "pip", ...]``: pip
+  is not in the bundle, so that command reports "No module named pip"; the default
+  prebuilt install needs no pip and works from the bundle.
 
 * the autostart entry, when no ``siesta`` is on PATH, runs ``[sys.executable, "-m", "app"]``
   (app/ui/autostart.py): ``-m app`` runs the bundled ``app.__main__``, the tray app.

@@ -392,4 +392,4 @@ def engine_problem(path: str | None, usable: bool, configured_by: str | None) ->
         return (f"llama-server not found: Siesta is set to use {path} (by {configured_by}), "
                 "but that is not an executable file, so models cannot load.")
     return ("llama-server not found. Siesta runs GGUF models with llama.cpp's llama-server: "
-            "install it (Siesta builds it from source), or put one on your PATH.")
+            "install it (Siesta downloads llama.cpp's prebuilt one for your GPU), or put one on your PATH.")
