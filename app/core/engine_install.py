@@ -291,7 +291,7 @@ def install(data_dir: Path, base_url: str, *, backend: str = "auto", tag: str = 
         fallbacks = [backend] + ([b for b in others if b != backend] if auto else [])
         for candidate in fallbacks:
             try:
-                choice = pick_assets(release, candidate, plat, cuda_driver=cuda_driver)
+                choice = pick_assets(release, candidate, plat, cuda_driver=cuda_driver, probe_driver=True)
                 break
             except NoBuild as exc:
                 if candidate == fallbacks[-1]:

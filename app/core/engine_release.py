@@ -192,7 +192,8 @@ def _cuda_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version))
 
 
-def pick_assets(release: Release, backend: str, plat: Platform, *, cuda_driver: str | None = None) -> Choice:
+def pick_assets(release: Release, backend: str, plat: Platform, *, cuda_driver: str | None = None,
+                probe_driver: bool = False) -> Choice:
     """The archive for ``backend`` on ``plat`` (and the ``cudart`` archive for CUDA).
 
     Among several CUDA builds, the newest one the driver supports (``cuda_driver`` such as
@@ -209,7 +210,7 @@ def pick_assets(release: Release, backend: str, plat: Platform, *, cuda_driver: 
         if backend != "cuda":
             return Choice(release, backend, found[0][0])
         found.sort(key=lambda am: _cuda_key(am[1].group("cuda")))
-        probed = cuda_driver is None and len(found) > 1
+        probed = probe_driver and cuda_driver is None and len(found) > 1  # only installs ask this machine
         if probed:
             cuda_driver = cuda_driver_version()
         usable = [am for am in found if cuda_driver is None
