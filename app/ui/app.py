@@ -42,6 +42,7 @@ from .download_dialog import DownloadDialog
 from .event_loop import SiestaEventLoop
 from .engine_dialog import InstallEngineDialog
 from .import_dialog import ImportDialog, choose_config
+from .log_viewer import LogViewer
 from .models_window import ModelsWindow
 from .settings_dialog import SettingsDialog
 from .single_instance import SingleInstance, instance_name
@@ -141,6 +142,7 @@ class SiestaApp:
         self.download_dialog: DownloadDialog | None = None
         self.import_dialog: ImportDialog | None = None
         self.install_dialog: InstallEngineDialog | None = None
+        self.log_viewers: dict[str, LogViewer] = {}  # one per model, brought up again if open
         self.main_task: asyncio.Task[Any] | None = None
         self.started = asyncio.Event()
         self.errors: list[str] = []
@@ -224,6 +226,14 @@ class SiestaApp:
         if dialog is None or not shiboken6.isValid(dialog):
             dialog = self.install_dialog = InstallEngineDialog(self.bridge)
         _bring_up(dialog)
+
+    def show_log(self, name: str) -> None:
+        if self.bridge is None:
+            return
+        viewer = self.log_viewers.get(name)
+        if viewer is None or not shiboken6.isValid(viewer):
+            viewer = self.log_viewers[name] = LogViewer(self.bridge, name)
+        _bring_up(viewer)
 
     # ---- running ------------------------------------------------------------------------------------------
 

@@ -68,7 +68,8 @@ class ModelTableRow:
         self.action_button.setObjectName(f"action-{name}")
         self.action_button.clicked.connect(self._on_action)
         self.log_button = QPushButton("Log")
-        self.log_button.setToolTip("Open this model's server log")
+        self.log_button.setToolTip("Show this model's server log, following new lines")
+        self.log_button.setAccessibleName(f"Show the log of {name}")
         self.log_button.clicked.connect(self._open_log)
         self.buttons = QWidget()
         layout = QHBoxLayout(self.buttons)
@@ -147,9 +148,7 @@ class ModelTableRow:
             bridge.unload(self.name)
 
     def _open_log(self) -> None:
-        log_file = self.snapshot.get("log_file")
-        if log_file:
-            desktop.open_file(Path(log_file))
+        self.window.shell.show_log(self.name)
 
 
 class ModelsWindow(QWidget):

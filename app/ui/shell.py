@@ -29,4 +29,7 @@ class Shell(Protocol):
     def show_install_engine(self) -> None:
         """"Install llama-server...": the build dialog."""
 
+    def show_log(self, name: str) -> None:
+        """"Show log": model ``name``'s log in a window that follows new lines."""
+
     def request_quit(self) -> None: ...

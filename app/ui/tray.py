@@ -47,7 +47,8 @@ MESSAGE_MS = 8000
 class ModelEntry(QObject):
     """One model's line in the tray menu and its submenu of actions."""
 
-    def __init__(self, name: str, bridge: ManagerBridge, parent_menu: QMenu) -> None:
+    def __init__(self, name: str, bridge: ManagerBridge, parent_menu: QMenu, *,
+                 show_log: Callable[[str], None] | None = None) -> None:
         super().__init__(parent_menu)
         self.name = name
         self.bridge = bridge
@@ -67,7 +68,10 @@ class ModelEntry(QObject):
         self.custom_action.setCheckable(True)
         self.custom_action.setEnabled(False)
         self.menu.addSeparator()
-        self.log_action = self.menu.addAction("Open log", self._open_log)
+        self.show_log_action = self.menu.addAction("Show log...", lambda: show_log and show_log(self.name))
+        self.show_log_action.setToolTip("The model's server log in a window that follows new lines")
+        self.show_log_action.setVisible(show_log is not None)
+        self.log_action = self.menu.addAction("Open log in editor", self._open_log)
         self._log_file: Path | None = None
         self._key: Any = None
 
@@ -104,6 +108,7 @@ class ModelEntry(QObject):
         self.load_action.setVisible(state == "failed")
         self._log_file = Path(snapshot["log_file"]) if snapshot.get("log_file") else None
         self.log_action.setEnabled(self._log_file is not None and self._log_file.exists())
+        self.show_log_action.setEnabled(self.log_action.isEnabled())
         self.timeout_actions[USE_GLOBAL].setText(f"Use global ({short_label(global_timeout)})")
         self._key = key = timeout_key(snapshot)
         chosen = self.timeout_actions.get(key)
@@ -285,7 +290,7 @@ class TrayMenu(QObject):
         kept = self.entries
         self.entries = {}
         for name in names:
-            entry = kept.get(name) or ModelEntry(name, self.bridge, self.menu)
+            entry = kept.get(name) or ModelEntry(name, self.bridge, self.menu, show_log=self.shell.show_log)
             self.menu.removeAction(entry.action)
             self.menu.insertAction(self.empty_action, entry.action)
             self.entries[name] = entry
@@ -346,7 +351,8 @@ class TrayMenu(QObject):
         if note is not None:
             crashed = event["reason"] == "crashed"
             self._message_log = Path(event["model"]["log_file"]) if crashed else None
-            self._message_action = None
+            name = event["model"]["name"]
+            self._message_action = (lambda: self.shell.show_log(name)) if crashed else None  # its log viewer
             icon = QSystemTrayIcon.MessageIcon.Warning if crashed else QSystemTrayIcon.MessageIcon.Information
             self.show_message(note[0], note[1], icon)
 

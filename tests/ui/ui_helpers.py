@@ -66,6 +66,9 @@ class FakeShell:
     def request_quit(self) -> None:
         self.calls.append("quit")
 
+    def show_log(self, name: str) -> None:
+        self.calls.append(f"log {name}")
+
 
 async def watcher_ready(manager: ModelManager, timeout: float = 10.0) -> None:
     """Waits until the manager's file watcher sees changes (it starts a moment after
