@@ -42,6 +42,7 @@ from .shell import Shell
 from .text import NEVER, timeout_key
 from .ticker import SecondTicker
 from .timeout_scale import MENU_PRESETS, short_label
+from .try_it import TryItPanel
 
 COLUMNS = ("Model", "State", "Memory", "Idle timeout", "")
 COL_NAME, COL_STATE, COL_MEMORY, COL_TIMEOUT, COL_ACTIONS = range(5)
@@ -281,6 +282,8 @@ class ModelsWindow(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.engine_banner)
         layout.addWidget(self.table, 1)
+        self.try_it = TryItPanel(bridge, self)  # a prompt box that chats through the front door
+        layout.addWidget(self.try_it)
         layout.addWidget(self.first_run, 1)
         layout.addWidget(self.message_label)
         layout.addLayout(url_row)
