@@ -31,7 +31,10 @@ from .memory_relief import MemoryRelief
 from .model_memory import MemoryBook
 from .paths import Paths, engine_cache_dir
 from .process_reaper import ProcessReaper
-from .recipes import Recipe, RecipeError, is_valid_name, read_recipe, scan_recipe_files, write_recipe_timeout
+from .recipes import (
+    UNCHANGED, Recipe, RecipeError, is_valid_name, read_recipe, scan_recipe_files, write_recipe_settings,
+    write_recipe_timeout,
+)
 from .settings import (
     MEMORY_SETTINGS,
     RUNTIME_SETTABLE,
@@ -443,3 +446,27 @@ class ModelManager:
             raise
         except Exception:
             log.exception("the recipe watcher stopped; restart Siesta to pick up recipe edits")
+
+    # ---- a model's load settings: "Model settings..." ----------------------------------
+
+    async def set_model_settings(self, name: str, *, args: list[str] | None = None, model: Path | None = None,
+                                 memory_estimate: int | None | Any = UNCHANGED,
+                                 reload_now: bool = False) -> ManagedModel:
+        """Writes a model's ``args``, ``model`` and ``memory_estimate`` to its recipe (comments
+        kept; None / UNCHANGED leave a field alone) and applies them: a running server whose
+        launch settings changed becomes ``stale`` and picks them up at its next load, or now
+        with ``reload_now`` (a manual unload, then a load)."""
+        managed = self.get(name)
+        if managed.recipe is None:
+            raise PersistError(f"recipe of {name!r} is not valid, left unchanged: {managed.recipe_error}", "invalid")
+        path = managed.recipe.path
+        try:
+            await asyncio.to_thread(write_recipe_settings, path, args=args, model=model,
+                                    memory_estimate=memory_estimate)
+        except TomlEditError as exc:
+            raise PersistError(str(exc), exc.kind) from exc
+        self._reload_recipe_file(path)
+        if reload_now and managed.state in (ModelState.LOADING, ModelState.READY) and not managed.removed:
+            await managed.unload(UnloadReason.MANUAL)
+            await self.load(name)
+        return managed

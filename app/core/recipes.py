@@ -16,7 +16,7 @@ from typing import Any
 
 from .durations import USE_GLOBAL, DurationError, ModelTimeout, format_model_timeout, parse_duration
 from .sizes import SizeError, parse_size
-from .toml_edit import set_toml_key
+from .toml_edit import set_toml_key, set_toml_keys
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 MAX_RECIPE_BYTES = 256 * 1024
@@ -169,6 +169,36 @@ def write_recipe_timeout(path: Path, timeout: ModelTimeout) -> None:
     """Sets ``unload_timeout`` in a recipe (:data:`USE_GLOBAL` removes the key), keeping its
     comments. The one write path for the manager and the CLI's offline edit."""
     set_toml_key(path, "unload_timeout", None if timeout is USE_GLOBAL else format_model_timeout(timeout))
+
+
+UNCHANGED: Any = object()
+"""For :func:`write_recipe_settings`: leave ``memory_estimate`` as it is."""
+
+
+def _size_text(size: int) -> str | int:
+    """A byte count as a recipe writes it: ``"6GB"``, ``"512MB"`` when exact, else the bytes."""
+    for unit, power in (("GB", 3), ("MB", 2)):
+        if size and size % 1024 ** power == 0:
+            return f"{size // 1024 ** power}{unit}"
+    return size
+
+
+def write_recipe_settings(path: Path, *, args: list[str] | tuple[str, ...] | None = None,
+                          model: Path | None = None, memory_estimate: int | None | Any = UNCHANGED) -> None:
+    """Writes a recipe's load settings in one atomic edit that keeps its comments and every
+    other key: ``args`` (None: unchanged; an existing array is edited item by item),
+    ``model`` (None: unchanged) and ``memory_estimate`` (bytes; None removes the key, so
+    the estimate is automatic; :data:`UNCHANGED`: left alone). TomlEditError when the file
+    cannot be edited; then nothing is written."""
+    values: dict[str, Any] = {}
+    if args is not None:
+        values["args"] = [str(a) for a in args]
+    if model is not None:
+        values["model"] = str(model)
+    if memory_estimate is not UNCHANGED:
+        values["memory_estimate"] = None if memory_estimate is None else _size_text(parse_size(memory_estimate))
+    if values:
+        set_toml_keys(path, values)
 
 
 def scan_recipe_files(recipes_dir: Path) -> list[Path]:

@@ -12,13 +12,15 @@ newline translation, so its line endings are kept: in a file that uses CRLF thro
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import tomlkit
+from tomlkit.items import Array
 
 from .atomic_write import write_text_atomic
 
@@ -73,13 +75,39 @@ def _update_table(table: MutableMapping[str, Any], value: Mapping[str, Any]) -> 
             table[name] = item
 
 
+def _update_array(array: Any, value: Sequence[Any]) -> None:
+    """Makes an existing array hold ``value`` by editing only the items that change, so a
+    multi-line array keeps its layout and the comments beside the items that stay."""
+    old = [str(item) for item in array]
+    new = [str(item) for item in value]
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for tag, i1, i2, j1, j2 in reversed(matcher.get_opcodes()):
+        if tag == "equal":
+            continue
+        if tag == "replace" and i2 - i1 == j2 - j1:
+            for k in range(i2 - i1):
+                array[i1 + k] = value[j1 + k]
+            continue
+        del array[i1:i2]
+        for k, item in enumerate(value[j1:j2]):
+            array.insert(i1 + k, item)
+
+
 def set_toml_key(path: Path, key: str, value: Any | None, *, create: bool = False) -> None:
     """Sets top-level ``key`` to ``value`` (``None`` removes the key) and writes atomically.
-    A dict value is written as a table (see the module).
+    A dict value is written as a table (see the module); a list replacing an existing array
+    is edited item by item (see :func:`set_toml_keys`).
 
     A file that fails to parse is never rewritten. With ``create``, a missing file is
     created holding just this key.
     """
+    set_toml_keys(path, {key: value}, create=create)
+
+
+def set_toml_keys(path: Path, values: Mapping[str, Any | None], *, create: bool = False) -> None:
+    """Sets several top-level keys in one atomic write, each as :func:`set_toml_key` would
+    (``None`` removes a key). A list value replacing an existing array changes only the
+    items that differ, keeping the array's layout and its comments."""
     try:
         text = path.read_bytes().decode("utf-8")  # no newline translation: CRLF stays CRLF
     except FileNotFoundError:
@@ -93,13 +121,16 @@ def set_toml_key(path: Path, key: str, value: Any | None, *, create: bool = Fals
         doc = tomlkit.parse(text)
     except Exception as exc:  # noqa: BLE001 - both parsers raise their own types
         raise TomlEditError(f"{path}: not valid TOML, left unchanged: {exc}", "invalid") from exc
-    if value is None:
-        if key in doc:
-            del doc[key]
-    elif isinstance(value, Mapping) and isinstance(doc.get(key), MutableMapping):
-        _update_table(doc[key], value)
-    else:
-        doc[key] = value  # tomlkit puts a new top-level key before the first [table], a new table last
+    for key, value in values.items():
+        if value is None:
+            if key in doc:
+                del doc[key]
+        elif isinstance(value, Mapping) and isinstance(doc.get(key), MutableMapping):
+            _update_table(doc[key], value)
+        elif isinstance(value, (list, tuple)) and isinstance(doc.get(key), Array):
+            _update_array(doc[key], list(value))
+        else:
+            doc[key] = value  # tomlkit puts a new top-level key before the first [table], a new table last
     new_text = _keep_line_endings(text, _keep_file_end(text, tomlkit.dumps(doc)))
     if new_text == text:
         return
