@@ -54,6 +54,7 @@ def front_door(loop, start_manager):
 def test_try_it_streams_a_real_answer_through_the_front_door(loop, front_door, llama_recipe, qtbot) -> None:
     llama_recipe("tiny", 'unload_timeout = "5m"\n')
     window, panel = front_door(qtbot, api_key="sekrit")  # the panel must send its key
+    assert window.bridge.settings.api_key == "sekrit"  # the front door answers 401 without it
     assert panel.isVisible()
     assert [panel.model_combo.itemText(i) for i in range(panel.model_combo.count())] == ["tiny"]
     assert panel.timeout_label.text().startswith("unloads 5:00 after the last request")
