@@ -43,6 +43,7 @@ from .event_loop import SiestaEventLoop
 from .engine_dialog import InstallEngineDialog
 from .import_dialog import ImportDialog, choose_config
 from .log_viewer import LogViewer
+from .model_settings_dialog import ModelSettingsDialog
 from .models_window import ModelsWindow
 from .settings_dialog import SettingsDialog
 from .single_instance import SingleInstance, instance_name
@@ -143,6 +144,7 @@ class SiestaApp:
         self.import_dialog: ImportDialog | None = None
         self.install_dialog: InstallEngineDialog | None = None
         self.log_viewers: dict[str, LogViewer] = {}  # one per model, brought up again if open
+        self.model_settings_dialogs: dict[str, ModelSettingsDialog] = {}  # one per model, likewise
         self.main_task: asyncio.Task[Any] | None = None
         self.started = asyncio.Event()
         self.errors: list[str] = []
@@ -234,6 +236,14 @@ class SiestaApp:
         if viewer is None or not shiboken6.isValid(viewer):
             viewer = self.log_viewers[name] = LogViewer(self.bridge, name)
         _bring_up(viewer)
+
+    def show_model_settings(self, name: str) -> None:
+        if self.bridge is None:
+            return
+        dialog = self.model_settings_dialogs.get(name)
+        if dialog is None or not shiboken6.isValid(dialog):
+            dialog = self.model_settings_dialogs[name] = ModelSettingsDialog(self.bridge, name)
+        _bring_up(dialog)
 
     # ---- running ------------------------------------------------------------------------------------------
 

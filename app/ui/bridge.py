@@ -427,3 +427,18 @@ class ManagerBridge(QObject):
         if result is not None:
             self.engine_changed()
         return result
+
+    # ---- a model's load settings: "Model settings..." -------------------------------------------
+
+    def set_model_settings(self, name: str, *, args: list[str] | None = None, model: Path | None = None,
+                           memory_estimate: Any = None, keep_memory_estimate: bool = False,
+                           reload_now: bool = False, report: bool = True) -> asyncio.Task[Any]:
+        """Writes a model's ``args``, model file and ``memory_estimate`` (None: automatic;
+        ``keep_memory_estimate`` leaves it alone) to its recipe through the manager, which
+        keeps the recipe's comments; ``reload_now`` restarts a running server with them."""
+        from app.core.recipes import UNCHANGED
+
+        estimate = UNCHANGED if keep_memory_estimate else memory_estimate
+        return self.run(self.manager.set_model_settings(name, args=args, model=model, memory_estimate=estimate,
+                                                        reload_now=reload_now),
+                        f"save the settings of {name}", report=report)

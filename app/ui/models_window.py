@@ -72,11 +72,17 @@ class ModelTableRow:
         self.log_button.setToolTip("Show this model's server log, following new lines")
         self.log_button.setAccessibleName(f"Show the log of {name}")
         self.log_button.clicked.connect(self._open_log)
+        self.settings_button = QPushButton("Settings...")
+        self.settings_button.setObjectName(f"model-settings-{name}")
+        self.settings_button.setToolTip("Model settings: context size, GPU layers, threads, the model file...")
+        self.settings_button.setAccessibleName(f"Model settings of {name}")
+        self.settings_button.clicked.connect(lambda: self.window.shell.show_model_settings(self.name))
         self.buttons = QWidget()
         layout = QHBoxLayout(self.buttons)
         layout.setContentsMargins(2, 0, 2, 0)
         layout.addWidget(self.action_button)
         layout.addWidget(self.log_button)
+        layout.addWidget(self.settings_button)
         self.snapshot: text.Snapshot = {}
         self._combo_state: tuple[Any, ...] = ()
 

@@ -32,4 +32,7 @@ class Shell(Protocol):
     def show_log(self, name: str) -> None:
         """"Show log": model ``name``'s log in a window that follows new lines."""
 
+    def show_model_settings(self, name: str) -> None:
+        """"Model settings...": model ``name``'s load settings (context size, GPU layers, ...)."""
+
     def request_quit(self) -> None: ...

@@ -48,7 +48,8 @@ class ModelEntry(QObject):
     """One model's line in the tray menu and its submenu of actions."""
 
     def __init__(self, name: str, bridge: ManagerBridge, parent_menu: QMenu, *,
-                 show_log: Callable[[str], None] | None = None) -> None:
+                 show_log: Callable[[str], None] | None = None,
+                 show_model_settings: Callable[[str], None] | None = None) -> None:
         super().__init__(parent_menu)
         self.name = name
         self.bridge = bridge
@@ -72,6 +73,10 @@ class ModelEntry(QObject):
         self.show_log_action.setToolTip("The model's server log in a window that follows new lines")
         self.show_log_action.setVisible(show_log is not None)
         self.log_action = self.menu.addAction("Open log in editor", self._open_log)
+        self.settings_action = self.menu.addAction(
+            "Model settings...", lambda: show_model_settings and show_model_settings(self.name))
+        self.settings_action.setToolTip("Context size, GPU layers, threads, the model file and more")
+        self.settings_action.setVisible(show_model_settings is not None)
         self._log_file: Path | None = None
         self._key: Any = None
 
@@ -290,7 +295,8 @@ class TrayMenu(QObject):
         kept = self.entries
         self.entries = {}
         for name in names:
-            entry = kept.get(name) or ModelEntry(name, self.bridge, self.menu, show_log=self.shell.show_log)
+            entry = kept.get(name) or ModelEntry(name, self.bridge, self.menu, show_log=self.shell.show_log,
+                                                 show_model_settings=self.shell.show_model_settings)
             self.menu.removeAction(entry.action)
             self.menu.insertAction(self.empty_action, entry.action)
             self.entries[name] = entry

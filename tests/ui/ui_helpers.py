@@ -69,6 +69,9 @@ class FakeShell:
     def show_log(self, name: str) -> None:
         self.calls.append(f"log {name}")
 
+    def show_model_settings(self, name: str) -> None:
+        self.calls.append(f"model settings {name}")
+
 
 async def watcher_ready(manager: ModelManager, timeout: float = 10.0) -> None:
     """Waits until the manager's file watcher sees changes (it starts a moment after
