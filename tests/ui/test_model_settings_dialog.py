@@ -195,3 +195,18 @@ def test_model_settings_entries_in_the_tray_and_models_window(loop, start_manage
     qtbot.addWidget(window)
     window.rows["m"].settings_button.click()
     assert shell.calls == ["model settings m", "model settings m"]
+
+
+def test_model_settings_app_keeps_one_dialog_per_model(loop, start_manager, write_recipe, qtbot, paths,
+                                                      make_settings) -> None:
+    from app.ui.app import SiestaApp
+
+    write_recipe("m", fake=[])
+    siesta = SiestaApp(paths, make_settings())
+    siesta.bridge = ManagerBridge(start_manager())
+    siesta.show_model_settings("m")
+    dialog = siesta.model_settings_dialogs["m"]
+    qtbot.dialogs.append(dialog)
+    assert dialog.isVisible() and dialog.windowTitle() == "Model settings: m"
+    siesta.show_model_settings("m")
+    assert siesta.model_settings_dialogs["m"] is dialog
