@@ -204,7 +204,8 @@ class MemoryBook:
             finally:
                 self._refreshing.discard(name)
 
-        self._spawn(refresh())
+        if self._spawn(refresh()) is None:
+            self._refreshing.discard(name)
 
     async def measure_now(self, name: str) -> MemoryUse | None:
         pids = self._pids.get(name)
@@ -224,9 +225,9 @@ class MemoryBook:
             return MemoryEstimate(total=recipe.memory_estimate, by_device={}, source="recipe")
         key = (recipe.launch_key,)
         if self._estimate_keys.get(recipe.name) != key:
-            self._estimate_keys[recipe.name] = key
             self._estimates.pop(recipe.name, None)
-            self._spawn(self._estimate(recipe, key))
+            if self._spawn(self._estimate(recipe, key)) is not None:
+                self._estimate_keys[recipe.name] = key  # else asked again next time
         return self._estimates.get(recipe.name)
 
     async def _estimate(self, recipe: Recipe, key: tuple[Any, ...]) -> None:
@@ -334,10 +335,16 @@ class MemoryBook:
     # ---- tasks -------------------------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any] | None:
-        if self.closed:
+        """Runs ``coro`` in the background; nothing (None) when closed or when no event loop
+        runs (a snapshot read from a Qt callback while the loop is stopped, at shutdown)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self.closed or loop is None:
             coro.close()
             return None
-        task = asyncio.ensure_future(coro)
+        task = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
