@@ -34,7 +34,9 @@ class Admission:
     """Admits loads one at a time; the manager owns one."""
 
     def __init__(self, models: Callable[[], Iterable[ManagedModel]], settings: Callable[[], Any],
-                 memory: MemoryBook, changed: Callable[[], asyncio.Event]) -> None:
+                 memory: MemoryBook, changed: Callable[[], asyncio.Event],
+                 closing: Callable[[], bool] = lambda: False) -> None:
+        self._closing = closing
         self._models = models
         self._settings = settings
         self._memory = memory
@@ -64,11 +66,12 @@ class Admission:
                 other.open_gate(gate)
 
     async def _make_room(self, model: ManagedModel, hold: Callable[[ManagedModel], None]) -> None:
-        settings = self._settings()
-        deadline = time.monotonic() + settings.load_timeout
+        deadline = time.monotonic() + self._settings().load_timeout
         estimate = await self._memory.estimate_now(model.recipe)
         while True:
-            limit = settings.max_loaded_models
+            if self._closing():
+                raise ModelUnavailable("Siesta is shutting down", code="shutting_down")
+            limit = self._settings().max_loaded_models  # read again: a change applies to a waiting load
             loaded = [m for m in self._models() if m is not model and m.occupies_slot]
             over_limit = limit > 0 and len(loaded) >= limit
             short = await self._shortfall(model, estimate, loaded) if estimate is not None else None

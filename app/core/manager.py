@@ -96,7 +96,7 @@ class ModelManager:
         self._subscribers: list[EventCallback] = []
         self.memory = MemoryBook(paths.memory_file, gpus_factory, on_measured=self._measured)
         self._admission = Admission(lambda: list(self.models.values()), lambda: self.settings, self.memory,
-                                    lambda: self._changed)
+                                    lambda: self._changed, lambda: self.closing)
         self._relief = MemoryRelief(lambda: list(self.models.values()), lambda: self.settings, self.memory, self.emit)
         self._pressure = PressureWatch(self._relief.check,
                                        lambda: any(m.process is not None for m in self.models.values()))
@@ -155,6 +155,7 @@ class ModelManager:
         if self.closing:
             return
         self.closing = True
+        self._changed.set()  # a load waiting in admission sees the shutdown now
         models = list(self.models.values())  # removed ones still stopping too: cancelling their removal forgets them
         for task in list(self._background) + ([self._watcher_task] if self._watcher_task else []):
             task.cancel()
@@ -298,7 +299,8 @@ class ModelManager:
             raise PersistError(f"recipe of {name!r} is not valid, left unchanged: {model.recipe_error}", "invalid")
         path = model.recipe.path
         try:
-            write_recipe_timeout(path, value)
+            # off the loop: a slow disk (the fsync of the atomic write) must not freeze requests
+            await asyncio.to_thread(write_recipe_timeout, path, value)
         except TomlEditError as exc:
             raise PersistError(str(exc), exc.kind) from exc
         if not self._reload_recipe_file(path, own_timeout_set=True):
@@ -317,7 +319,7 @@ class ModelManager:
         elif isinstance(stored, MemoryLimit):
             stored = stored.to_setting()  # canonical: "90%", "20GB", "off", or a table written as [field]
         try:
-            set_toml_key(self.paths.settings_file, field, stored, create=True)
+            await asyncio.to_thread(set_toml_key, self.paths.settings_file, field, stored, create=True)
         except TomlEditError as exc:
             raise PersistError(str(exc), exc.kind) from exc
         if field in RUNTIME_SETTABLE:
@@ -420,14 +422,14 @@ class ModelManager:
         model.removed = True
 
         async def unload_removed() -> None:
-            try:
-                await model.unload(UnloadReason.REMOVED)
-            finally:
-                if model.removed and self.models.get(name) is model:
-                    del self.models[name]
-                    self.emit(model, "removed")
-                elif not model.removed:
-                    self.emit(model, "added")  # created again while its old server stopped
+            # Cancelled (shutdown), it stays in `models`: close() stops it, and admission
+            # still counts its server until then.
+            await model.unload(UnloadReason.REMOVED)
+            if model.removed and self.models.get(name) is model:
+                del self.models[name]
+                self.emit(model, "removed")
+            elif not model.removed:
+                self.emit(model, "added")  # created again while its old server stopped
 
         self._spawn(unload_removed(), f"remove-{name}")
 
