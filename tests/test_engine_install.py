@@ -192,6 +192,14 @@ def test_auto_on_a_mac_and_without_a_gpu(tmp_path: Path) -> None:
     assert backend == "cpu" and "no GPU" in why
 
 
+def test_auto_on_windows_without_nvidia_is_vulkan() -> None:
+    """Windows has no sysfs to see AMD or Intel GPUs by: Vulkan runs on them, and on the CPU."""
+    backend, why = er.detect_backend(Platform("windows", "x64"), [])
+    assert backend == "vulkan" and "Windows" in why
+    nvidia = [Gpu("NVIDIA GeForce RTX 4090", "nvidia", 24 << 30, "NVML")]
+    assert er.detect_backend(Platform("windows", "x64"), nvidia)[0] == "cuda"
+
+
 def test_auto_falls_back_when_the_release_has_no_build_for_the_gpu(releases, data_dir) -> None:
     add_cpu(releases, "b1")
     result = install(data_dir, releases.url, tag="b1", plat=LINUX, backend="auto",

@@ -378,6 +378,10 @@ def detect_backend(plat: Platform | None = None, gpus: Callable[[], list[Gpu]] |
         gpu = found[0]
         why = "an integrated AMD GPU, not supported by ROCm" if gpu.kind == "amdgpu" else f"driver {gpu.kind}"
         return "vulkan", f"{gpu.name} ({why}) found in sysfs: Vulkan"
+    if plat.system == "windows":
+        # Windows has no /sys/class/drm to see AMD or Intel GPUs by; the Vulkan build runs on
+        # any of them through its driver, and on the CPU where there is none.
+        return "vulkan", "Windows without an NVIDIA GPU (NVML): Vulkan, which runs on AMD and Intel GPUs and falls back to the CPU"
     return "cpu", "no GPU found (neither NVML nor /sys/class/drm): the CPU"
 
 
