@@ -165,12 +165,7 @@ class PressureWatch:
         self._stopped = True
         self._sleep()
         self._again = False
-        if self._epoll is not None:
-            self._epoll.close()
-            self._epoll = None
-        if self._psi_fd is not None:
-            os.close(self._psi_fd)
-            self._psi_fd = None
+        self._close_fds()
         self._psi_tried = False
         running, self._running = self._running, None
         if running is not None and not running.done():
@@ -317,10 +312,13 @@ class PressureWatch:
         if self._reader and self._loop is not None and self._epoll is not None:
             self._loop.remove_reader(self._epoll.fileno())
         self._reader = False
+        self._close_fds()
+        self._psi_fallback(why)
+
+    def _close_fds(self) -> None:
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
         if self._psi_fd is not None:
             os.close(self._psi_fd)
             self._psi_fd = None
-        self._psi_fallback(why)

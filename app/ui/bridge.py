@@ -336,7 +336,26 @@ class ManagerBridge(QObject):
         once per turn of the loop, with the latest figures). Setting ``cancel``, cancelling
         this task, or the bridge closing stops the download and keeps what has arrived."""
         loop = asyncio.get_running_loop()
-        latest: list[tuple[int, int]] = []
+
+        def on_status(line: str) -> None:  # in the worker thread
+            if status is not None:
+                loop.call_soon_threadsafe(status, line)
+
+        result = await self._in_worker_with_progress(
+            lambda on_progress: hub_pull.pull(ref, recipes_dir=self.recipes_dir, name=name, client=client,
+                                              progress=on_progress, cancel=cancel, status=on_status),
+            cancel, progress)
+        self._reload_recipes()
+        return result
+
+    async def _in_worker_with_progress(self, work: Callable[[Callable[..., None]], T], cancel: threading.Event,
+                                       progress: Callable[..., None] | None) -> T:
+        """Runs ``work(on_progress)`` in a worker thread. ``on_progress(*figures)``, called
+        there, reaches ``progress`` on this loop's thread at most once per turn, with the
+        latest figures. Setting ``cancel``, cancelling this task, or the bridge closing (Quit:
+        no download outlives Siesta) sets ``cancel``, which the work checks between chunks."""
+        loop = asyncio.get_running_loop()
+        latest: list[tuple[Any, ...]] = []
         lock = threading.Lock()
 
         def deliver() -> None:
@@ -345,32 +364,25 @@ class ManagerBridge(QObject):
             if figures is not None and progress is not None:
                 progress(*figures)
 
-        def on_progress(done: int, total: int) -> None:  # in the worker thread
+        def on_progress(*figures: Any) -> None:  # in the worker thread
             with lock:
                 scheduled = bool(latest)
-                latest[:] = [(done, total)]
+                latest[:] = [figures]
             if not scheduled:
                 loop.call_soon_threadsafe(deliver)
 
-        def on_status(line: str) -> None:  # in the worker thread
-            if status is not None:
-                loop.call_soon_threadsafe(status, line)
-
-        work = asyncio.ensure_future(asyncio.to_thread(
-            hub_pull.pull, ref, recipes_dir=self.recipes_dir, name=name, client=client, progress=on_progress,
-            cancel=cancel, status=on_status))
+        task = asyncio.ensure_future(asyncio.to_thread(work, on_progress))
         try:
-            while not work.done():
-                await asyncio.wait([work], timeout=0.25)
-                if self.closing:  # Quit: no download outlives Siesta
+            while not task.done():
+                await asyncio.wait([task], timeout=0.25)
+                if self.closing:
                     cancel.set()
         except asyncio.CancelledError:
             cancel.set()
-            await asyncio.gather(work, return_exceptions=True)  # the thread ends at its next chunk
+            await asyncio.gather(task, return_exceptions=True)  # the thread ends at its next chunk
             raise
-        result = work.result()
+        result = task.result()
         deliver()
-        self._reload_recipes()
         return result
 
     # ---- the engine: Settings' Update -------------------------------------------------------------
@@ -393,37 +405,10 @@ class ManagerBridge(QObject):
         the active engine as it was. Emits :attr:`engineChanged` after a switch."""
         from app.core import engine_install
 
-        loop = asyncio.get_running_loop()
-        latest: list[tuple[int, int, str]] = []
-        lock = threading.Lock()
-
-        def deliver() -> None:
-            with lock:
-                figures = latest.pop() if latest else None
-            if figures is not None and progress is not None:
-                progress(*figures)
-
-        def on_progress(done: int, total: int, what: str) -> None:  # in the worker thread
-            with lock:
-                scheduled = bool(latest)
-                latest[:] = [(done, total, what)]
-            if not scheduled:
-                loop.call_soon_threadsafe(deliver)
-
-        work = asyncio.ensure_future(asyncio.to_thread(
-            engine_install.update, self.paths.data_dir, self.settings.engine_releases_url, progress=on_progress,
-            cancel=cancel))
-        try:
-            while not work.done():
-                await asyncio.wait([work], timeout=0.25)
-                if self.closing:  # Quit: no download outlives Siesta
-                    cancel.set()
-        except asyncio.CancelledError:
-            cancel.set()
-            await asyncio.gather(work, return_exceptions=True)  # the thread ends at its next chunk
-            raise
-        result = work.result()
-        deliver()
+        result = await self._in_worker_with_progress(
+            lambda on_progress: engine_install.update(self.paths.data_dir, self.settings.engine_releases_url,
+                                                      progress=on_progress, cancel=cancel),
+            cancel, progress)
         if result is not None:
             self.engine_changed()
         return result
