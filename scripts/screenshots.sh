@@ -128,48 +128,7 @@ command = $(toml_list "${fake[@]}")
 memory_estimate = "4.5GB"
 EOF
 # The stand-in GPU (see the top): NVML's functions, as pynvml has them.
-mkdir -p "$work/fake-gpu"
-cat >"$work/fake-gpu/pynvml.py" <<'PY'
-"""A stand-in for nvidia-ml-py: one 24 GB GPU holding what Siesta's model servers ask for."""
-import os
-from types import SimpleNamespace
-
-import psutil
-
-MB, GB = 1 << 20, 1 << 30
-OTHERS = int(1.4 * GB)  # what the desktop and other programs hold
-
-
-class NVMLError(Exception):
-    pass
-
-
-def _servers():
-    out = []
-    for child in psutil.Process(os.getpid()).children(recursive=True):
-        try:
-            vram = child.environ().get("SIESTA_SHOT_VRAM_MB")
-        except psutil.Error:
-            continue
-        if vram:
-            out.append(SimpleNamespace(pid=child.pid, usedGpuMemory=int(vram) * MB))
-    return out
-
-
-def nvmlInit(): pass
-def nvmlShutdown(): pass
-def nvmlDeviceGetCount(): return 1
-def nvmlDeviceGetHandleByIndex(index): return index
-def nvmlDeviceGetName(handle): return "NVIDIA GeForce RTX 4090"
-def nvmlDeviceGetComputeRunningProcesses(handle): return _servers()
-def nvmlDeviceGetGraphicsRunningProcesses(handle): return []
-
-
-def nvmlDeviceGetMemoryInfo(handle):
-    used = OTHERS + sum(p.usedGpuMemory for p in _servers())
-    return SimpleNamespace(total=24 * GB, used=used, free=24 * GB - used)
-PY
-export PYTHONPATH=$work/fake-gpu${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$repo/scripts/stand_in_gpu${PYTHONPATH:+:$PYTHONPATH}  # its pynvml
 if [[ -n $real_llama_server ]]; then  # installed where "Install llama-server..." puts it
     mkdir -p "$XDG_DATA_HOME/siesta/engine"
     ln -s "$real_llama_server" "$XDG_DATA_HOME/siesta/engine/llama-server"

@@ -35,46 +35,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-FAKE_PYNVML = '''
-"""A stand-in for nvidia-ml-py: one 24 GB GPU holding what Siesta's model servers ask for."""
-import os
-from types import SimpleNamespace
-
-import psutil
-
-MB, GB = 1 << 20, 1 << 30
-OTHERS = int(1.4 * GB)  # what the desktop and other programs hold
-
-
-class NVMLError(Exception):
-    pass
-
-
-def _servers():
-    out = []
-    for child in psutil.Process(os.getpid()).children(recursive=True):
-        try:
-            vram = child.environ().get("SIESTA_SHOT_VRAM_MB")
-        except psutil.Error:
-            continue
-        if vram:
-            out.append(SimpleNamespace(pid=child.pid, usedGpuMemory=int(vram) * MB))
-    return out
-
-
-def nvmlInit(): pass
-def nvmlShutdown(): pass
-def nvmlDeviceGetCount(): return 1
-def nvmlDeviceGetHandleByIndex(index): return index
-def nvmlDeviceGetName(handle): return "NVIDIA GeForce RTX 4090"
-def nvmlDeviceGetComputeRunningProcesses(handle): return _servers()
-def nvmlDeviceGetGraphicsRunningProcesses(handle): return []
-
-
-def nvmlDeviceGetMemoryInfo(handle):
-    used = OTHERS + sum(p.usedGpuMemory for p in _servers())
-    return SimpleNamespace(total=24 * GB, used=used, free=24 * GB - used)
-'''
 
 PROMPT = "Say hello in one line."
 MODELS_WINDOW_SIZE = (900, 580)
@@ -260,10 +220,7 @@ def main() -> int:
         os.environ.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
                           XDG_DATA_HOME=str(home / ".local/share"), XDG_STATE_HOME=str(home / ".local/state"),
                           XDG_CACHE_HOME=str(home / ".cache"), QT_QPA_PLATFORM="xcb")
-        gpu = work / "fake-gpu"
-        gpu.mkdir()
-        (gpu / "pynvml.py").write_text(FAKE_PYNVML)
-        sys.path.insert(0, str(gpu))
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_in_gpu"))  # its pynvml
 
         from PySide6.QtWidgets import QApplication
 
