@@ -9,7 +9,10 @@ one answer wherever it comes from:
 * :class:`ModelUnavailable`: 503 with its own code and ``Retry-After``;
 * :class:`SettingFixed`: 409 ``setting_fixed``;
 * :class:`PersistError`: 409 ``recipe_invalid`` for a file that does not parse, otherwise
-  500 ``persist_failed``.
+  500 ``persist_failed``;
+* the remotes' errors (:func:`remote_answer`): 409 ``ambiguous_model``, 502
+  ``remote_unreachable`` naming the remote and its address, the remote's own 4xx, or 502
+  ``remote_error``; 400 ``not_supported`` for an action the remote's kind does not offer.
 
 The OpenAI-compatible routes (``/v1/...``) keep their own answers: the middleware passes
 them through untouched.
@@ -23,6 +26,7 @@ from aiohttp import web
 
 from app.core.manager import PersistError, SettingFixed, UnknownModel
 from app.core.model import ModelUnavailable
+from app.core.remotes import AmbiguousModel, RemoteRefused, RemoteUnreachable, RemoteUnsupported
 
 from .errors import ApiError, error_response, unavailable_response
 
@@ -45,6 +49,21 @@ def answer_for(exc: Exception) -> web.Response | None:
         if exc.kind == "invalid":
             return error_response(409, "recipe_invalid", str(exc))
         return error_response(500, "persist_failed", str(exc))
+    return remote_answer(exc)
+
+
+def remote_answer(exc: Exception) -> web.Response | None:
+    """The answer for a remote's error, the same on ``/v1`` and ``/api/v1``."""
+    if isinstance(exc, AmbiguousModel):
+        return error_response(409, "ambiguous_model", str(exc), candidates=exc.candidates)
+    if isinstance(exc, RemoteUnreachable):
+        return error_response(502, "remote_unreachable", str(exc), remote=exc.name)
+    if isinstance(exc, RemoteRefused):
+        if exc.status in (400, 404, 409, 422):
+            return error_response(exc.status, "remote_refused", str(exc), remote=exc.name)
+        return error_response(502, "remote_error", str(exc), remote=exc.name)
+    if isinstance(exc, RemoteUnsupported):
+        return error_response(400, "not_supported", str(exc))
     return None
 
 

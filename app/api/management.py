@@ -18,6 +18,7 @@ from app import __version__
 from app.core.durations import USE_GLOBAL, DurationError, ModelTimeout, parse_duration
 from app.core.manager import ModelManager
 from app.core.model import ModelState
+from app.core.remotes import HOP_HEADER
 from app.core.settings import RUNTIME_SETTABLE, validate_setting
 
 from .errors import ApiError
@@ -67,8 +68,10 @@ class ManagementApi:
         return [
             web.get("/api/v1/health", self.health),
             web.get("/api/v1/models", self.list_models),
-            web.get("/api/v1/models/{name}", self.get_model),
-            web.patch("/api/v1/models/{name}", self.patch_model),
+            # a remote model's name has a "/" (gpubox/qwen; ollama/hf.co/org/m:Q4)
+            web.get("/api/v1/models/{name:.+}", self.get_model),
+            web.patch("/api/v1/models/{name:.+}", self.patch_model),
+            web.get("/api/v1/remotes", self.list_remotes),
             web.post("/api/v1/load", self.load),
             web.post("/api/v1/unload", self.unload),
             web.get("/api/v1/settings", self.get_settings),
@@ -90,19 +93,29 @@ class ManagementApi:
             "log_dir": str(self.manager.paths.log_dir),
             "llama_server": str(server) if server else None,
             "settings": self.manager.loaded_settings.describe(),
+            "remotes": self.manager.remotes.describe(),  # never a key: "(set)" at most
             "models": [self.manager.snapshot_of(m) for m in self.manager.listed() if m.state is not ModelState.UNLOADED],
         })
 
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"models": self.manager.snapshots()})
+        """Local models, then remote ones (``remote`` names their remote). Another Siesta
+        that uses this one as a remote gets only the local ones (no loops)."""
+        local_only = _local_only(request)
+        out: dict[str, Any] = {"models": self.manager.snapshots(local_only=local_only)}
+        if not local_only:
+            out["remotes"] = self.manager.remotes.describe()
+        return web.json_response(out)
+
+    async def list_remotes(self, request: web.Request) -> web.Response:
+        return web.json_response({"remotes": self.manager.remotes.describe()})
 
     async def get_model(self, request: web.Request) -> web.Response:
-        return web.json_response(self.manager.snapshot_of(self.manager.get(request.match_info["name"])))
+        return web.json_response(self.manager.snapshot_by_name(request.match_info["name"]))
 
     async def load(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
         model = await self.manager.load(_model_field(request, data))
-        return web.json_response(self.manager.snapshot_of(model))
+        return web.json_response(self.manager.describe(model))
 
     async def unload(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
@@ -110,7 +123,7 @@ class ManagementApi:
             names = await self.manager.unload_all()
             return web.json_response({"unloaded": names})
         model = await self.manager.unload(_model_field(request, data, hint='or {"all": true}'))
-        return web.json_response(self.manager.snapshot_of(model))
+        return web.json_response(self.manager.describe(model))
 
     async def patch_model(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
@@ -120,7 +133,7 @@ class ManagementApi:
         raw = data["unload_timeout"]
         value: ModelTimeout = USE_GLOBAL if raw == USE_GLOBAL.value else _duration(request, "unload_timeout", raw)
         model = await self.manager.set_model_timeout(request.match_info["name"], value)
-        return web.json_response(self.manager.snapshot_of(model))
+        return web.json_response(self.manager.describe(model))
 
     async def get_settings(self, request: web.Request) -> web.Response:
         return web.json_response(self.manager.loaded_settings.describe())
@@ -151,8 +164,11 @@ class ManagementApi:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        local_only = _local_only(request)
 
         def on_event(event: dict[str, Any]) -> None:
+            if local_only and event["model"].get("remote"):
+                return
             if queue.full():  # a reader that stopped reading: drop the oldest, keep the latest
                 queue.get_nowait()
             queue.put_nowait(event)
@@ -161,7 +177,7 @@ class ManagementApi:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         try:
             await response.prepare(request)
-            for snapshot in self.manager.snapshots():
+            for snapshot in self.manager.snapshots(local_only=local_only):
                 await response.write(_sse({"reason": "snapshot", "model": snapshot, "time": self.manager.clock.now()}))
             while True:
                 try:
@@ -176,6 +192,11 @@ class ManagementApi:
         finally:
             unsubscribe()
         return response
+
+
+def _local_only(request: web.Request) -> bool:
+    """``?scope=local``, or a call from another Siesta (it lists only this one's own models)."""
+    return request.query.get("scope") == "local" or HOP_HEADER in request.headers
 
 
 def _sse(event: dict[str, Any]) -> bytes:

@@ -4,6 +4,14 @@ A request for a model that is not loaded loads it first (concurrent requests sha
 load). The body's ``keep_alive`` (a duration) sets the model's timeout for the idle
 period that follows and is removed before forwarding. Streaming answers are passed
 through chunk by chunk as the backend sends them.
+
+A name that is not a local recipe may be a remote's model (:mod:`app.core.remotes`):
+``REMOTE/MODEL``, or a bare name exactly one remote has. The request goes to that remote
+with the model part as its name, counted in flight like a local one; ``keep_alive``
+goes along only to another Siesta. A remote that refuses the connection, or accepts
+nothing within 2 s, or answers neither the request nor a liveness probe within 3 s, is
+answered 502 ``remote_unreachable``; one that is alive may take as long as a load takes.
+A request that comes from another Siesta (:data:`HOP_HEADER`) only reaches local models.
 """
 
 from __future__ import annotations
@@ -17,12 +25,16 @@ from aiohttp import web
 
 from app.core.durations import NOT_GIVEN, DurationError, KeepAlive, parse_duration
 from app.core.manager import ModelManager, UnknownModel
-from app.core.model import Lease, ModelUnavailable
+from app.core.model import ModelUnavailable
+from app.core.remotes import HOP_HEADER, AmbiguousModel, RemoteLease, RemoteUnreachable
+from app.core.remotes.engine_api import CONNECT_TIMEOUT, connection_failure_reason
 
+from .error_mapping import remote_answer
 from .errors import error_response, unavailable_response
 
 _FORWARD_REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+_REMOTE_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT)
 
 
 class OpenAIProxy:
@@ -39,6 +51,7 @@ class OpenAIProxy:
         ]
 
     async def list_models(self, request: web.Request) -> web.Response:
+        """Local models, then ``REMOTE/MODEL`` entries (none for a call from another Siesta)."""
         created = int(self.manager.started_at)
         data = [
             {"id": m.name, "object": "model", "created": created, "owned_by": "siesta",
@@ -46,15 +59,20 @@ class OpenAIProxy:
             for m in self.manager.listed()
             if m.recipe is not None
         ]
+        if HOP_HEADER not in request.headers:
+            data += [{"id": s["name"], "object": "model", "created": created, "owned_by": s["remote"],
+                      "state": s["state"]} for s in self.manager.remotes.snapshots()]
         return web.json_response({"object": "list", "data": data})
 
     async def get_model(self, request: web.Request) -> web.Response:
         try:
-            model = self.manager.get(request.match_info["name"])
+            snapshot = self.manager.snapshot_by_name(request.match_info["name"])
         except UnknownModel as exc:
             return error_response(404, "model_not_found", str(exc))
-        return web.json_response({"id": model.name, "object": "model", "created": int(self.manager.started_at),
-                                  "owned_by": "siesta", "state": model.state.value})
+        except AmbiguousModel as exc:
+            return remote_answer(exc)  # type: ignore[return-value]
+        return web.json_response({"id": snapshot["name"], "object": "model", "created": int(self.manager.started_at),
+                                  "owned_by": snapshot.get("remote") or "siesta", "state": snapshot["state"]})
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -74,9 +92,20 @@ class OpenAIProxy:
         keep_alive: KeepAlive = NOT_GIVEN
         if "keep_alive" in data:
             try:
-                keep_alive = parse_duration(data.pop("keep_alive"))
+                keep_alive = parse_duration(data["keep_alive"])
             except DurationError as exc:
                 return error_response(400, "invalid_keep_alive", f"field 'keep_alive': {exc}")
+        if not self.manager.is_local(name) and HOP_HEADER not in request.headers:
+            try:
+                remote, remote_model = self.manager.find_remote(name)
+            except UnknownModel:
+                pass
+            except AmbiguousModel as exc:
+                return remote_answer(exc)  # type: ignore[return-value]
+            else:
+                return await self._forward_remote(request, data, remote.acquire(remote_model, keep_alive))
+        if "keep_alive" in data:
+            del data["keep_alive"]  # llama-server does not know it
             body = json.dumps(data).encode()
         try:
             model = self.manager.get(name)
@@ -87,22 +116,62 @@ class OpenAIProxy:
         except ModelUnavailable as exc:
             return unavailable_response(exc)
         try:
-            return await self._relay(request, lease, body, name, data.get("stream") is True)
+            url = lease.base_url + request.raw_path
+            return await self._relay(request, self.manager.http.post(url, data=body, headers=self._headers(request, data)),
+                                     name, on_failure=lease.mark_upstream_failed)
         finally:
             lease.release()
 
-    async def _relay(self, request: web.Request, lease: Lease, body: bytes, name: str,
-                     streaming_request: bool) -> web.StreamResponse:
+    async def _forward_remote(self, request: web.Request, data: dict[str, Any], lease: RemoteLease) -> web.StreamResponse:
+        try:
+            data["model"] = lease.model  # the remote's own name for it
+            if not lease.remote.engine.passes_keep_alive:
+                data.pop("keep_alive", None)
+            headers = {**self._headers(request, data), **lease.headers()}
+            opening = self.manager.http.post(lease.url(request.raw_path), data=json.dumps(data).encode(),
+                                             headers=headers, timeout=_REMOTE_TIMEOUT)
+            try:
+                upstream = await self._open_remote(opening, lease)
+            except RemoteUnreachable as exc:
+                return remote_answer(exc)  # type: ignore[return-value]
+            return await self._relay(request, upstream, lease.remote.qualified(lease.model))
+        finally:
+            lease.release()
+
+    async def _open_remote(self, opening: Any, lease: RemoteLease) -> Any:
+        """Sends the request; an answer that has not begun after :data:`CONNECT_TIMEOUT` is
+        given as long as it takes only if the remote still answers a probe (a load there is
+        legitimate; a server that accepted and hangs is not). Refused: RemoteUnreachable."""
+        remote = lease.remote
+        task = asyncio.ensure_future(opening)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=CONNECT_TIMEOUT)
+            if not done and not await remote.engine.probe(timeout=1.0):
+                raise RemoteUnreachable(remote.name, remote.config.url, "it accepted the request but answers nothing")
+            return await task
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise RemoteUnreachable(remote.name, remote.config.url, connection_failure_reason(exc)) from None
+        finally:
+            if not task.done():
+                task.cancel()
+
+    @staticmethod
+    def _headers(request: web.Request, data: dict[str, Any]) -> dict[str, str]:
         headers = {h: request.headers[h] for h in _FORWARD_REQUEST_HEADERS if h in request.headers}
         headers.setdefault("Content-Type", "application/json")
-        if streaming_request:
+        if data.get("stream") is True:
             # llama-server answers a stream with Keep-Alive but then closes the connection;
             # reusing it from the pool gave the next request a 502 (2 in 800 under load).
             headers["Connection"] = "close"
-        url = lease.base_url + request.raw_path
+        return headers
+
+    async def _relay(self, request: web.Request, opening: Any, name: str, *,
+                     on_failure: Any = None) -> web.StreamResponse:
+        """Passes the upstream answer (``opening``: the request, sent or being sent) to the
+        client, streaming it as it comes."""
         response: web.StreamResponse | None = None
         try:
-            async with self.manager.http.post(url, data=body, headers=headers) as upstream:
+            async with opening as upstream:
                 out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
                 streaming = upstream.content_type == "text/event-stream" or upstream.content_length is None
                 if not streaming:
@@ -116,7 +185,8 @@ class OpenAIProxy:
                 await response.write_eof()
                 return response
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            lease.mark_upstream_failed()
+            if on_failure is not None:
+                on_failure()
             if response is not None and response.prepared:
                 # Headers already went out: end the stream abruptly so the client sees the failure.
                 if request.transport is not None:

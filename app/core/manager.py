@@ -31,6 +31,7 @@ from .memory_relief import MemoryRelief
 from .model_memory import MemoryBook
 from .paths import Paths, engine_cache_dir
 from .process_reaper import ProcessReaper
+from .remotes import Remote, RemoteSet, parse_remotes
 from .recipes import (
     UNCHANGED, Recipe, RecipeError, is_valid_name, read_recipe, scan_recipe_files, write_recipe_settings,
     write_recipe_timeout,
@@ -104,6 +105,7 @@ class ModelManager:
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher_task: asyncio.Task[None] | None = None
         self.http: aiohttp.ClientSession = None  # type: ignore[assignment]  # created in start()
+        self.remotes = RemoteSet(paths.settings_file, self.clock, lambda: self.global_timeout, self._emit_remote)
         self.started_at = time.time()
         self.restart_pending: set[str] = set()  # settings saved to the file that apply at the next start
 
@@ -142,6 +144,8 @@ class ModelManager:
             self._reaper = ProcessReaper()
         self.paths.recipes_dir.mkdir(parents=True, exist_ok=True)
         self.reload_recipes()
+        self._reload_remotes()
+        self.remotes.start()  # in the background: a remote that does not answer never delays start-up
         if self._watch_files:
             self._watcher_task = asyncio.create_task(self._watch_config(), name="recipe-watcher")
         self._pressure.start()
@@ -162,7 +166,7 @@ class ModelManager:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._watcher_task is not None:
             await asyncio.gather(self._watcher_task, return_exceptions=True)
-        await asyncio.gather(*(m.close() for m in models), return_exceptions=True)
+        await asyncio.gather(*(m.close() for m in models), self.remotes.close(), return_exceptions=True)
         await self._pressure.stop()
         await self.memory.close()
         if self.http is not None:
@@ -205,6 +209,16 @@ class ModelManager:
             try:
                 callback(event)
             except Exception:  # a broken observer must not break the manager
+                log.exception("event subscriber failed")
+
+    def _emit_remote(self, snapshot: dict[str, Any], reason: str) -> None:
+        """A remote model changed (:mod:`app.core.remotes`): the same event as a local one,
+        its ``model`` carrying ``remote``."""
+        event = {"reason": reason, "model": snapshot, "time": self.clock.now()}
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
                 log.exception("event subscriber failed")
 
     def snapshot_of(self, model: ManagedModel) -> dict[str, Any]:
@@ -253,20 +267,59 @@ class ModelManager:
         """The models with a recipe, by name (a removed one still stopping is not listed)."""
         return [m for m in sorted(self.models.values(), key=lambda m: m.name) if not m.removed]
 
-    def snapshots(self) -> list[dict[str, Any]]:
-        return [self.snapshot_of(m) for m in self.listed()]
+    def snapshots(self, *, local_only: bool = False) -> list[dict[str, Any]]:
+        """Every model as :meth:`snapshot_of` shows it; the remotes' after the local ones."""
+        local = [self.snapshot_of(m) for m in self.listed()]
+        return local if local_only else local + self.remotes.snapshots()
 
-    async def load(self, name: str) -> ManagedModel:
-        """A manual load; returns once the model is ready and its memory measured."""
+    def is_local(self, name: str) -> bool:
+        model = self.models.get(name) if isinstance(name, str) else None
+        return model is not None and not model.removed
+
+    def find_remote(self, name: str) -> tuple[Remote, str]:
+        """The remote model ``name`` means (``REMOTE/MODEL``, or a bare name that no local
+        recipe has and exactly one remote lists); UnknownModel or AmbiguousModel."""
+        found = self.remotes.find(name) if isinstance(name, str) else None
+        if found is None:
+            raise UnknownModel(str(name)[:200])
+        return found
+
+    def snapshot_by_name(self, name: str) -> dict[str, Any]:
+        """A local or a remote model's snapshot (a remote one must be listed by its remote)."""
+        if self.is_local(name):
+            return self.snapshot_of(self.get(name))
+        remote, model = self.find_remote(name)
+        if model not in remote.views:
+            raise UnknownModel(name[:200])
+        return remote.snapshot(model)
+
+    async def load(self, name: str) -> ManagedModel | dict[str, Any]:
+        """A manual load; returns once the model is ready and its memory measured (a remote
+        model: once its remote says so, as its snapshot)."""
+        if not self.is_local(name):
+            remote, model_name = self.find_remote(name)
+            await remote.load(model_name)
+            return self.snapshot_by_name(remote.qualified(model_name))
         model = self.get(name)
         await model.load()
         await self.memory.measured(name)
         return model
 
-    async def unload(self, name: str) -> ManagedModel:
+    async def unload(self, name: str) -> ManagedModel | dict[str, Any]:
+        if not self.is_local(name):
+            remote, model_name = self.find_remote(name)
+            await remote.unload(model_name)
+            qualified = remote.qualified(model_name)
+            return remote.snapshot(model_name) if model_name in remote.views else {"name": qualified,
+                                                                                    "remote": remote.name,
+                                                                                    "state": "unloaded"}
         model = self.get(name)
         await model.unload(UnloadReason.MANUAL)
         return model
+
+    def describe(self, model: ManagedModel | dict[str, Any]) -> dict[str, Any]:
+        """What :meth:`load`, :meth:`unload` and :meth:`set_model_timeout` returned, as a snapshot."""
+        return model if isinstance(model, dict) else self.snapshot_of(model)
 
     async def unload_all(self) -> list[str]:
         targets = [m for m in self.listed() if m.state is not ModelState.UNLOADED]
@@ -292,8 +345,18 @@ class ModelManager:
 
     # ---- timeouts ----------------------------------------------------------------------
 
-    async def set_model_timeout(self, name: str, value: ModelTimeout) -> ManagedModel:
-        """Persists a model's timeout to its recipe (:data:`USE_GLOBAL` removes the key) and applies it now."""
+    async def set_model_timeout(self, name: str, value: ModelTimeout) -> ManagedModel | dict[str, Any]:
+        """Persists a model's timeout to its recipe (:data:`USE_GLOBAL` removes the key) and
+        applies it now. A remote model's goes to the other Siesta's recipe, or for another
+        engine to ``[remotes.NAME.timeouts]`` in settings.toml."""
+        if not self.is_local(name):
+            remote, model_name = self.find_remote(name)
+            try:
+                await self.remotes.set_timeout(remote, model_name, value)
+            except TomlEditError as exc:
+                raise PersistError(str(exc), exc.kind) from exc
+            return self.snapshot_by_name(remote.qualified(model_name)) if model_name in remote.views else {
+                "name": remote.qualified(model_name), "remote": remote.name, "state": "unloaded"}
         model = self.get(name)
         if model.recipe is None:
             raise PersistError(f"recipe of {name!r} is not valid, left unchanged: {model.recipe_error}", "invalid")
@@ -336,18 +399,30 @@ class ModelManager:
             for model in self.models.values():
                 if model.effective_timeout()[1] == "global":
                     model.timeout_changed()
+            self.remotes.global_timeout_changed()
         elif field in ("max_loaded_models", *MEMORY_SETTINGS) and old != value:
             # A load waiting for room looks again; a new event for the next wait, as emit() does.
             self._changed.set()
             self._changed = asyncio.Event()
 
+    def _reload_remotes(self, data: dict[str, Any] | None = None) -> None:
+        """Brings the remotes in step with ``[remotes]`` in settings.toml."""
+        if data is None:
+            try:
+                data = read_settings_file(self.paths.settings_file)
+            except SettingsError as exc:
+                log.warning("%s", exc)
+                return
+        self.remotes.apply(*parse_remotes(data, self.paths.settings_file))
+
     def _reload_settings_file(self) -> None:
-        """A hand edit of settings.toml: applies run-time settings that nothing pins."""
+        """A hand edit of settings.toml: applies run-time settings that nothing pins, and ``[remotes]``."""
         try:
             data = read_settings_file(self.paths.settings_file)
         except SettingsError as exc:
             log.warning("%s", exc)
             return
+        self._reload_remotes(data)
         for field in RUNTIME_SETTABLE:
             if self.loaded_settings.fixed_by(field) or field not in data:
                 continue

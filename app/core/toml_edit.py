@@ -108,6 +108,55 @@ def set_toml_keys(path: Path, values: Mapping[str, Any | None], *, create: bool 
     """Sets several top-level keys in one atomic write, each as :func:`set_toml_key` would
     (``None`` removes a key). A list value replacing an existing array changes only the
     items that differ, keeping the array's layout and its comments."""
+    _edit(path, lambda doc: _set_top_level(doc, values), create=create)
+
+
+def set_toml_nested(path: Path, tables: Sequence[str], key: str, value: Any | None, *,
+                    create: bool = False) -> None:
+    """Sets ``key`` inside the nested table ``tables`` (``["remotes", "ollama", "timeouts"]``
+    is ``[remotes.ollama.timeouts]``), creating the tables it needs; ``None`` removes the
+    key, and a table it leaves empty. Everything else keeps its comments and place."""
+
+    def change(doc: Any) -> None:
+        chain = [doc]
+        for name in tables:
+            table = chain[-1].get(name)
+            if table is None:
+                if value is None:
+                    return
+                table = tomlkit.table(is_super_table=len(chain) < len(tables))
+                chain[-1][name] = table
+            elif not isinstance(table, MutableMapping):
+                raise TomlEditError(f"{path}: {'.'.join(tables)} is not a table, left unchanged", "invalid")
+            chain.append(table)
+        if value is not None:
+            chain[-1][key] = value
+            return
+        if key in chain[-1]:
+            del chain[-1][key]
+        for parent, name, table in reversed(list(zip(chain, tables, chain[1:]))):
+            if len(table) == 0:
+                del parent[name]
+
+    _edit(path, change, create=create)
+
+
+def _set_top_level(doc: Any, values: Mapping[str, Any | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            if key in doc:
+                del doc[key]
+        elif isinstance(value, Mapping) and isinstance(doc.get(key), MutableMapping):
+            _update_table(doc[key], value)
+        elif isinstance(value, (list, tuple)) and isinstance(doc.get(key), Array):
+            _update_array(doc[key], list(value))
+        else:
+            doc[key] = value  # tomlkit puts a new top-level key before the first [table], a new table last
+
+
+def _edit(path: Path, change: Any, *, create: bool) -> None:
+    """Reads ``path``, applies ``change(doc)`` to its tomlkit document and writes it back
+    atomically when the text changed; a file that does not parse is never rewritten."""
     try:
         text = path.read_bytes().decode("utf-8")  # no newline translation: CRLF stays CRLF
     except FileNotFoundError:
@@ -121,16 +170,7 @@ def set_toml_keys(path: Path, values: Mapping[str, Any | None], *, create: bool 
         doc = tomlkit.parse(text)
     except Exception as exc:  # noqa: BLE001 - both parsers raise their own types
         raise TomlEditError(f"{path}: not valid TOML, left unchanged: {exc}", "invalid") from exc
-    for key, value in values.items():
-        if value is None:
-            if key in doc:
-                del doc[key]
-        elif isinstance(value, Mapping) and isinstance(doc.get(key), MutableMapping):
-            _update_table(doc[key], value)
-        elif isinstance(value, (list, tuple)) and isinstance(doc.get(key), Array):
-            _update_array(doc[key], list(value))
-        else:
-            doc[key] = value  # tomlkit puts a new top-level key before the first [table], a new table last
+    change(doc)
     new_text = _keep_line_endings(text, _keep_file_end(text, tomlkit.dumps(doc)))
     if new_text == text:
         return

@@ -1,0 +1,193 @@
+"""What Siesta needs from another engine's HTTP API, and the errors it can give.
+
+Each kind of remote (:mod:`.kinds`) is a :class:`RemoteEngine`: it lists the models the
+engine has and their state, loads and unloads one when the engine allows it, and says
+where an OpenAI request for one goes. Everything above this layer (the countdowns, the
+in-flight counts, the events) is the same for every kind and lives in :mod:`.remote`.
+
+Every call here refuses to wait more than :data:`CONNECT_TIMEOUT` for a connection:
+an engine that does not accept it is *unreachable* (:class:`RemoteUnreachable`), which
+is not the same as one that accepted and takes long to answer (a load is legitimate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiohttp
+
+from ..durations import Timeout
+from .config import RemoteConfig
+
+CONNECT_TIMEOUT = 2.0
+"""Seconds a remote gets to accept a connection before it counts as unreachable."""
+
+CALL_TIMEOUT = 10.0
+"""Seconds a list or an unload may take as a whole (a load has no limit: it may be long)."""
+
+HOP_HEADER = "X-Siesta-Hop"
+"""Sent on every call to a remote: a Siesta that sees it answers with its own local models
+only and routes only to them, so two Siestas that are each other's remote never loop."""
+
+
+class RemoteUnreachable(Exception):
+    """The remote refused the connection or did not accept it within :data:`CONNECT_TIMEOUT`."""
+
+    def __init__(self, name: str, url: str, reason: str) -> None:
+        super().__init__(f"remote {name!r} at {url} is unreachable: {reason}")
+        self.name, self.url, self.reason = name, url, reason
+
+
+class RemoteRefused(Exception):
+    """The remote answered, with an error (``status`` is its HTTP status)."""
+
+    def __init__(self, name: str, what: str, status: int, detail: str) -> None:
+        super().__init__(f"remote {name!r}: {what} failed: HTTP {status}: {detail[:300]}")
+        self.name, self.status = name, status
+
+
+class RemoteUnsupported(Exception):
+    """An action this kind of remote does not offer (``openai`` remotes only route)."""
+
+
+@dataclass
+class RemoteModelInfo:
+    """One model as the engine reports it.
+
+    ``state`` uses Siesta's words (``ready``, ``loading``, ``unloading``, ``unloaded``,
+    ``failed``). ``unloads_in`` is the engine's own countdown where it has one (Ollama's
+    ``expires_at``); ``snapshot`` is a Siesta remote's whole snapshot of the model.
+    """
+
+    model: str
+    state: str
+    memory: int | None = None
+    vram: int | None = None
+    unloads_in: float | None = None
+    busy: bool = False
+    error: str | None = None
+    snapshot: dict[str, Any] = field(default_factory=dict)
+
+
+class RemoteEngine:
+    """The HTTP API of one remote engine. Subclasses set the class flags and the calls."""
+
+    kind: ClassVar[str] = ""
+    can_load: ClassVar[bool] = True
+    """Offers load and unload (every kind but ``openai``)."""
+    siesta_counts_idle: ClassVar[bool] = False
+    """Siesta's own countdown unloads its models (the engine has no idle clock of its own
+    that Siesta can set: llama.cpp's router, Lemonade)."""
+    passes_keep_alive: ClassVar[bool] = False
+    """A request's ``keep_alive`` goes to the remote as it is (another Siesta)."""
+    keeps_timeouts: ClassVar[bool] = False
+    """The remote keeps its models' timeouts itself (another Siesta, in its recipes)."""
+    probe_path: ClassVar[str] = "/v1/models"
+    """A cheap GET that any live server of this kind answers at once."""
+
+    def __init__(self, config: RemoteConfig, http: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.http = http
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def headers(self) -> dict[str, str]:
+        """Sent with every call and every routed request: the key goes to this remote only."""
+        out = {HOP_HEADER: "1"}
+        if self.config.api_key:
+            out["Authorization"] = f"Bearer {self.config.api_key}"
+        return out
+
+    def openai_url(self, raw_path: str) -> str:
+        """Where a front-door request for ``/v1/...`` goes on this remote."""
+        return self.config.url + raw_path
+
+    # ---- calls ---------------------------------------------------------------------------
+
+    async def call(self, method: str, path: str, body: Any = None, *, what: str,
+                   timeout: float | None = CALL_TIMEOUT) -> Any:
+        """One JSON call; RemoteUnreachable when the connection fails, RemoteRefused on an
+        error status. ``timeout`` bounds the whole call (None: only the connection)."""
+        url = self.config.url + path
+        limits = aiohttp.ClientTimeout(total=timeout, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT)
+        try:
+            async with self.http.request(method, url, json=body, headers=self.headers(), timeout=limits) as resp:
+                text = await resp.text(errors="replace")
+                if resp.status >= 400:
+                    raise RemoteRefused(self.name, what, resp.status, _error_text(text))
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise RemoteUnreachable(self.name, self.config.url, connection_failure_reason(exc)) from None
+        except asyncio.TimeoutError:
+            # connected, but the whole call took too long: a remote that hangs is unreachable too
+            raise RemoteUnreachable(self.name, self.config.url, f"{what} took longer than {timeout:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RemoteRefused(self.name, what, 502, f"the connection failed ({type(exc).__name__}: {exc})") from None
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise RemoteRefused(self.name, what, 502, f"not JSON: {text[:200]!r}") from None
+
+    async def probe(self, timeout: float = 1.0) -> bool:
+        """True when the remote answers :attr:`probe_path` within ``timeout`` seconds."""
+        try:
+            await self.call("GET", self.probe_path, what="probe", timeout=timeout)
+        except RemoteUnreachable:
+            return False
+        except RemoteRefused:
+            return True  # it answered
+        return True
+
+    # ---- what each kind provides -----------------------------------------------------------
+
+    async def list_models(self) -> list[RemoteModelInfo]:
+        raise NotImplementedError
+
+    async def load(self, model: str) -> None:
+        raise RemoteUnsupported(f"remote {self.name!r} ({self.kind}) only routes requests: it cannot load models")
+
+    async def unload(self, model: str) -> None:
+        raise RemoteUnsupported(f"remote {self.name!r} ({self.kind}) only routes requests: it cannot unload models")
+
+    async def set_timeout(self, model: str, value: Any) -> None:
+        """Only for :attr:`keeps_timeouts` kinds: the remote writes it into its own recipe."""
+        raise RemoteUnsupported(f"remote {self.name!r} ({self.kind}) keeps no timeouts of its own")
+
+    async def after_request(self, model: str, timeout: Timeout) -> None:
+        """A request through Siesta ended and the model is idle: engines with their own idle
+        clock are set to Siesta's timeout here (Ollama)."""
+
+    def events(self) -> AsyncIterator[RemoteModelInfo | None] | None:
+        """The engine's change stream, or None when it has none (then Siesta polls). Each item
+        is a model that changed, or None for "something changed: list again"."""
+        return None
+
+
+def _error_text(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()
+    if isinstance(data, Mapping):
+        err = data.get("error")
+        if isinstance(err, Mapping) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+    return text.strip()
+
+
+def connection_failure_reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few words."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"it did not accept a connection within {CONNECT_TIMEOUT:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return (exc.os_error.strerror or str(exc.os_error)).lower()
+    return str(exc) or type(exc).__name__
