@@ -27,7 +27,7 @@ from app.core.durations import NOT_GIVEN, DurationError, KeepAlive, parse_durati
 from app.core.manager import ModelManager, UnknownModel
 from app.core.model import ModelUnavailable
 from app.core.remotes import HOP_HEADER, AmbiguousModel, RemoteLease, RemoteUnreachable
-from app.core.remotes.engine_api import CONNECT_TIMEOUT, connection_failure_reason
+from app.core.remotes.engine_api import CONNECT_TIMEOUT, PROBE_AFTER, connection_failure_reason
 
 from .error_mapping import remote_answer
 from .errors import error_response, unavailable_response
@@ -139,13 +139,13 @@ class OpenAIProxy:
             lease.release()
 
     async def _open_remote(self, opening: Any, lease: RemoteLease) -> Any:
-        """Sends the request; an answer that has not begun after :data:`CONNECT_TIMEOUT` is
+        """Sends the request; an answer that has not begun after :data:`PROBE_AFTER` is
         given as long as it takes only if the remote still answers a probe (a load there is
         legitimate; a server that accepted and hangs is not). Refused: RemoteUnreachable."""
         remote = lease.remote
         task = asyncio.ensure_future(opening)
         try:
-            done, _ = await asyncio.wait({task}, timeout=CONNECT_TIMEOUT)
+            done, _ = await asyncio.wait({task}, timeout=PROBE_AFTER)
             if not done and not await remote.engine.probe(timeout=1.0):
                 raise RemoteUnreachable(remote.name, remote.config.url, "it accepted the request but answers nothing")
             return await task

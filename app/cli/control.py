@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from app.core.durations import (
     USE_GLOBAL,
@@ -59,11 +60,14 @@ def timeout_command(ctx: Context) -> int:
     except DurationError as exc:
         ctx.usage_error(str(exc))
     if ctx.client.running():
-        return print_model(ctx.client.call("PATCH", f"/api/v1/models/{args.model}",
+        return print_model(ctx.client.call("PATCH", f"/api/v1/models/{quote(args.model, safe='/:')}",
                                            {"unload_timeout": format_model_timeout(value)}))
     from app.core.recipes import RecipeError, is_valid_name, read_recipe, write_recipe_timeout
     from app.core.toml_edit import TomlEditError
 
+    if "/" in args.model:
+        raise ApiError(f"{args.model!r} is a remote's model (REMOTE/MODEL): its timeout is changed through the "
+                       "running Siesta, and none is running; start it with `siesta serve`")
     path = ctx.paths.recipe_file(args.model)
     if not is_valid_name(args.model) or not path.exists():
         raise ApiError(f"model {args.model!r} not found: no recipe {path}")

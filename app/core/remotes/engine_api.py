@@ -26,6 +26,11 @@ from .config import RemoteConfig
 CONNECT_TIMEOUT = 2.0
 """Seconds a remote gets to accept a connection before it counts as unreachable."""
 
+PROBE_AFTER = 1.5
+"""Seconds a routed request may go without its answer beginning before Siesta asks the
+remote, with a 1 s probe, whether it is alive at all: a remote that accepted and hangs is
+answered 502 within 3 s, one that is alive (busy loading) gets all the time it needs."""
+
 CALL_TIMEOUT = 10.0
 """Seconds a list or an unload may take as a whole (a load has no limit: it may be long)."""
 
