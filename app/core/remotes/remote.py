@@ -388,8 +388,7 @@ class Remote:
         if first:
             log.warning("%s; retrying with back-off", exc)
         for model in [m for m in self.views if not self.views[m].in_flight]:
-            self._forget(model)
-        self._emit({"name": self.name, "remote": self.name, "state": self.status}, "remote_status")
+            self._forget(model)  # each leaves with a "removed" event; describe() says why
 
     def _changed(self, model: str, reason: str) -> None:
         if model in self.views:
