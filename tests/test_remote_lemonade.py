@@ -220,9 +220,6 @@ async def test_a_timeout_set_for_a_lemonade_model_is_kept_in_settings_and_moves_
     assert "timeouts" not in tomllib.loads(paths.settings_file.read_text(encoding="utf-8"))["remotes"]["lem"]
 
 
-@pytest.mark.xfail(strict=True, reason="shared-code bug: Remote keeps a model's idle_since after it unloads, so "
-                                       "when the model is loaded again outside Siesta its countdown counts from "
-                                       "the old idle time and unloads it at once")
 async def test_a_model_loaded_again_elsewhere_counts_down_from_when_siesta_saw_it(lemonade, front_door, paths,
                                                                                   event_log):
     wall = [1_000_000.0]

@@ -193,8 +193,6 @@ async def test_load_and_unload_through_the_management_api(ollama, front_door, pa
     assert resp.status == 404 and body["error"]["code"] == "remote_refused" and "not found" in body["error"]["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="shared-code bug: Remote.load does not set Ollama's keep_alive to "
-                                       "Siesta's timeout (only a request's end does)")
 async def test_a_load_through_siesta_gets_siestas_timeout(ollama, front_door, paths):
     write_settings(paths, ollama)
     manager, http, url = await front_door(global_unload_timeout=90)
@@ -257,8 +255,6 @@ async def test_siesta_sets_ollamas_keep_alive_to_its_timeout_and_shows_ollamas_c
     await until(lambda: _state_is(http, model_url, "unloaded"), poke=remote.poke, what="the model to expire")
 
 
-@pytest.mark.xfail(strict=True, reason="shared-code bug: a request's keep_alive sticks to a remote model "
-                                       "(Remote.acquire keeps it; a later request without one does not clear it)")
 async def test_a_request_without_keep_alive_goes_back_to_siestas_timeout(ollama, front_door, paths):
     write_settings(paths, ollama)
     manager, http, url = await front_door(global_unload_timeout=90)
@@ -307,9 +303,6 @@ async def test_an_unreachable_ollama_leaves_the_list_and_answers_502_at_once(oll
     assert status == 200 and body["pid"] == manager.get("local").pid
 
 
-@pytest.mark.xfail(strict=True, reason="shared-code bug: Remote.acquire makes up a 'loading' entry for a model "
-                                       "its remote does not list; after a 502 it stays listed until the next "
-                                       "retry of an unreachable remote (up to 30 s)")
 async def test_a_request_to_an_unreachable_remote_leaves_no_model_behind(ollama, front_door, paths):
     write_settings(paths, ollama)
     manager, http, url = await front_door()

@@ -72,7 +72,7 @@ class RemoteModelInfo:
     state: str
     memory: int | None = None
     vram: int | None = None
-    unloads_in: float | None = None
+    unloads_in: float | None = field(default=None, compare=False)  # changes with every listing
     busy: bool = False
     error: str | None = None
     snapshot: dict[str, Any] = field(default_factory=dict)

@@ -54,14 +54,17 @@ class _ModelView:
     keep_alive: KeepAlive = NOT_GIVEN
     unload_at: float | None = None
     countdown: WallDeadline | None = field(default=None, repr=False)
+    engine_unload_at: float | None = None  # the engine's own countdown, in this machine's wall clock
+    listed: bool = True  # False: made up for a request before the remote listed it
 
 
 class RemoteLease:
     """One request routed to a remote model; :meth:`release` when it has ended."""
 
-    def __init__(self, remote: Remote, model: str) -> None:
+    def __init__(self, remote: Remote, model: str, keep_alive: KeepAlive) -> None:
         self.remote = remote
         self.model = model
+        self.keep_alive = keep_alive
         self._released = False
 
     def url(self, raw_path: str) -> str:
@@ -73,7 +76,7 @@ class RemoteLease:
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self.remote._request_ended(self.model)
+            self.remote._request_ended(self.model, self.keep_alive)
 
 
 class Remote:
@@ -161,7 +164,7 @@ class Remote:
         if self.engine.siesta_counts_idle:
             unload_at = view.unload_at
         else:
-            unload_at = now + info.unloads_in if info.unloads_in is not None else None
+            unload_at = view.engine_unload_at
         controllable = self.engine.can_load
         data = {
             **base, "name": self.qualified(model), "state": info.state, "stale": False,
@@ -178,8 +181,8 @@ class Remote:
         }
         if self.engine.keeps_timeouts and info.snapshot:  # another Siesta: its own snapshot, localised
             data.update(info.snapshot)
-            data.update(base, name=self.qualified(model), unloads_in=info.unloads_in,
-                        unload_at=now + info.unloads_in if info.unloads_in is not None else None)
+            data.update(base, name=self.qualified(model), unload_at=view.engine_unload_at,
+                        unloads_in=max(0.0, view.engine_unload_at - now) if view.engine_unload_at is not None else None)
         return data
 
     def snapshots(self) -> list[dict[str, Any]]:
@@ -191,26 +194,30 @@ class Remote:
         """A request for ``model`` starts: it is busy until the lease is released."""
         view = self.views.get(model)
         if view is None:  # not listed (yet): the remote decides; the next listing shows it
-            view = self.views[model] = _ModelView(RemoteModelInfo(model, "loading"), self.clock.now())
-        if keep_alive is not NOT_GIVEN and not self.engine.passes_keep_alive:
-            view.keep_alive = keep_alive
+            view = self.views[model] = _ModelView(RemoteModelInfo(model, "loading"), self.clock.now(), listed=False)
         view.in_flight += 1
         self._clear_countdown(view)
         view.idle_since = None
         self._changed(model, "busy")
-        return RemoteLease(self, model)
+        return RemoteLease(self, model, keep_alive)
 
-    def _request_ended(self, model: str) -> None:
+    def _request_ended(self, model: str, keep_alive: KeepAlive) -> None:
         view = self.views.get(model)
         if view is None:
             return
         view.in_flight -= 1
+        if not self.engine.passes_keep_alive:
+            view.keep_alive = keep_alive  # the last request to finish decides, as for a local model
         if view.in_flight > 0:
+            return
+        if not view.listed and self.status != "ok":  # made up for a request to a remote that did not answer
+            self._forget(model)
+            self.poke()
             return
         view.idle_since = self.clock.now()
         if self.engine.siesta_counts_idle:
             self._arm_countdown(model, view)
-        elif not self.engine.keeps_timeouts and self.engine.can_load:
+        elif self._engine_keeps_idle_clock:
             timeout, _ = self.effective_timeout(model)
             self._spawn(self.engine.after_request(model, timeout), f"keep_alive {model}")
         self._changed(model, "idle")
@@ -220,6 +227,8 @@ class Remote:
 
     async def load(self, model: str) -> None:
         await self.engine.load(model)
+        if self._engine_keeps_idle_clock:
+            await self.engine.after_request(model, self.effective_timeout(model)[0])  # one clock from the start
         await self._refresh_now()
         view = self.views.get(model)
         if view is not None and self.engine.siesta_counts_idle and view.in_flight == 0:
@@ -242,11 +251,15 @@ class Remote:
 
     # ---- the countdown (router, Lemonade) ------------------------------------------------------
 
+    @property
+    def _engine_keeps_idle_clock(self) -> bool:
+        """An engine with an idle clock of its own that Siesta sets (Ollama)."""
+        return self.engine.can_load and not self.engine.siesta_counts_idle and not self.engine.keeps_timeouts
+
     def _timeout_applies(self, model: str, view: _ModelView) -> None:
         if self.engine.siesta_counts_idle and view.countdown is not None:
             self._arm_countdown(model, view)
-        elif not self.engine.keeps_timeouts and self.engine.can_load and view.info.state == "ready" \
-                and view.in_flight == 0:
+        elif self._engine_keeps_idle_clock and view.info.state == "ready" and view.in_flight == 0:
             timeout, _ = self.effective_timeout(model)
             self._spawn(self.engine.after_request(model, timeout), f"keep_alive {model}")
         self._changed(model, "timeout_changed")
@@ -348,25 +361,40 @@ class Remote:
         view = self.views.get(info.model)
         if view is None:
             view = self.views[info.model] = _ModelView(info, self.clock.now())
+            self._engine_deadline(view, info)
             self._after_state(info.model, view, None)
             self._changed(info.model, "added")
             return
         old = view.info
         view.info = info
-        if old == info:
+        view.listed = True
+        moved = self._engine_deadline(view, info)
+        if old == info and not moved:
             return
         self._after_state(info.model, view, old.state)
         self._changed(info.model, "loaded" if info.state == "ready" and old.state != "ready" else
                       "unloaded" if info.state == "unloaded" and old.state != "unloaded" else "changed")
 
+    def _engine_deadline(self, view: _ModelView, info: RemoteModelInfo) -> bool:
+        """Turns the engine's ``unloads_in`` (as of the listing) into a moment on this
+        machine's clock; True when it moved by more than a second (a real change, not the
+        time that passed between two listings)."""
+        new = self.clock.now() + info.unloads_in if info.unloads_in is not None else None
+        old = view.engine_unload_at
+        if (new is None) == (old is None) and (new is None or abs(new - old) <= 1.0):  # type: ignore[operator]
+            return False
+        view.engine_unload_at = new
+        return True
+
     def _after_state(self, model: str, view: _ModelView, old_state: str | None) -> None:
         """Keeps Siesta's countdown in step with what the engine says about the model."""
+        if view.info.state == "unloaded" and not view.in_flight:
+            view.keep_alive = NOT_GIVEN  # a request's keep_alive lasts for the idle period it set
         if not self.engine.siesta_counts_idle:
             return
         if view.info.state != "ready":
             self._clear_countdown(view)
-            if view.info.state == "unloaded":
-                view.keep_alive = NOT_GIVEN
+            view.idle_since = None  # loaded again later (by anyone): count from when it is seen
         elif view.info.busy:
             self._clear_countdown(view)
             view.idle_since = None
