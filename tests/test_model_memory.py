@@ -197,6 +197,7 @@ async def test_what_llama_server_printed_replaces_the_estimate(paths, make_setti
     manager = await _started(paths, make_settings, gpus_factory=FakeGpus)
     try:
         model = await manager.load("tiny")
+        await model.process.log.flushed()  # the log is written off the loop
         printed = parse_buffer_sizes(Path(manager.snapshot_of(model)["log_file"]).read_text().splitlines())
         assert printed and set(printed) == {"ram"}
         snap = manager.snapshot_of(model)

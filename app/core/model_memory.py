@@ -4,10 +4,13 @@
 
 * **Measured use** of a loaded model: resident RAM of its server's process tree, and GPU
   memory per device (NVML for NVIDIA, the kernel's DRM fdinfo for AMD, Intel and others,
-  see :mod:`app.core.gpu_memory`). The process tree is read once per load (it changes only
-  then); afterwards only those pids are read. Every read runs in a worker thread, never on
-  the event loop's thread, and a snapshot shows the last figures at once (a figure older
-  than :data:`REFRESH_AFTER` seconds is refreshed in the background).
+  see :mod:`app.core.gpu_memory`). The server's process tree is found once it is ready
+  (listing every process in /proc, some milliseconds on a busy desktop) and kept: a reading
+  reads only those pids, and the tree is found again only when one of them has gone, every
+  :data:`TREE_KEPT_FOR` seconds (a server that starts workers later), or for a measurement
+  asked for now. Every read runs in a worker thread, never on the event loop's thread, and
+  a snapshot shows the last figures at once (a figure older than :data:`REFRESH_AFTER`
+  seconds is refreshed in the background).
 * **Estimates** before a load, in this order: the recipe's own ``memory_estimate``; what
   the same recipe (same backend, model file and arguments) used after an earlier load,
   remembered in the state dir; else the GGUF header (:mod:`app.core.gguf_estimate`).
@@ -32,7 +35,7 @@ from typing import Any
 
 import psutil
 
-from .atomic_write import write_text_atomic
+from .atomic_write import FILES, write_text_atomic
 from .backend import BackendProcess
 from .gguf_estimate import MemoryEstimate, estimate_llamacpp, parse_buffer_sizes
 from .gpu_memory import GpuDevice, GpuMemory
@@ -43,6 +46,7 @@ from .recipes import Recipe
 log = logging.getLogger(__name__)
 
 REFRESH_AFTER = 2.0  # seconds a measured figure is shown before it is read again
+TREE_KEPT_FOR = 60.0  # seconds a server's process tree is used before it is found again
 
 
 @dataclass(frozen=True)
@@ -79,15 +83,29 @@ def recipe_fingerprint(recipe: Recipe) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def _rss_of(pids: Iterable[int]) -> int | None:
-    total, seen = 0, False
+def _rss_of(pids: Iterable[int]) -> tuple[int | None, bool]:
+    """Resident bytes of these processes (None: none could be read), and whether any has gone."""
+    total, seen, gone = 0, False, False
     for pid in pids:
         try:
             total += psutil.Process(pid).memory_info().rss
             seen = True
+        except psutil.ZombieProcess:
+            pass  # ended, not yet reaped: still in the tree that would be found again
+        except psutil.NoSuchProcess:
+            gone = True
         except psutil.Error:
             pass
-    return total if seen else None
+    return (total if seen else None), gone
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """A loaded server's process tree as last found: the pids a reading reads."""
+
+    process: BackendProcess
+    pids: list[int]
+    found_at: float
 
 
 class MemoryBook:
@@ -102,7 +120,7 @@ class MemoryBook:
         self._gpus_ready = False
         self._gpu_count: int | None = None
         self._use: dict[str, MemoryUse] = {}
-        self._pids: dict[str, list[int]] = {}
+        self._trees: dict[str, _Tree] = {}
         self._estimates: dict[str, MemoryEstimate | None] = {}  # recipe name -> estimate
         self._estimate_keys: dict[str, tuple[Any, ...]] = {}
         self._measured: dict[str, dict[str, int]] = self._read_state()
@@ -136,7 +154,8 @@ class MemoryBook:
 
     # ---- measuring ------------------------------------------------------------------------------
 
-    def _measure(self, pids: list[int]) -> MemoryUse:
+    def _measure(self, pids: list[int]) -> tuple[MemoryUse, bool]:
+        """What these pids use now, and whether one of them has gone (in a worker thread)."""
         gpus = self._gpu_memory()
         gpu: dict[str, int] | None = None
         if gpus is not None and self._has_gpus():
@@ -144,7 +163,31 @@ class MemoryBook:
                 gpu = gpus.usage_of(pids)
             except Exception:  # noqa: BLE001
                 log.exception("reading GPU memory of %s failed", pids)
-        return MemoryUse(ram=_rss_of(pids), gpu=gpu, at=time.monotonic())
+        ram, gone = _rss_of(pids)
+        return MemoryUse(ram=ram, gpu=gpu, at=time.monotonic()), gone
+
+    def _read(self, tree: _Tree, find_again: bool) -> tuple[_Tree, MemoryUse]:
+        """One reading of a server's memory, in a worker thread: the kept tree's pids, after
+        finding the tree again when asked, when it is old, or when one of its pids has gone."""
+        if find_again or time.monotonic() - tree.found_at > TREE_KEPT_FOR:
+            tree = _Tree(tree.process, tree.process.process_tree(), time.monotonic())
+        use, gone = self._measure(tree.pids)
+        if gone:
+            tree = _Tree(tree.process, tree.process.process_tree(), time.monotonic())
+            use, _ = self._measure(tree.pids)
+        return tree, use
+
+    async def _read_now(self, name: str, find_again: bool = False) -> MemoryUse | None:
+        """Reads a loaded model's memory off the loop and keeps the figures (and the tree, as
+        found) unless it was unloaded meanwhile."""
+        tree = self._trees.get(name)
+        if tree is None:
+            return None
+        tree, use = await asyncio.to_thread(self._read, tree, find_again)
+        if self._trees.get(name) is not None and self._trees[name].process is tree.process:
+            self._trees[name] = tree
+            self._use[name] = use
+        return use
 
     def _has_gpus(self) -> bool:
         """Whether this machine has GPUs to measure (asked once: a GPU is not added at run time
@@ -154,13 +197,12 @@ class MemoryBook:
         return self._gpu_count > 0
 
     async def loaded(self, name: str, recipe: Recipe, process: BackendProcess) -> None:
-        """A model became ready: reads its process tree once, measures it, and records what
-        this recipe uses (what llama-server printed, else the measurement)."""
+        """A model became ready: finds its process tree (kept for the readings after), measures
+        it, and records what this recipe uses (what llama-server printed, else the measurement)."""
         lines = process.end_load_output()
-        pids = await asyncio.to_thread(process.process_tree)
-        self._pids[name] = pids
-        use = await asyncio.to_thread(self._measure, pids)
-        self._use[name] = use
+        self._trees[name] = _Tree(process, [process.pid], time.monotonic())
+        use = await self._read_now(name, find_again=True)
+        assert use is not None  # its tree is kept just above
         printed = parse_buffer_sizes(lines) if recipe.backend == "llamacpp" else None
         self._remember(recipe, printed or use.by_device())
         self._on_measured(name)
@@ -180,12 +222,12 @@ class MemoryBook:
 
     def unloaded(self, name: str) -> None:
         self._use.pop(name, None)
-        self._pids.pop(name, None)
+        self._trees.pop(name, None)
 
     def use_of(self, name: str) -> MemoryUse | None:
         """The last measured use of a loaded model (refreshed in the background when old)."""
         use = self._use.get(name)
-        if use is not None and time.monotonic() - use.at > REFRESH_AFTER and name in self._pids:
+        if use is not None and time.monotonic() - use.at > REFRESH_AFTER and name in self._trees:
             self._refresh(name)
         return use
 
@@ -196,11 +238,7 @@ class MemoryBook:
 
         async def refresh() -> None:
             try:
-                pids = self._pids.get(name)
-                if pids:
-                    use = await asyncio.to_thread(self._measure, pids)
-                    if name in self._pids:
-                        self._use[name] = use
+                await self._read_now(name)
             finally:
                 self._refreshing.discard(name)
 
@@ -208,12 +246,8 @@ class MemoryBook:
             self._refreshing.discard(name)
 
     async def measure_now(self, name: str) -> MemoryUse | None:
-        pids = self._pids.get(name)
-        if not pids:
-            return None
-        use = await asyncio.to_thread(self._measure, pids)
-        self._use[name] = use
-        return use
+        """A loaded model's memory read now, its process tree found again first."""
+        return await self._read_now(name, find_again=True)
 
     # ---- estimates ----------------------------------------------------------------------------
 
@@ -258,7 +292,7 @@ class MemoryBook:
             self._estimate_keys[recipe.name] = (recipe.launch_key,)
             self._estimates[recipe.name] = MemoryEstimate(total=sum(by_device.values()),
                                                           by_device=dict(by_device), source="measured")
-        self._spawn(asyncio.to_thread(self._write_state))
+        self._save_state()
 
     async def estimate_now(self, recipe: Recipe | None) -> MemoryEstimate | None:
         """The estimate of a recipe, computed now if it is not known yet (admission needs it)."""
@@ -307,9 +341,14 @@ class MemoryBook:
         return {k: {d: int(b) for d, b in v.items() if isinstance(b, int)}
                 for k, v in measured.items() if isinstance(v, dict)}
 
-    def _write_state(self) -> None:
+    def _save_state(self) -> None:
+        """Writes what loads measured to the state file, off the loop and after the writes
+        asked before (a copy: the loop goes on changing the figures meanwhile)."""
+        FILES.submit(self._write_state, dict(self._measured))
+
+    def _write_state(self, measured: dict[str, dict[str, int]]) -> None:
         try:
-            write_text_atomic(self.state_file, json.dumps({"measured": self._measured}, indent=1, sort_keys=True))
+            write_text_atomic(self.state_file, json.dumps({"measured": measured}, indent=1, sort_keys=True))
         except OSError as exc:
             log.warning("cannot remember the measured memory in %s: %s", self.state_file, exc)
 

@@ -300,6 +300,8 @@ class InstallEngineDialog(QDialog):
         printed = [line.strip() for line in build.stdout.splitlines() if line.strip()]
         binary = Path(printed[-1]) if printed else self.dest / "llama-server"
         version = await self.bridge.engine_version(binary)
+        # the source build takes over (in a worker thread: it writes the engines' state file)
+        await asyncio.to_thread(engine_install.deactivate, self.bridge.paths.data_dir)
         return binary, version
 
     def _on_progress(self, pct: int, message: str) -> None:
@@ -336,8 +338,6 @@ class InstallEngineDialog(QDialog):
             self._ready_again()
             return
         binary, version = task.result()
-        if self.cancel_event is None:
-            engine_install.deactivate(self.bridge.paths.data_dir)  # the source build takes over
         self.installed = binary
         self.progress_bar.setValue(100)
         message = f"llama-server {version} is installed:<br><code>{binary}</code>"

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from ..atomic_write import in_order
 from ..clock import Clock
 from ..durations import USE_GLOBAL, ModelTimeout, Timeout, format_duration
 from ..toml_edit import set_toml_nested
@@ -149,8 +150,8 @@ class RemoteSet:
             await remote.set_timeout(model, value)  # raises RemoteUnsupported with the reason
             return
         stored = None if value is USE_GLOBAL else format_duration(value)
-        await asyncio.to_thread(set_toml_nested, self.settings_file, ["remotes", remote.name, "timeouts"], model,
-                                stored, create=True)
+        await in_order(set_toml_nested, self.settings_file, ["remotes", remote.name, "timeouts"], model, stored,
+                       create=True)
         timeouts = dict(remote.config.timeouts)
         if value is USE_GLOBAL:
             timeouts.pop(model, None)
