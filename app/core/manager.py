@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from .admission import Admission
+from .atomic_write import in_order
 from .backend import BackendProcess, BoundedLog, build_launch, find_llama_server, free_port
 from .clock import Clock
 from .config_watcher import ConfigWatcher
@@ -293,6 +294,22 @@ class ModelManager:
             raise UnknownModel(name[:200])
         return remote.snapshot(model)
 
+    def listed_snapshot(self, name: str) -> dict[str, Any] | None:
+        """The model listed under exactly ``name`` now (a local recipe's, or a remote's
+        ``REMOTE/MODEL``), as a snapshot; None when none is. Observers use it to tell a
+        model's last events (its recipe gone) from a model that is still there."""
+        if self.is_local(name):
+            return self.snapshot_of(self.models[name])
+        found = self.remotes.split(name) if isinstance(name, str) else None
+        if found is not None and found[1] in found[0].views:
+            return found[0].snapshot(found[1])
+        return None
+
+    def recipe_of(self, name: str) -> Recipe | None:
+        """The recipe of local model ``name`` as read (None: no such model, or its recipe is invalid)."""
+        model = self.models.get(name) if self.is_local(name) else None
+        return model.recipe if model is not None else None
+
     async def load(self, name: str) -> ManagedModel | dict[str, Any]:
         """A manual load; returns once the model is ready and its memory measured (a remote
         model: once its remote says so, as its snapshot)."""
@@ -362,8 +379,8 @@ class ModelManager:
             raise PersistError(f"recipe of {name!r} is not valid, left unchanged: {model.recipe_error}", "invalid")
         path = model.recipe.path
         try:
-            # off the loop: a slow disk (the fsync of the atomic write) must not freeze requests
-            await asyncio.to_thread(write_recipe_timeout, path, value)
+            # off the loop (a slow disk must not freeze requests), after earlier writes to it
+            await in_order(write_recipe_timeout, path, value)
         except TomlEditError as exc:
             raise PersistError(str(exc), exc.kind) from exc
         if not self._reload_recipe_file(path, own_timeout_set=True):
@@ -382,7 +399,7 @@ class ModelManager:
         elif isinstance(stored, MemoryLimit):
             stored = stored.to_setting()  # canonical: "90%", "20GB", "off", or a table written as [field]
         try:
-            await asyncio.to_thread(set_toml_key, self.paths.settings_file, field, stored, create=True)
+            await in_order(set_toml_key, self.paths.settings_file, field, stored, create=True)
         except TomlEditError as exc:
             raise PersistError(str(exc), exc.kind) from exc
         if field in RUNTIME_SETTABLE:
@@ -538,8 +555,7 @@ class ModelManager:
             raise PersistError(f"recipe of {name!r} is not valid, left unchanged: {managed.recipe_error}", "invalid")
         path = managed.recipe.path
         try:
-            await asyncio.to_thread(write_recipe_settings, path, args=args, model=model,
-                                    memory_estimate=memory_estimate)
+            await in_order(write_recipe_settings, path, args=args, model=model, memory_estimate=memory_estimate)
         except TomlEditError as exc:
             raise PersistError(str(exc), exc.kind) from exc
         self._reload_recipe_file(path)
