@@ -27,7 +27,7 @@ from app.core.paths import Paths
 
 from .client import ApiClient, ApiError, NotRunning
 from .context import Context
-from .parser import SETTING_FLAGS, build_parser, flags
+from .parser import SETTING_FLAGS, build_parser, connect_conflict, flags
 from .table import format_table
 
 if TYPE_CHECKING:
@@ -72,6 +72,9 @@ def __getattr__(name: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    conflict = connect_conflict(args)
+    if conflict:
+        parser.error(conflict)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("watchfiles", "gguf"):

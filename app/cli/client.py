@@ -32,22 +32,28 @@ class ApiClient:
     def __init__(self, endpoint: Endpoint) -> None:
         self.host, self.port = endpoint.connect_host, endpoint.port
         self.base_url = endpoint.base_url
+        self.https = endpoint.scheme == "https"
+        self.prefix = endpoint.path
+        self.given = endpoint.given
         self.headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
 
     def open(self, method: str, path: str, body: dict[str, Any] | None = None,
              timeout: float | None = 30.0) -> http.client.HTTPResponse:
         import http.client
 
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        connection = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+        conn = connection(self.host, self.port, timeout=timeout)
         headers = dict(self.headers)
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         try:
-            conn.request(method, path, body=payload, headers=headers)
+            conn.request(method, self.prefix + path, body=payload, headers=headers)
             return conn.getresponse()
         except ConnectionRefusedError:
+            if self.given:
+                raise NotRunning(f"cannot reach Siesta at {self.base_url}: connection refused") from None
             raise NotRunning(f"no Siesta is running at {self.base_url} (start one with `siesta serve`)") from None
         except OSError as exc:
             raise ApiError(f"{method} {path} failed: {exc}") from exc

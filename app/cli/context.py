@@ -1,14 +1,16 @@
 """What a command runs with: its parsed arguments, the paths, and (read only when the
-command asks) the settings, the running instance's address and a client for it."""
+command asks) the settings, the running instance's address and a client for it. With
+``--connect URL`` the address is that URL, and this machine's settings are not read for it."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, NoReturn
 
-from app.core.endpoint import Endpoint, resolve_endpoint
+from app.core.endpoint import Endpoint, endpoint_for_url, resolve_endpoint
 from app.core.paths import Paths
 
 from .client import ApiClient
@@ -33,8 +35,14 @@ class Context:
 
     @cached_property
     def endpoint(self) -> Endpoint:
-        """Only host, port and key: fast, for the commands that talk to a running instance."""
-        return resolve_endpoint(self.paths.settings_file, flags(self.args))
+        """Only host, port and key: fast, for the commands that talk to a running instance.
+        ``--connect URL`` names it (its key: ``--api-key``, else ``SIESTA_API_KEY``)."""
+        key = getattr(self.args, "api_key", None)
+        url = getattr(self.args, "connect", None)
+        if url is not None:
+            return endpoint_for_url(url, key or os.environ.get("SIESTA_API_KEY"))
+        endpoint = resolve_endpoint(self.paths.settings_file, flags(self.args))
+        return replace(endpoint, api_key=key) if key else endpoint
 
     @cached_property
     def client(self) -> ApiClient:

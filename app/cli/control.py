@@ -59,7 +59,7 @@ def timeout_command(ctx: Context) -> int:
         value = parse_model_timeout(args.duration)
     except DurationError as exc:
         ctx.usage_error(str(exc))
-    if ctx.client.running():
+    if ctx.endpoint.given or ctx.client.running():  # a Siesta elsewhere: never this machine's files
         return print_model(ctx.client.call("PATCH", f"/api/v1/models/{quote(args.model, safe='/:')}",
                                            {"unload_timeout": format_model_timeout(value)}))
     from app.core.recipes import RecipeError, is_valid_name, read_recipe, write_recipe_timeout
@@ -86,7 +86,7 @@ def _global_timeout(ctx: Context, raw: str) -> int:
         value = parse_duration(raw)
     except DurationError as exc:
         ctx.usage_error(str(exc))
-    if ctx.client.running():
+    if ctx.endpoint.given or ctx.client.running():
         ctx.client.call("PATCH", "/api/v1/settings", {"global_unload_timeout": format_duration(value)})
     else:
         from app.core.toml_edit import TomlEditError, set_toml_key

@@ -7,6 +7,8 @@ Every option is accepted before or after the sub-command where it means somethin
   ``serve`` and on the bare form (the tray app);
 * ``--host`` and ``--port`` on the commands that talk to the running instance (``ps``,
   ``load``, ``unload``, ``timeout``; its API key comes from the environment only);
+* ``--connect URL`` and ``--api-key KEY`` on those commands and on the bare form: they
+  act on a Siesta elsewhere (the bare form starts the tray app as its client);
 * ``--llama-server`` on ``engine`` and its sub-commands.
 
 The top-level parser gives each option its default; a sub-parser's options default to
@@ -47,6 +49,8 @@ CLIENT_SETTINGS = ("host", "port")  # where the running instance listens
 CLIENT_HELP = {"host": "address of the running Siesta (default: as its settings say)",
                "port": "port of the running Siesta (default: as its settings say)"}
 ENGINE_SETTINGS = ("llama_server", "engine_releases_url")
+CONNECT_COMMANDS = (None, "ps", "load", "unload", "timeout")
+"""The bare form (the tray app) and the client commands: what ``--connect`` can drive."""
 
 
 def _add_common(parser: argparse.ArgumentParser, *, sub: bool) -> None:
@@ -68,11 +72,22 @@ def _add_setting_flags(parser: argparse.ArgumentParser, fields: Iterable[str] = 
             parser.add_argument("--" + field.replace("_", "-"), dest=field, default=default, **kwargs)
 
 
+def _add_connect(parser: argparse.ArgumentParser, *, sub: bool) -> None:
+    default = argparse.SUPPRESS if sub else None
+    parser.add_argument("--connect", metavar="URL", default=default,
+                        help="act on the Siesta at URL (http://HOST:PORT; HOST alone means port 8777) instead of "
+                             "this machine's; with no command, start the tray app as its client")
+    parser.add_argument("--api-key", metavar="KEY", default=default,
+                        help="the API key of the Siesta --connect names (default: SIESTA_API_KEY)")
+
+
 def _sub_command(sub: Any, name: str, help: str, settings: Iterable[str] = (), **kwargs: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help, **kwargs)
     _add_common(parser, sub=True)
-    _add_setting_flags(parser, settings, sub=True,
-                       help_for=CLIENT_HELP if tuple(settings) == CLIENT_SETTINGS else None)
+    client = tuple(settings) == CLIENT_SETTINGS
+    _add_setting_flags(parser, settings, sub=True, help_for=CLIENT_HELP if client else None)
+    if client:
+        _add_connect(parser, sub=True)
     return parser
 
 
@@ -81,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"siesta {__version__}")
     _add_common(parser, sub=False)
     _add_setting_flags(parser)
+    _add_connect(parser, sub=False)
     sub = parser.add_subparsers(dest="command")
 
     _sub_command(sub, "serve", "run the manager and its HTTP API headless", ALL_SETTINGS)
@@ -138,6 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--no-verify", action="store_true", help="install an asset with no known sha256 digest")
     _sub_command(engine_sub, "rollback", "switch back to the previous engine", ENGINE_SETTINGS)
     return parser
+
+
+def connect_conflict(args: argparse.Namespace) -> str | None:
+    """Why ``--connect`` / ``--api-key`` cannot go with the rest of the command line, or None."""
+    connect, key = getattr(args, "connect", None), getattr(args, "api_key", None)
+    if connect is None and key is None:
+        return None
+    if args.command not in CONNECT_COMMANDS:
+        return "--connect and --api-key go with ps, load, unload, timeout, or no command (the tray app)"
+    if connect is None:
+        return None if args.command is not None else "--api-key goes with --connect"
+    given = sorted(flags(args))
+    if given:
+        names = ", ".join("--" + f.replace("_", "-") for f in given)
+        return f"--connect names the Siesta to use; {names} cannot be given with it"
+    return None
 
 
 def flags(args: argparse.Namespace) -> dict[str, Any]:

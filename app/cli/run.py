@@ -54,11 +54,13 @@ async def serve(paths: Paths, settings: LoadedSettings, stop: asyncio.Event | No
 
 
 def tray_command(ctx: Context) -> int:
-    """Bare ``siesta``: the tray app, or the help when Qt is not installed."""
-    settings = ctx.settings
+    """Bare ``siesta``: the tray app, or the help when Qt is not installed. With
+    ``--connect URL``, the tray app as a client of the Siesta there (no manager here)."""
+    connect = ctx.endpoint if ctx.args.connect is not None else None
+    settings = ctx.settings if connect is None else None
     try:
         from app.ui.app import run_tray_app
     except ImportError:
         ctx.parser.print_help()
         return 0
-    return run_tray_app(ctx.paths, settings)
+    return run_tray_app(ctx.paths, settings, connect=connect)

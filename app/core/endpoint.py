@@ -5,15 +5,19 @@ port and API key, and must answer fast: importing pydantic-settings alone takes 
 0.18 s here, more than half of ``siesta ps``'s budget. These few values follow the same
 order as :mod:`app.core.settings` (flag > ``SIESTA_*`` environment > settings.toml >
 default) and the same defaults, which that module takes from here.
+
+``--connect URL`` names a Siesta elsewhere instead (:func:`endpoint_for_url`): then none
+of this machine's settings is read.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8777
@@ -54,11 +58,15 @@ def read_settings_file(path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """The address of a running instance and the key to use with it."""
+    """The address of a running instance and the key to use with it. ``given`` is True for
+    an address named by ``--connect`` (a Siesta elsewhere), False for this machine's own."""
 
     host: str
     port: int
-    api_key: str | None
+    api_key: str | None = field(default=None, repr=False)
+    scheme: str = "http"
+    path: str = ""  # a base path in front of /api/v1 (a Siesta behind a reverse proxy)
+    given: bool = False
 
     @property
     def connect_host(self) -> str:
@@ -67,7 +75,33 @@ class Endpoint:
 
     @property
     def base_url(self) -> str:
-        return client_url(self.host, self.port)
+        if self.scheme == "http" and not self.path:
+            return client_url(self.host, self.port)
+        host = self.connect_host
+        return f"{self.scheme}://{'[' + host + ']' if ':' in host else host}:{self.port}{self.path}"
+
+
+def endpoint_for_url(url: str, api_key: str | None) -> Endpoint:
+    """The Siesta ``--connect URL`` names. ``gpubox`` or ``gpubox:8777`` mean
+    ``http://gpubox:8777`` (Siesta's port when none is given without a scheme); with a
+    scheme, the scheme's port is the default. SettingsError says what is wrong."""
+    bare = "://" not in url
+    raw = url.strip().rstrip("/")
+    try:
+        parts = urlsplit("http://" + raw if bare else raw)
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(f"--connect {url!r}: {exc}") from None
+    if bare and port is None:
+        port = DEFAULT_PORT
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"--connect {url!r}: expected an http:// or https:// URL with a host, "
+                            "such as http://192.168.1.20:8777")
+    if parts.query or parts.fragment:
+        raise SettingsError(f"--connect {url!r}: expected a base URL without ? or #")
+    port = port or (443 if parts.scheme == "https" else 80)
+    return Endpoint(host=parts.hostname, port=port, api_key=api_key or None, scheme=parts.scheme,
+                    path=parts.path.rstrip("/"), given=True)
 
 
 def resolve_endpoint(settings_file: Path, flags: dict[str, Any]) -> Endpoint:

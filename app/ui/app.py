@@ -8,6 +8,10 @@ without a system tray, the Models window) and awaits a quit future. Quit, SIGINT
 SIGTERM all resolve that future; the shutdown that follows unloads every model, so no
 child process outlives Siesta.
 
+``siesta --connect URL`` runs the same app with no manager or front door of its own: the
+bridge is built on a :class:`~app.core.siesta_client.ManagerClient` of the Siesta at URL,
+the menus and dialogs act on it, and Quit leaves its models as they are.
+
 Nothing raised in a callback is lost: the loop's exception handler and ``sys.excepthook``
 (which PySide6 calls for exceptions in slots) log it, to stderr and to
 ``<log dir>/app/siesta.log``, and tell the user through the tray.
@@ -30,9 +34,11 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon, QWidget
 
 from app import __version__
+from app.core.endpoint import Endpoint
 from app.core.manager import ModelManager
 from app.core.paths import Paths
 from app.core.settings import LoadedSettings
+from app.core.siesta_client import ManagerClient
 from app.runtime import ManagerFactory, PortInUse, SiestaRuntime
 
 from . import icons
@@ -55,8 +61,9 @@ TRAY_PROBE_MS = 3000  # while the fallback window is open: has a tray appeared s
 EXIT_PORT_IN_USE = 1
 
 
-def run_tray_app(paths: Paths, settings: LoadedSettings) -> int:
-    """``siesta`` with no sub-command: runs the desktop app until Quit; returns the exit code."""
+def run_tray_app(paths: Paths, settings: LoadedSettings | None, *, connect: Endpoint | None = None) -> int:
+    """``siesta`` with no sub-command: runs the desktop app until Quit; returns the exit code.
+    With ``connect`` (``--connect URL``), as a client of that Siesta (``settings`` unused)."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("Siesta")
@@ -65,16 +72,18 @@ def run_tray_app(paths: Paths, settings: LoadedSettings) -> int:
     app.setQuitOnLastWindowClosed(False)  # the tray app quits only through request_quit
     app.setWindowIcon(icons.app_icon())
 
-    instance = SingleInstance(instance_name(paths.config_dir))
+    url = connect.base_url if connect is not None else None
+    instance = SingleInstance(instance_name(paths.config_dir, url))
     if not instance.acquire():
+        what = url or paths.config_dir
         if instance.ask_running_to_show():
-            print(f"siesta: already running for {paths.config_dir}; showed its window", file=sys.stderr)
+            print(f"siesta: already running for {what}; showed its window", file=sys.stderr)
             return 0
-        print(f"siesta: another Siesta holds the lock for {paths.config_dir} but does not answer",
-              file=sys.stderr)
+        print(f"siesta: another Siesta holds the lock for {what} but does not answer", file=sys.stderr)
         return 1
-    file_log = _log_to_file(paths)
-    siesta = SiestaApp(paths, settings, instance)
+    # A client's own log: not the file the local Siesta (maybe running too) rotates.
+    file_log = _log_to_file(paths, f"connect-{instance.name}.log" if url else "siesta.log")
+    siesta = SiestaApp(paths, settings, instance, connect=connect)
     previous_hook = sys.excepthook
     sys.excepthook = siesta.excepthook
     try:
@@ -104,13 +113,13 @@ def _bring_up(widget: QWidget) -> None:
     widget.activateWindow()
 
 
-def _log_to_file(paths: Paths) -> logging.Handler | None:
+def _log_to_file(paths: Paths, file_name: str = "siesta.log") -> logging.Handler | None:
     """A small rotating log of the app itself, beside the model logs (for a tray app
     started at login, stderr goes nowhere anyone reads)."""
     try:
         folder = paths.log_dir / "app"
         folder.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(folder / "siesta.log", maxBytes=1_000_000, backupCount=2,
+        handler = logging.handlers.RotatingFileHandler(folder / file_name, maxBytes=1_000_000, backupCount=2,
                                                        encoding="utf-8")
     except OSError as exc:
         log.warning("cannot write the app log: %s", exc)
@@ -124,16 +133,21 @@ def _log_to_file(paths: Paths) -> logging.Handler | None:
 
 
 class SiestaApp:
-    """Owns the runtime (manager and front door) and the windows for one run of the desktop app."""
+    """Owns the runtime (manager and front door), or for ``connect`` the client of a Siesta
+    elsewhere, and the windows for one run of the desktop app. For a Siesta elsewhere, the
+    windows that act on this machine only (Find models, Download, Import, Install
+    llama-server, a model's log and settings) are never opened."""
 
-    def __init__(self, paths: Paths, settings: LoadedSettings, instance: SingleInstance | None = None, *,
+    def __init__(self, paths: Paths, settings: LoadedSettings | None, instance: SingleInstance | None = None, *,
                  tray_available: Callable[[], bool] = QSystemTrayIcon.isSystemTrayAvailable,
-                 manager_factory: ManagerFactory = ModelManager) -> None:
+                 manager_factory: ManagerFactory = ModelManager, connect: Endpoint | None = None) -> None:
         self.paths = paths
         self.loaded_settings = settings
         self.instance = instance
         self._tray_available = tray_available
         self._manager_factory = manager_factory
+        self.connect = connect
+        self.client: ManagerClient | None = None
         self.runtime: SiestaRuntime | None = None
         self.bridge: ManagerBridge | None = None
         self.tray: TrayMenu | None = None
@@ -156,7 +170,9 @@ class SiestaApp:
     # ---- the Shell protocol (what the tray and the window ask for) -----------------------------------
 
     @property
-    def manager(self) -> ModelManager | None:
+    def manager(self) -> ModelManager | ManagerClient | None:
+        if self.client is not None:
+            return self.client
         return self.runtime.manager if self.runtime is not None else None
 
     @property
@@ -188,7 +204,7 @@ class SiestaApp:
         _bring_up(dialog)
 
     def show_discover(self) -> None:
-        if self.bridge is None:
+        if self.bridge is None or not self.bridge.is_local:
             return
         dialog = self.discover_dialog
         if dialog is None or not shiboken6.isValid(dialog):
@@ -196,7 +212,7 @@ class SiestaApp:
         _bring_up(dialog)
 
     def show_download(self) -> None:
-        if self.bridge is None:
+        if self.bridge is None or not self.bridge.is_local:
             return
         dialog = self.download_dialog
         if dialog is None or not shiboken6.isValid(dialog):
@@ -204,7 +220,7 @@ class SiestaApp:
         _bring_up(dialog)
 
     def show_import(self) -> None:
-        if self.bridge is None:
+        if self.bridge is None or not self.bridge.is_local:
             return
         dialog = self.import_dialog
         if dialog is not None and shiboken6.isValid(dialog) and dialog.importing:
@@ -222,7 +238,7 @@ class SiestaApp:
         _bring_up(self.import_dialog)
 
     def show_install_engine(self) -> None:
-        if self.bridge is None:
+        if self.bridge is None or not self.bridge.is_local:
             return
         dialog = self.install_dialog
         if dialog is None or not shiboken6.isValid(dialog):
@@ -230,7 +246,7 @@ class SiestaApp:
         _bring_up(dialog)
 
     def show_log(self, name: str) -> None:
-        if self.bridge is None:
+        if self.bridge is None or not self.bridge.is_local:
             return
         viewer = self.log_viewers.get(name)
         if viewer is None or not shiboken6.isValid(viewer):
@@ -238,7 +254,7 @@ class SiestaApp:
         _bring_up(viewer)
 
     def show_model_settings(self, name: str) -> None:
-        if self.bridge is None:
+        if self.bridge is None or not self.bridge.is_local:
             return
         dialog = self.model_settings_dialogs.get(name)
         if dialog is None or not shiboken6.isValid(dialog):
@@ -257,18 +273,10 @@ class SiestaApp:
         if app is not None:
             app.aboutToQuit.connect(self.request_quit)
         try:
-            runtime = SiestaRuntime(self.paths, self.loaded_settings, manager_factory=self._manager_factory)
-            try:
-                await runtime.start()
-            except PortInUse as exc:
-                log.error("%s", exc)
-                await self._show_fatal(f"Siesta cannot start: {exc}")
+            if self.connect is not None:
+                await self._start_client(self.connect)
+            elif not await self._start_runtime():
                 return EXIT_PORT_IN_USE
-            self.runtime = runtime
-            assert runtime.manager is not None
-            self.bridge = ManagerBridge(runtime.manager)
-            # The URL as bound now; a host or port changed in Settings applies at the next start.
-            self.bridge.api_url = runtime.url
             self._build_ui()
             log.info("Siesta %s: %s", __version__,
                      "tray icon" if self.has_tray else "no system tray: showing the Models window")
@@ -281,6 +289,31 @@ class SiestaApp:
             if app is not None:
                 app.aboutToQuit.disconnect(self.request_quit)
             self._finished.set()
+
+    async def _start_runtime(self) -> bool:
+        """This machine's manager and front door; False (after saying why) when the port is taken."""
+        assert self.loaded_settings is not None
+        runtime = SiestaRuntime(self.paths, self.loaded_settings, manager_factory=self._manager_factory)
+        try:
+            await runtime.start()
+        except PortInUse as exc:
+            log.error("%s", exc)
+            await self._show_fatal(f"Siesta cannot start: {exc}")
+            return False
+        self.runtime = runtime
+        assert runtime.manager is not None
+        self.bridge = ManagerBridge(runtime.manager)
+        # The URL as bound now; a host or port changed in Settings applies at the next start.
+        self.bridge.api_url = runtime.url
+        return True
+
+    async def _start_client(self, endpoint: Endpoint) -> None:
+        """A client of the Siesta elsewhere; one that cannot be reached yet is shown so and retried."""
+        client = self.client = ManagerClient(endpoint.base_url, endpoint.api_key)
+        await client.start()
+        log.info("a client of Siesta at %s (%s)", client.url, client.connection.state)
+        self.bridge = ManagerBridge(client)
+        self.bridge.api_url = client.url
 
     async def wait_finished(self) -> int:
         await self._finished.wait()
@@ -344,7 +377,8 @@ class SiestaApp:
         if self.bridge is not None:
             self.bridge.closing = True
         if self.tray is not None:
-            self.tray.icon.setToolTip("Siesta: quitting, unloading every model...")
+            self.tray.icon.setToolTip("Siesta: quitting" if self.client is not None
+                                      else "Siesta: quitting, unloading every model...")
             self.tray.menu.setEnabled(False)
             self.tray.menu.hide()
         dialog = self.settings_dialog
@@ -364,6 +398,8 @@ class SiestaApp:
         try:
             if self.runtime is not None:
                 await self.runtime.stop()
+            if self.client is not None:
+                await self.client.close()  # the models there stay as they are
         finally:
             if stopping_build is not None:
                 for result in await asyncio.gather(stopping_build, return_exceptions=True):

@@ -11,6 +11,12 @@ it ends, and reports a failure through :attr:`ManagerBridge.actionFailed` (the t
 that into a message), unless the caller awaits the task and handles errors itself, as the
 settings dialog does to name the field that failed.
 
+The manager is either this machine's :class:`~app.core.manager.ModelManager` or, for
+``siesta --connect URL``, a :class:`~app.core.siesta_client.ManagerClient` that offers the
+same interface for a Siesta elsewhere. :attr:`ManagerBridge.target` tells them apart, so
+widgets can hide what only means something here (:attr:`ManagerBridge.is_local`), and
+:attr:`ManagerBridge.connection_problem` says when that Siesta cannot be reached.
+
 It also carries what the first-run dialogs need from the core: finding GGUF models and
 writing recipes for them, importing another manager's configuration, and which
 llama-server is used (whether it can run, its version, the command that builds one).
@@ -39,6 +45,7 @@ from app.core.importers import ImportConfigError, ImportResult
 from app.core.manager import ModelManager, PersistError, SettingFixed, UnknownModel
 from app.core.model import ModelUnavailable
 from app.core.paths import Paths
+from app.core.siesta_client import ClientError, ManagerClient, Target
 
 from . import text
 from .text import Snapshot
@@ -48,7 +55,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EXPECTED_ERRORS = (ModelUnavailable, PersistError, SettingFixed, UnknownModel, ImportConfigError, ValueError,
-                   OSError)
+                   OSError, ClientError)
 VERSION_TIMEOUT = engine.VERSION_TIMEOUT
 
 __all__ = ["ManagerBridge", "EngineStatus", "FoundModel", "ImportResult", "ImportConfigError"]
@@ -79,7 +86,10 @@ class ManagerBridge(QObject):
     engineChanged = Signal()
     """A llama-server was installed: menus and banners that name it should look again."""
 
-    def __init__(self, manager: ModelManager, parent: QObject | None = None) -> None:
+    connectionChanged = Signal()
+    """The served Siesta elsewhere became reachable or not (see :attr:`connection_problem`)."""
+
+    def __init__(self, manager: ModelManager | ManagerClient, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.manager = manager
         self.api_url = ""
@@ -87,14 +97,49 @@ class ManagerBridge(QObject):
         self.models: dict[str, Snapshot] = {s["name"]: s for s in manager.snapshots()}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: Callable[[], None] | None = manager.subscribe(self._on_event)
+        self._unwatch: Callable[[], None] | None = None
+        if isinstance(manager, ManagerClient):
+            self._unwatch = manager.watch_connection(self.connectionChanged.emit)
         self.system: dict[str, Any] | None = None  # RAM and GPUs, as GET /api/v1/system gives them
         self._system_task: asyncio.Task[Any] | None = None
 
     # ---- what widgets read ----------------------------------------------------------------
 
     @property
-    def paths(self) -> Paths:
+    def paths(self) -> Paths | None:
+        """This machine's folders of the manager; None for a Siesta elsewhere (nothing here is its)."""
         return self.manager.paths
+
+    @property
+    def target(self) -> Target | None:
+        """The Siesta elsewhere that ``siesta --connect`` acts on; None for this machine's own."""
+        return self.manager.target if isinstance(self.manager, ManagerClient) else None
+
+    def _here(self) -> Paths:
+        """This machine's folders, for what is done here only (finding, importing, downloading
+        models, installing llama-server); ValueError for a Siesta elsewhere."""
+        if self.paths is None:
+            where = self.target.label if self.target is not None else "elsewhere"
+            raise ValueError(f"this is done on the machine that runs Siesta ({where})")
+        return self.paths
+
+    @property
+    def is_local(self) -> bool:
+        """The manager runs in this process: its recipes, logs and llama-server are on this machine."""
+        return self.target is None
+
+    @property
+    def connection_problem(self) -> str | None:
+        """Why the Siesta elsewhere cannot be used now (it keeps being tried); None when it can,
+        and always for this machine's own manager."""
+        if not isinstance(self.manager, ManagerClient):
+            return None
+        connection = self.manager.connection
+        if connection.ok:
+            return None
+        if connection.state == "connecting":
+            return f"Connecting to {self.manager.target.label}..."
+        return f"{connection.reason[:1].upper()}{connection.reason[1:]}; trying again"
 
     @property
     def settings(self) -> Any:
@@ -150,13 +195,13 @@ class ManagerBridge(QObject):
     def _on_event(self, event: dict[str, Any]) -> None:
         model = event["model"]
         name = model["name"]
-        current = self.manager.models.get(name)
-        if current is None or current.removed:
+        current = self.manager.listed_snapshot(name)
+        if current is None:
             self.models.pop(name, None)  # its recipe is gone; these are its last unload events
         elif event["reason"] == "removed":
             # A recipe deleted and created again in one go: the old model's farewell must
             # not erase the new model of the same name.
-            self.models[name] = self.manager.snapshot_of(current)
+            self.models[name] = current
         else:
             self.models[name] = model
         self.modelEvent.emit(event)
@@ -214,7 +259,7 @@ class ManagerBridge(QObject):
                               env: Mapping[str, str] | None = None) -> tuple[list[FoundModel], dict[str, str]]:
         """The GGUF models on this computer (``discover_models``) and the recipes that
         already serve some of them (resolved path -> recipe name), read in a worker thread."""
-        recipes_dir = self.paths.recipes_dir
+        recipes_dir = self._here().recipes_dir
         folders = list(extra_dirs)
 
         def scan() -> tuple[list[FoundModel], dict[str, str]]:
@@ -227,7 +272,7 @@ class ManagerBridge(QObject):
         """Writes a recipe for each model (never overwriting one) and lists them at once;
         returns the files written and the recipes that now serve models, as above."""
         chosen = list(models)
-        recipes_dir = self.paths.recipes_dir
+        recipes_dir = self._here().recipes_dir
 
         def write() -> tuple[list[Path], dict[str, str]]:
             created = discovery.create_recipes(chosen, recipes_dir)
@@ -245,11 +290,15 @@ class ManagerBridge(QObject):
                             env: Mapping[str, str] | None = None) -> ImportResult:
         """Imports a llama-swap or Lemonade configuration (in a worker thread); the new
         recipes are listed at once. ImportConfigError when the file is neither."""
-        recipes_dir = self.paths.recipes_dir
+        recipes_dir = self._here().recipes_dir
         result = await asyncio.to_thread(importers.import_config, path, recipes_dir, home=home, env=env)
         if result.created:
             self._reload_recipes()
         return result
+
+    def recipe_of(self, name: str) -> Any:
+        """A local model's recipe as read (``app.core.recipes.Recipe``); None elsewhere or when invalid."""
+        return self.manager.recipe_of(name)
 
     def _reload_recipes(self) -> None:
         # The recipe watcher would find the new files within a moment; this lists them now.
@@ -259,14 +308,17 @@ class ManagerBridge(QObject):
     # ---- the engine: llama-server ---------------------------------------------------------------
 
     def engine_status(self) -> EngineStatus:
-        """The llama-server that loads would run now (a few file checks; cheap)."""
+        """The llama-server that loads would run now (a few file checks; cheap). For a Siesta
+        elsewhere there is none here (the dialogs that show it are hidden then)."""
+        if self.paths is None or isinstance(self.manager, ManagerClient):
+            return EngineStatus(None, False, None)
         status = engine.engine_status(self.paths, self.manager.loaded_settings)
         return EngineStatus(status.path, status.usable, status.configured_by, status.engine, status.engines)
 
     @property
     def engine_dir(self) -> Path:
         """Where "Install llama-server..." puts it: Siesta's data dir, where loads look for it."""
-        return engine.engine_dir(self.paths)
+        return engine.engine_dir(self._here())
 
     def engine_build_command(self, dest: Path, gpu: str) -> list[str]:
         """The build as a subprocess (so it can be stopped): it prints ``[ 42%] text`` lines
@@ -306,6 +358,9 @@ class ManagerBridge(QObject):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -313,7 +368,7 @@ class ManagerBridge(QObject):
 
     @property
     def recipes_dir(self) -> Path:
-        return self.paths.recipes_dir
+        return self._here().recipes_dir
 
     async def hub_client(self) -> HubClient:
         """A client for the Hub at ``$HF_ENDPOINT`` with the token ``$HF_TOKEN`` or ``hf auth
@@ -406,7 +461,7 @@ class ManagerBridge(QObject):
         from app.core import engine_install
 
         result = await self._in_worker_with_progress(
-            lambda on_progress: engine_install.update(self.paths.data_dir, self.settings.engine_releases_url,
+            lambda on_progress: engine_install.update(self._here().data_dir, self.settings.engine_releases_url,
                                                       progress=on_progress, cancel=cancel),
             cancel, progress)
         if result is not None:

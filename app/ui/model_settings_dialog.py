@@ -235,8 +235,7 @@ class ModelSettingsDialog(QDialog):
             self.model_edit.setFocus()
 
     def _recipe(self) -> Any:
-        model = self.bridge.manager.models.get(self.name)
-        return None if model is None else model.recipe
+        return self.bridge.recipe_of(self.name)
 
     def fill(self) -> None:
         """Shows the recipe's values."""

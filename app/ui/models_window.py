@@ -11,10 +11,15 @@ With no recipe yet, a first-run panel takes the table's place: what Siesta does,
 buttons to find models on this computer, download one from the Hugging Face Hub, or import
 another manager's configuration. A banner at the top says when no llama-server can run (and
 some model needs it), with a button to install one.
+
+Connected to a Siesta elsewhere (``siesta --connect URL``), the title names it, and what
+acts on this machine only is hidden: Find models, Download, Import, Open logs folder, and
+each row's Log and Settings... buttons.
 """
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +88,9 @@ class ModelTableRow:
         layout.addWidget(self.action_button)
         layout.addWidget(self.log_button)
         layout.addWidget(self.settings_button)
+        local = window.bridge.is_local  # a Siesta elsewhere: its log and recipe are on that machine
+        self.log_button.setVisible(local)
+        self.settings_button.setVisible(local)
         self.snapshot: text.Snapshot = {}
         self._combo_state: tuple[Any, ...] = ()
 
@@ -165,7 +173,8 @@ class ModelsWindow(QWidget):
         super().__init__()
         self.bridge = bridge
         self.shell = shell
-        self.setWindowTitle("Siesta — Models")
+        target = bridge.target
+        self.setWindowTitle(f"Siesta — Models on {target.label}" if target is not None else "Siesta — Models")
         self.setWindowIcon(icons.app_icon())
         self.setObjectName("models-window")
         self.rows: dict[str, ModelTableRow] = {}
@@ -209,8 +218,8 @@ class ModelsWindow(QWidget):
         imp.setObjectName("first-run-import")
         imp.setToolTip("Adds the models of a llama-swap config.yaml or a Lemonade user_models.json")
         imp.clicked.connect(shell.show_import)
-        hint = QLabel(f"Or write a recipe into <code>{bridge.paths.recipes_dir}</code>, "
-                      "or run <code>siesta demo</code> for a tiny test model.")
+        where = f"<code>{bridge.paths.recipes_dir}</code>" if bridge.paths is not None else "its recipes folder"
+        hint = QLabel(f"Or write a recipe into {where}, or run <code>siesta demo</code> for a tiny test model.")
         hint.setWordWrap(True)
         hint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         hint.setStyleSheet("color: palette(mid)")
@@ -267,11 +276,18 @@ class ModelsWindow(QWidget):
         self.import_button.clicked.connect(shell.show_import)
         settings = QPushButton("Settings...")
         settings.clicked.connect(shell.show_settings)
-        logs = QPushButton("Open logs folder")
-        logs.clicked.connect(lambda: desktop.open_folder(bridge.paths.log_dir))
+        self.logs_button = logs = QPushButton("Open logs folder")
+        logs.clicked.connect(lambda: bridge.paths and desktop.open_folder(bridge.paths.log_dir))
         self.quit_button = QPushButton("Quit")
         self.quit_button.setToolTip("Unload every model and stop Siesta")
         self.quit_button.clicked.connect(shell.request_quit)
+        if target is not None:  # these act on this machine, not on the Siesta the window shows
+            for button in (find, download, imp, logs):
+                button.hide()
+            hint.setText(f"Models are added on {target.machine}: <code>siesta discover</code>, "
+                         "<code>siesta pull</code> or a recipe in its recipes folder.")
+            self.empty_label.setText(f"<b>No models yet</b> on {target.label}.")
+            self.quit_button.setToolTip("Quit this client; the other Siesta and its models keep running")
 
         url_row = QHBoxLayout()
         url_row.addWidget(self.url_label, 1)
@@ -300,6 +316,7 @@ class ModelsWindow(QWidget):
         bridge.modelEvent.connect(self._on_event)
         bridge.actionFailed.connect(self._on_action_failed)
         bridge.engineChanged.connect(self.refresh)
+        bridge.connectionChanged.connect(self.refresh)
         self.refresh()
 
     # ---- contents ----------------------------------------------------------------------------
@@ -317,14 +334,19 @@ class ModelsWindow(QWidget):
         first_run = not snapshots
         self.first_run.setVisible(first_run)
         self.table.setVisible(not first_run)
-        for button in (self.unload_all_button, self.find_button, self.download_button, self.import_button):
-            button.setVisible(not first_run)
-        problem = self.bridge.engine_status().problem if text.engine_needed(snapshots) else None
+        self.unload_all_button.setVisible(not first_run)
+        for button in (self.find_button, self.download_button, self.import_button):
+            button.setVisible(not first_run and self.bridge.is_local)
+        needed = self.bridge.is_local and text.engine_needed(snapshots)
+        problem = self.bridge.engine_status().problem if needed else None
         self.engine_label.setText(problem or "")
         self.engine_banner.setVisible(problem is not None)
         self.unload_all_button.setEnabled(any(s["state"] in ("loading", "ready", "failed") for s in snapshots))
         url = f"{self.bridge.api_url}/v1" if self.bridge.api_url else ""
         self.url_label.setText(f"OpenAI-compatible API: <b>{url}</b>" if url else "API not running")
+        connection = self.bridge.connection_problem
+        if connection:
+            self.url_label.setText(f"<b>{html.escape(connection)}</b>")
 
     def _rebuild(self, names: list[str]) -> None:
         # Clearing the table deletes its items and cell widgets, so every row is built anew.

@@ -21,6 +21,10 @@ CLI and the HTTP API (recipe files keep their comments).
 The dialog listens to manager events: a recipe edited by hand while it is open updates
 its row, unless the user has changed that row in the dialog; their edit wins until they
 save or cancel. A recipe added or removed on disk adds or removes its row.
+
+For a Siesta elsewhere (``siesta --connect URL``) the title names it, and only what its
+API can change at run time is shown: host, port and llama-server are set on that machine,
+and Start at login belongs to this one.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.durations import USE_GLOBAL, DurationError, Timeout, format_duration, parse_duration
-from app.core.settings import validate_setting
+from app.core.settings import RUNTIME_SETTABLE, validate_setting
 
 from . import autostart, icons, text
 from .bridge import ManagerBridge
@@ -134,7 +138,7 @@ class TimeoutRow:
         self.slider.setEnabled(usable and not self.use_global.isChecked())
         self.use_global.setEnabled(usable)
         tip = snapshot.get("error") if not usable else ""
-        self.name_label.setToolTip(tip or str(snapshot.get("log_file", "")))
+        self.name_label.setToolTip(tip or str(snapshot.get("log_file") or ""))
         estimate = text.estimate_text(snapshot)  # what it needs when loaded, beside its name
         label = html.escape(self.name) + (f"<br><small>{html.escape(estimate)}</small>" if estimate else "")
         if self.name_label.text() != label:  # a "needs ..." line added or gone: the rows' height changes
@@ -212,8 +216,8 @@ class SettingsDialog(QDialog):
         line.setFrameShadow(QFrame.Shadow.Sunken)
         self.models_grid.addWidget(line, 2, 0, 1, 5)
         self.models_grid.setColumnStretch(2, 1)
-        self.no_models_label = QLabel(
-            f"No recipes yet: add one to {bridge.paths.recipes_dir} or run <code>siesta demo</code>.")
+        where = bridge.paths.recipes_dir if bridge.paths is not None else "its recipes folder"
+        self.no_models_label = QLabel(f"No recipes yet: add one to {where} or run <code>siesta demo</code>.")
         self.no_models_label.setWordWrap(True)
         self.models_box = QWidget()
         self.models_box.setAutoFillBackground(False)
@@ -343,6 +347,9 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.buttons)
         self.resize(800, 0)
 
+        if bridge.target is not None:
+            self._only_what_can_change_remotely(bridge.target.label, server_form.setRowVisible, restart_note)
+
         self.ticker = SecondTicker(self._tick, bridge.countdown_deadlines, bridge.now, self)
         bridge.modelEvent.connect(self._on_event)
         bridge.systemChanged.connect(self._show_memory)
@@ -371,6 +378,15 @@ class SettingsDialog(QDialog):
         chain = self.focus_chain()
         for first, second in zip(chain, chain[1:]):
             QWidget.setTabOrder(first, second)
+
+    def _only_what_can_change_remotely(self, label: str, set_row_visible: Callable[[QWidget, bool], None],
+                                       restart_note: QLabel) -> None:
+        self.setWindowTitle(f"Siesta settings — {label}")
+        for name in [n for n in self.fields if n not in RUNTIME_SETTABLE]:  # host and port
+            set_row_visible(self.fields.pop(name).widget, False)
+        set_row_visible(restart_note, False)
+        self.autostart_check.hide()
+        self.engine_box.hide()
 
     def _add_field(self, name: str, label: str, widget: QWidget, get: Callable[[], Any],
                    put: Callable[[Any], None]) -> None:

@@ -1,5 +1,9 @@
 """One Siesta per user and config dir: a second launch shows the first one's window.
 
+A tray connected to a Siesta elsewhere (``siesta --connect URL``) is one per user and URL
+instead: it neither blocks nor is blocked by the local tray, and a second one for the same
+URL shows the first one's window.
+
 The first instance takes a lock file and listens on a local socket (``QLocalServer``),
 both named from the user and the config dir, so two users, or one user with two config
 dirs, each get their own. A later launch that finds the lock taken connects to the
@@ -28,14 +32,18 @@ SHOW = b"show\n"
 ACK = b"ok\n"
 
 
-def instance_name(config_dir: Path) -> str:
-    """``siesta-<user>-<hash of the config dir>``: short enough for a socket path."""
+def instance_name(config_dir: Path, connect_url: str | None = None) -> str:
+    """``siesta-<user>-<hash of the config dir>``, or of the URL ``siesta --connect`` is
+    given: short enough for a socket path."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers)
         user = str(os.getuid()) if hasattr(os, "getuid") else "user"
-    resolved = str(config_dir.expanduser().resolve())
-    digest = hashlib.sha256(f"{user}\0{resolved}".encode()).hexdigest()[:16]
+    if connect_url is not None:
+        what = "connect\0" + connect_url.strip().rstrip("/").lower()
+    else:
+        what = str(config_dir.expanduser().resolve())
+    digest = hashlib.sha256(f"{user}\0{what}".encode()).hexdigest()[:16]
     safe_user = "".join(c for c in user if c.isalnum() or c in "-_")[:32] or "user"
     return f"siesta-{safe_user}-{digest}"
 

@@ -17,6 +17,12 @@ configuration..." stay in the menu once recipes exist; "Download model..." (from
 Face Hub) is always there. While no llama-server can run and
 some model (or the first one to come) needs it, "llama-server not found" and "Install
 llama-server..." head the menu.
+
+Connected to a Siesta elsewhere (``siesta --connect URL``), the first line names it (or
+says it cannot be reached and is being tried again) and everything that only means
+something on this machine is hidden: Find models, Download model, Import configuration,
+Install llama-server, Open logs folder, and each model's Show log, Open log in editor and
+Model settings.
 """
 
 from __future__ import annotations
@@ -160,6 +166,7 @@ class TrayMenu(QObject):
         bridge.actionFailed.connect(self._on_action_failed)
         bridge.engineChanged.connect(self._on_engine_changed)
         bridge.systemChanged.connect(self._update_memory_lines)
+        bridge.connectionChanged.connect(self._on_connection_changed)
         self.update_icon_and_tooltip()
         self.refresh()
 
@@ -168,6 +175,10 @@ class TrayMenu(QObject):
     def _build_static_menu(self) -> None:
         menu = self.menu
         menu.setToolTipsVisible(True)
+        # Only for a Siesta elsewhere: which one, or why it cannot be reached.
+        self.connection_action = menu.addAction("")
+        self.connection_action.setEnabled(False)
+        self.connection_action.setVisible(False)
         self.empty_action = menu.addAction("No models loaded")
         self.empty_action.setEnabled(False)
         # Shown only while llama-server is missing and some model (or the first one) needs it.
@@ -195,10 +206,16 @@ class TrayMenu(QObject):
         self.copy_action = menu.addAction("Copy API URL", self._copy_api_url)
         menu.addSeparator()
         self.quit_action = menu.addAction("Quit", self.shell.request_quit)
+        if not self.bridge.is_local:  # these act on this machine, not on the Siesta the menu shows
+            for action in (self.discover_action, self.download_action, self.import_action, self.logs_action,
+                           self.install_action, self.engine_action):
+                action.setVisible(False)
+            self.quit_action.setToolTip("Quit this client; the other Siesta and its models keep running")
 
     def show(self) -> None:
         self.icon.show()
-        if not self.bridge.has_recipes:  # a new user: say where to start; a click on it starts there
+        # A new user: say where to start; a click on it starts there.
+        if not self.bridge.has_recipes and self.bridge.is_local:
             self._message_log = None
             self._message_action = self.shell.show_discover
             self.show_message("Siesta is running", "No models yet: click the Siesta icon and choose "
@@ -265,11 +282,16 @@ class TrayMenu(QObject):
         global_timeout = self.bridge.settings.global_unload_timeout
         for snapshot in shown:
             self.entries[snapshot["name"]].update(snapshot, now, global_timeout)
+        problem = self.bridge.connection_problem
+        if self.bridge.target is not None:
+            self.connection_action.setText(problem or f"Siesta on {self.bridge.target.label}")
+            self.connection_action.setVisible(True)
         first_run = not snapshots
-        self.empty_action.setVisible(not shown)
+        self.empty_action.setVisible(not shown and problem is None)
         self.empty_action.setText(text.NO_RECIPES_MENU if first_run else "No models loaded")
-        self.load_menu.menuAction().setVisible(not first_run)
-        self.unload_all_action.setVisible(not first_run)
+        self.load_menu.menuAction().setVisible(not first_run and problem is None)
+        self.unload_all_action.setVisible(not first_run and problem is None)
+        self.settings_action.setEnabled(problem is None)
         self.unload_all_action.setEnabled(any(s["state"] in ("loading", "ready", "failed") for s in snapshots))
         self.discover_action.setText("Find models on this computer..." if first_run else "Find models...")
         self._update_engine_entries(snapshots)
@@ -279,7 +301,7 @@ class TrayMenu(QObject):
 
     def _update_engine_entries(self, snapshots: list[text.Snapshot]) -> None:
         problem = None
-        if text.engine_needed(snapshots):
+        if self.bridge.is_local and text.engine_needed(snapshots):
             problem = self.bridge.engine_status().problem
         self.engine_action.setVisible(problem is not None)
         self.engine_action.setToolTip(problem or "")
@@ -295,11 +317,18 @@ class TrayMenu(QObject):
         kept = self.entries
         self.entries = {}
         for name in names:
-            entry = kept.get(name) or ModelEntry(name, self.bridge, self.menu, show_log=self.shell.show_log,
-                                                 show_model_settings=self.shell.show_model_settings)
+            entry = kept.get(name) or self._new_entry(name)
             self.menu.removeAction(entry.action)
             self.menu.insertAction(self.empty_action, entry.action)
             self.entries[name] = entry
+
+    def _new_entry(self, name: str) -> ModelEntry:
+        if self.bridge.is_local:
+            return ModelEntry(name, self.bridge, self.menu, show_log=self.shell.show_log,
+                              show_model_settings=self.shell.show_model_settings)
+        entry = ModelEntry(name, self.bridge, self.menu)  # its log and recipe are on the other machine
+        entry.log_action.setVisible(False)
+        return entry
 
     def _rebuild_load_menu(self, snapshots: list[text.Snapshot]) -> None:
         wanted = []
@@ -334,11 +363,14 @@ class TrayMenu(QObject):
 
     def update_icon_and_tooltip(self) -> None:
         snapshots = self.bridge.snapshots()
-        state = text.overall_state(snapshots)
+        problem = self.bridge.connection_problem
+        state = text.ICON_ERROR if problem else text.overall_state(snapshots)
         if state != self._icon_state:
             self._icon_state = state
             self.icon.setIcon(icons.state_icon(state))
         tooltip = text.tooltip_text(snapshots)
+        if self.bridge.target is not None:
+            tooltip = problem or tooltip.replace("Siesta:", f"Siesta on {self.bridge.target.machine}:", 1)
         if self.icon.toolTip() != tooltip:
             self.icon.setToolTip(tooltip)
 
@@ -356,11 +388,18 @@ class TrayMenu(QObject):
                                      notify_pressure=getattr(settings, "notify_memory_pressure", True))
         if note is not None:
             crashed = event["reason"] == "crashed"
-            self._message_log = Path(event["model"]["log_file"]) if crashed else None
+            log_file = event["model"].get("log_file")  # None for a model on another machine
+            self._message_log = Path(log_file) if crashed and log_file else None
             name = event["model"]["name"]
-            self._message_action = (lambda: self.shell.show_log(name)) if crashed else None  # its log viewer
+            # A click on it opens the model's log viewer (only a model here has a log here).
+            self._message_action = (lambda: self.shell.show_log(name)) if self._message_log else None
             icon = QSystemTrayIcon.MessageIcon.Warning if crashed else QSystemTrayIcon.MessageIcon.Information
             self.show_message(note[0], note[1], icon)
+
+    def _on_connection_changed(self) -> None:
+        self.update_icon_and_tooltip()
+        if self.menu.isVisible():
+            self.refresh()
 
     def _on_engine_changed(self) -> None:
         if self.menu.isVisible():
