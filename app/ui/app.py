@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.handlers
+import queue
 import signal
 import sys
 import traceback
@@ -125,11 +126,31 @@ def _log_to_file(paths: Paths, file_name: str = "siesta.log") -> logging.Handler
         log.warning("cannot write the app log: %s", exc)
         return None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    off_the_loop = _WrittenByItsOwnThread(handler)
     root = logging.getLogger()
-    root.addHandler(handler)
+    root.addHandler(off_the_loop)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
-    return handler
+    return off_the_loop
+
+
+class _WrittenByItsOwnThread(logging.handlers.QueueHandler):
+    """Hands each record to a thread of its own that writes it with ``target``: most records
+    come from the loop's thread, which must never wait for the disk. Closing it writes what
+    is still queued, then closes ``target``."""
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__(queue.SimpleQueue())
+        self.target = target
+        self._listener: logging.handlers.QueueListener | None = logging.handlers.QueueListener(self.queue, target)
+        self._listener.start()
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+            self.target.close()
+        super().close()
 
 
 class SiestaApp:

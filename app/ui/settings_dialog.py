@@ -55,6 +55,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.atomic_write import in_order
 from app.core.durations import USE_GLOBAL, DurationError, Timeout, format_duration, parse_duration
 from app.core.settings import RUNTIME_SETTABLE, validate_setting
 
@@ -599,8 +600,9 @@ class SettingsDialog(QDialog):
         wanted = self.autostart_check.isChecked()
         if wanted != self.autostart_baseline:
             try:
-                autostart.set_enabled(wanted, autostart.config_dir_argument(self.bridge.paths.config_dir),
-                                      icon=str(icons.icons_dir() / icons.APP_ICON_FILE))
+                await in_order(autostart.set_enabled, wanted,  # off the loop: its fsync can be slow
+                               autostart.config_dir_argument(self.bridge.paths.config_dir),
+                               icon=str(icons.icons_dir() / icons.APP_ICON_FILE))
             except OSError as exc:
                 raise FieldError("Start at login", exc, self.autostart_check) from exc
             self.autostart_baseline = wanted
