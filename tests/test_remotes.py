@@ -5,6 +5,7 @@ between Siestas, edits applied without a restart, and the API key kept out of si
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class FakeOpenAI:
         self.seen: list[tuple[str, dict, dict]] = []  # (path, headers, body)
         self.runner: web.AppRunner | None = None
         self.url = ""
+        self.chunk_gate: asyncio.Queue[None] = asyncio.Queue()
 
     async def start(self) -> FakeOpenAI:
         app = web.Application()
@@ -39,10 +41,19 @@ class FakeOpenAI:
         self.seen.append((request.path, dict(request.headers), {}))
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
 
-    async def chat(self, request: web.Request) -> web.Response:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.seen.append((request.path, dict(request.headers), body))
-        return web.json_response({"choices": [{"message": {"role": "assistant", "content": f"from {body['model']}"}}]})
+        if not body.get("stream"):
+            return web.json_response({"choices": [{"message": {"role": "assistant",
+                                                               "content": f"from {body['model']}"}}]})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in ("one", "two", "three"):
+            await response.write(f"data: {json.dumps({'choices': [{'delta': {'content': word}}]})}\n\n".encode())
+            await self.chunk_gate.get()  # the test lets each chunk go
+        await response.write(b"data: [DONE]\n\n")
+        return response
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -209,3 +220,45 @@ async def test_unreachable_remote_never_slows_start_or_local_requests(front_door
         body = await resp.json()
     assert resp.status == 502 and body["error"]["code"] == "remote_unreachable"
     assert f"127.0.0.1:{port}" in body["error"]["message"] and "'gone'" in body["error"]["message"]
+
+
+async def test_a_stream_through_a_remote_arrives_chunk_by_chunk_and_counts_in_flight(front_door, paths, fake_openai):
+    server = await fake_openai(["m"])
+    paths.settings_file.write_text(remotes_toml(box=("openai", server.url)))
+    manager, http, url = await front_door()
+    await until(lambda: manager.remotes.snapshots())
+    async with http.post(url + "/v1/chat/completions",
+                         json={"model": "box/m", "messages": [], "stream": True}) as resp:
+        assert resp.status == 200 and resp.content_type == "text/event-stream"
+        first = await resp.content.readuntil(b"\n\n")
+        assert b'"one"' in first  # before the server has sent the rest
+        assert manager.snapshot_by_name("box/m")["in_flight"] == 1
+        for _ in range(3):
+            server.chunk_gate.put_nowait(None)
+        rest = await resp.read()
+    assert b'"two"' in rest and b'"three"' in rest and rest.endswith(b"data: [DONE]\n\n")
+    await until(lambda: manager.snapshot_by_name("box/m")["in_flight"] == 0)
+
+
+async def test_making_room_never_unloads_a_remote_model(front_door, paths, write_recipe):
+    """Engines elsewhere (or on this machine) are other programs for Siesta's admission:
+    max_loaded_models and memory evict only Siesta's own models."""
+    from tests.fake_lemonade import FakeLemonade
+
+    lemonade = FakeLemonade(["qwen"])
+    await lemonade.start()
+    try:
+        lemonade.load_now("qwen")
+        paths.settings_file.write_text(remotes_toml(lem=("lemonade", lemonade.url)))
+        write_recipe("a")
+        write_recipe("b")
+        manager, http, url = await front_door(max_loaded_models=1)
+        await until(lambda: manager.remotes.snapshots() and manager.snapshot_by_name("lem/qwen")["state"] == "ready")
+        for name in ("a", "b"):
+            async with http.post(url + "/v1/chat/completions", json={"model": name, "messages": []}) as resp:
+                assert resp.status == 200
+        assert manager.get("a").state.value == "unloaded" and manager.get("b").state.value == "ready"
+        assert manager.snapshot_by_name("lem/qwen")["state"] == "ready"
+        assert not lemonade.calls_to("/api/v1/unload")
+    finally:
+        await lemonade.stop()
