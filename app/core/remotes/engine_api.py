@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -194,5 +195,7 @@ def connection_failure_reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return f"it did not accept a connection within {CONNECT_TIMEOUT:g} s"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return (exc.os_error.strerror or str(exc.os_error)).lower()
+        error = exc.os_error
+        # asyncio words a refusal "Connect call failed ('127.0.0.1', 9)": its errno says it plainly
+        return (os.strerror(error.errno) if error.errno else error.strerror or str(error)).lower()
     return str(exc) or type(exc).__name__

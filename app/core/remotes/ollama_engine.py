@@ -49,8 +49,11 @@ class OllamaEngine(RemoteEngine):
             if name is None:
                 continue
             expires_at = item.get("expires_at")
+            # Ollama's size is the whole model in memory, size_vram the part of it on the GPU.
+            size, vram = _int(item.get("size")), _int(item.get("size_vram"))
+            ram = max(0, size - vram) if size is not None and vram is not None else size
             infos[name] = RemoteModelInfo(
-                model=name, state="ready", memory=_int(item.get("size")), vram=_int(item.get("size_vram")),
+                model=name, state="ready", memory=ram, vram=vram,
                 unloads_in=seconds_until(expires_at, now) if isinstance(expires_at, str) else None,
             )
         return list(infos.values())
