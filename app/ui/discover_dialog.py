@@ -8,6 +8,9 @@ again with a folder of the user's own added (ticks the user changed are kept). "
 recipes" writes one recipe per ticked model (never overwriting one) and the new models
 are listed in the tray at once; the dialog stays open, showing what it created.
 
+From the keyboard: Alt+M (or Tab) reaches the list, the arrows move, Space ticks or
+unticks the model at the cursor; Alt+R creates the recipes.
+
 Nothing here blocks: the scan and the writing run as tasks through the bridge, and the
 folder picker is opened with ``open()``.
 """
@@ -23,7 +26,7 @@ from typing import Any
 
 import shiboken6
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QKeyEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -38,7 +41,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from . import desktop, icons, text
+from . import a11y, desktop, icons, text, theme
 from .bridge import FoundModel, ManagerBridge
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,22 @@ COL_NAME, COL_SIZE, COL_WHERE = range(3)
 INTRO = ("Siesta looks for GGUF models in the Hugging Face cache, LM Studio's models folder, llama.cpp's "
          "cache and Ollama's model store. Each model you tick gets a recipe, and clients ask for it by the "
          "name shown.")
+
+
+class TickList(QTreeWidget):
+    """The list of models found: Space (or Select) ticks or unticks the row at the cursor,
+    whichever of its columns the cursor is in."""
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
+        item = self.currentItem()
+        if (event.key() in (Qt.Key.Key_Space, Qt.Key.Key_Select) and not event.modifiers()
+                and item is not None and item.flags() & Qt.ItemFlag.ItemIsUserCheckable
+                and item.flags() & Qt.ItemFlag.ItemIsEnabled):
+            ticked = item.checkState(COL_NAME) == Qt.CheckState.Checked
+            item.setCheckState(COL_NAME, Qt.CheckState.Unchecked if ticked else Qt.CheckState.Checked)
+            event.accept()
+            return
+        super().keyPressEvent(event)
 
 
 class DiscoverDialog(QDialog):
@@ -84,24 +103,34 @@ class DiscoverDialog(QDialog):
         self.busy_bar.setRange(0, 0)  # no known end: an animated busy bar
         self.busy_bar.setTextVisible(False)
         self.busy_bar.setMaximumHeight(12)
+        self.busy_bar.setAccessibleName("Looking for models")
         self.summary_label = QLabel()
         self.summary_label.setObjectName("summary")
         self.summary_label.setWordWrap(True)
 
-        self.tree = QTreeWidget()
+        self.tree = TickList()
+        self.tree.setObjectName("models")
+        self.tree.setAccessibleName("Models found on this computer")
+        self.tree.setAccessibleDescription("Each ticked model gets a recipe. Space ticks or unticks the model at "
+                                           "the cursor.")
         self.tree.setColumnCount(len(COLUMNS))
         self.tree.setHeaderLabels(COLUMNS)
         self.tree.setRootIsDecorated(False)
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
-        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.tree.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        # the row at the keyboard's cursor shows as selected; ticks, not the selection, say what is created
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.tree.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         header = self.tree.header()
         header.setStretchLastSection(True)
         header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(COL_SIZE, QHeaderView.ResizeMode.ResizeToContents)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.tree.itemChanged.connect(self._on_item_changed)
+        self.tree.currentItemChanged.connect(self._on_current_changed)
+        list_label = QLabel("&Models:")
+        list_label.setBuddy(self.tree)
 
         self.result_label = QLabel()
         self.result_label.setObjectName("result")
@@ -109,14 +138,14 @@ class DiscoverDialog(QDialog):
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.result_label.hide()
 
-        self.add_folder_button = QPushButton("Add folder...")
+        self.add_folder_button = QPushButton("&Add folder...")
         self.add_folder_button.setToolTip("Also look for GGUF files in a folder of your choice (and its subfolders)")
         self.add_folder_button.clicked.connect(self._choose_folder)
-        self.create_button = QPushButton("Create recipes")
+        self.create_button = QPushButton("C&reate recipes")
         self.create_button.setObjectName("create")
         self.create_button.setDefault(True)
         self.create_button.clicked.connect(self.create_recipes)
-        self.close_button = QPushButton("Cancel")
+        self.close_button = QPushButton("&Cancel")
         self.close_button.setObjectName("close")
         self.close_button.clicked.connect(self.reject)
 
@@ -129,9 +158,11 @@ class DiscoverDialog(QDialog):
         layout.addWidget(intro)
         layout.addWidget(self.busy_bar)
         layout.addWidget(self.summary_label)
+        layout.addWidget(list_label)
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.result_label)
         layout.addLayout(buttons)
+        a11y.set_tab_order([self.tree, self.add_folder_button, self.create_button, self.close_button])
         self.resize(820, 380)
         self.scan()
 
@@ -170,6 +201,7 @@ class DiscoverDialog(QDialog):
         else:
             self.found, self.known = task.result()
             self._fill()
+        a11y.announce(self.summary_label, self.summary_label.text())
         self._update_buttons()
         if self.create_button.isEnabled():
             self.create_button.setFocus()
@@ -195,6 +227,8 @@ class DiscoverDialog(QDialog):
             tip = str(model.path) + (f"\n(the file is {real})" if real != str(model.path) else "")
             for col in range(len(COLUMNS)):
                 item.setToolTip(col, tip)
+            item.setData(COL_NAME, Qt.ItemDataRole.AccessibleDescriptionRole,
+                         f"{item.text(COL_SIZE)}, {item.text(COL_WHERE)}")
             self._mark(item, model, recipe)
             if recipe is None:
                 new += 1
@@ -220,6 +254,10 @@ class DiscoverDialog(QDialog):
             item.setText(COL_NAME, f"{model.name} — already has recipe {recipe}")
             item.setFlags(Qt.ItemFlag.ItemNeverHasChildren)  # shown, not enabled
             item.setCheckState(COL_NAME, Qt.CheckState.Unchecked)
+
+    def _on_current_changed(self, current: QTreeWidgetItem | None, _previous: QTreeWidgetItem | None) -> None:
+        if current is not None:
+            current.setSelected(True)  # also when Tab or an arrow made it current
 
     def _on_item_changed(self, item: QTreeWidgetItem, column: int) -> None:
         if column == COL_NAME and item.flags() & Qt.ItemFlag.ItemIsEnabled:
@@ -285,13 +323,14 @@ class DiscoverDialog(QDialog):
             self.created += created
             self._fill()
             self._show_result(text.recipes_created_text([p.stem for p in created]))
-            self.close_button.setText("Close")
+            self.close_button.setText("&Close")
         self._update_buttons()
 
     def _show_result(self, message: str, *, error: bool = False) -> None:
         self.result_label.setText(message)
-        self.result_label.setStyleSheet("color: #b3261e" if error else "")
+        self.result_label.setStyleSheet(theme.text_style("error", self.result_label) if error else "")
         self.result_label.show()
+        a11y.announce(self.result_label, message, assertive=error)
 
     def _update_buttons(self) -> None:
         busy = self.scanning or self.creating

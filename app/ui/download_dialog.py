@@ -13,7 +13,13 @@ in the menu, and the dialog says the name clients ask for.
 Every Hub call (search, a repo's files, the download) runs in a worker thread through
 the bridge; progress comes back to the GUI thread through the event loop. Nothing here
 blocks the GUI. Errors (a gated repo, too little disk space, no network, a name already
-taken) are shown in the dialog in plain words, with what to do.
+taken) are shown in the dialog in plain words, with what to do (the words, and the memory
+check, are in :mod:`app.ui.download_text`).
+
+From the keyboard: Tab goes top to bottom; Alt+S the search field, Alt+P the
+repositories, Alt+Q the quants, Alt+N the name, Alt+D downloads. The progress bar's
+accessible description is the progress text, and the outcome is announced to screen
+readers.
 """
 
 from __future__ import annotations
@@ -24,13 +30,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import shiboken6
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QKeyEvent
+from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -46,171 +51,30 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.hub import GatedRepo, HubClient, HubError, HubUnreachable, RepoInfo, RepoSummary, repo_url
-from app.core.hub_choice import QuantOption, quant_options, split_info
-from app.core.hub_download import DownloadCancelled, DownloadFailed, IntegrityError, NotEnoughDiskSpace
-from app.core.hub_pull import PullResult, RecipeExists, default_model_name
-from app.core.memory_fit import device_label
+from app.core.hub import HubClient, HubError, RepoInfo, RepoSummary, repo_url
+from app.core.hub_choice import QuantOption, quant_options
+from app.core.hub_download import DownloadCancelled, DownloadFailed
+from app.core.hub_pull import PullResult, RecipeExists
 from app.core.recipes import is_valid_name
 from app.core.sizes import format_bytes
 
-from . import icons
+from . import a11y, icons, theme
 from .bridge import ManagerBridge
+from .download_text import Fit, count_text, error_html, fit_on_machine, option_name, progress_text
 
 log = logging.getLogger(__name__)
 
 REPO_COLUMNS = ("Repository", "Downloads", "Likes", "Updated")
 QUANT_COLUMNS = ("Quant", "Size", "This computer", "")
 COL_QUANT, COL_SIZE, COL_FIT, COL_WHY = range(4)
-MiB = 1 << 20
-NEED_SHARE = 0.10  # room for the context (KV cache) and compute buffers, beside the weights
-NEED_EXTRA = 512 * MiB
 SPEED_WINDOW = 5.0  # seconds of progress the speed is measured over
-FITS, MAY_NOT_FIT = "fits", "may not fit"
-ERROR_STYLE = "color: #b3261e"
 INTRO = ("Search the Hugging Face Hub for GGUF models, pick one and a quant, and Download. The file goes to "
          "the shared Hugging Face cache, and Siesta adds the model to its list.")
-
-
-# ---- plain logic (no Qt): does it fit, the words for counts and errors ---------------------------------
-
-
-@dataclass(frozen=True)
-class Fit:
-    """Whether a quant fits this computer's memory: ``fits`` (None while the figures are
-    being read) and a short reason."""
-
-    fits: bool | None
-    reason: str
-
-    @property
-    def mark(self) -> str:
-        return "" if self.fits is None else FITS if self.fits else MAY_NOT_FIT
-
-
-def memory_needed(size: int) -> int:
-    """About what a model of ``size`` bytes of weights takes when loaded at a modest context."""
-    return int(size * (1 + NEED_SHARE)) + NEED_EXTRA
-
-
-def fit_on_machine(size: int, system: Mapping[str, Any] | None, budget: Any = None, floor: Any = None) -> Fit:
-    """Compares a quant of ``size`` bytes with the machine's memory (``system`` as
-    ``GET /api/v1/system`` gives it) within Siesta's ``budget`` and ``floor`` (MemoryLimits,
-    or None): fits on one GPU, in RAM, or across GPUs and RAM (slower); else may not fit,
-    now (memory in use) or ever (more than the computer has)."""
-    if system is None:
-        return Fit(None, "reading this computer's memory...")
-    memory = system.get("memory", {})
-    ram = memory.get("ram", {})
-    need = memory_needed(size)
-    about = f"needs about {format_bytes(need)}"
-    devices = [("ram", ram.get("total"), ram.get("available"), ram.get("models"))]
-    devices += [(str(d.get("id", "gpu?")), d.get("total"), d.get("free"), d.get("models"))
-                for d in memory.get("devices", [])]
-    rooms: dict[str, int] = {}
-    capacity = 0
-    for device, total, free, models in devices:
-        cap = budget.for_device(device, total) if budget is not None else None
-        keep = (floor.for_device(device, total) if floor is not None else None) or 0
-        limits = [] if free is None else [free - keep]
-        if cap is not None:
-            limits.append(cap - (models or 0))
-        if limits:
-            rooms[device] = max(min(limits), 0)
-        most = min(x for x in (total, cap) if x is not None) if total is not None or cap is not None else 0
-        capacity += most
-    gpus = [d for d in rooms if d != "ram"]
-    for gpu in sorted(gpus, key=lambda d: -rooms[d]):
-        if rooms[gpu] >= need:
-            return Fit(True, f"{about}; {device_label(gpu)} has {format_bytes(rooms[gpu])} free")
-    free_total = sum(rooms.values())
-    if not gpus and rooms.get("ram", 0) >= need:
-        return Fit(True, f"{about}; RAM has {format_bytes(rooms['ram'])} free")
-    if gpus and free_total >= need:
-        return Fit(True, f"{about}; fits in GPU and RAM together ({format_bytes(free_total)} free), "
-                         "partly on the CPU: slower")
-    if capacity and need > capacity:
-        return Fit(False, f"{about}, more than the {format_bytes(capacity)} this computer has for models")
-    return Fit(False, f"{about}, {format_bytes(free_total)} free now: close other programs or unload models")
-
-
-def count_text(n: int) -> str:
-    """``950``, ``12.5k``, ``3.4M``."""
-    for limit, unit in ((1_000_000, "M"), (1_000, "k")):
-        if n >= limit:
-            return f"{n / limit:.1f}".removesuffix(".0") + unit
-    return str(n)
-
-
-def duration_text(seconds: float) -> str:
-    """``0:07``, ``12:30``, ``1:02:03``."""
-    seconds = int(max(seconds, 0) + 0.5)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def progress_text(done: int, total: int, speed: float | None) -> str:
-    """``812 MB of 2.3 GB · 41.2 MB/s · 0:37 left``."""
-    line = f"{format_bytes(done)} of {format_bytes(total)}"
-    if speed:
-        line += f" · {format_bytes(speed)}/s"
-        if done < total:
-            line += f" · {duration_text((total - done) / speed)} left"
-    return line
-
-
-def error_html(exc: BaseException, repo: str, name: str, client: HubClient | None) -> str:
-    """What went wrong, and what to do, as rich text for the dialog."""
-    e = html.escape
-    if isinstance(exc, GatedRepo):
-        endpoint = client.endpoint if client is not None else ""
-        page = repo_url(endpoint, repo)
-        link = f'<a href="{e(page)}">{e(page)}</a>'
-        if client is not None and client.token:
-            return (f"<b>{e(repo)} is a gated model</b>, and your Hugging Face token has no access to it yet. "
-                    f"Accept its terms on {link} (logged in as the token's owner), then press Download again.")
-        return (f"<b>{e(repo)} is a gated model.</b> Accept its terms on {link}, then log in with "
-                "<code>hf auth login</code> (or start Siesta with HF_TOKEN set), and press Download again.")
-    if isinstance(exc, NotEnoughDiskSpace):
-        return (f"<b>Not enough free disk space.</b> The download needs {format_bytes(exc.needed)}, and "
-                f"{format_bytes(exc.free)} is free in {e(str(exc.path))}. Free up "
-                f"{format_bytes(exc.needed - exc.free)} or more, or start Siesta with HF_HUB_CACHE set to a "
-                "disk with room. Nothing was downloaded.")
-    if isinstance(exc, HubUnreachable):
-        return (f"<b>Cannot reach the Hugging Face Hub.</b> Check the network connection (or HF_ENDPOINT) and "
-                f"try again. ({e(str(exc))})")
-    if isinstance(exc, RecipeExists):
-        return (f"<b>A model named {e(name)} exists already</b>, for another model; Siesta never overwrites "
-                "a recipe. Choose another name and press Download again.")
-    if isinstance(exc, DownloadCancelled):
-        return "Download cancelled. What has arrived is kept: press Download to carry on from there."
-    if isinstance(exc, IntegrityError):
-        return ("<b>The download was damaged</b> (its checksum is not the one the Hub gives) and was removed. "
-                "Press Download to fetch it anew.")
-    if isinstance(exc, DownloadFailed):
-        cause = exc.__cause__
-        why = f" ({e(str(cause) or type(cause).__name__)})" if cause is not None else ""
-        return (f"<b>The download stopped</b>: the connection kept failing{why}. What has arrived is kept: "
-                "press Download to carry on from there.")
-    if isinstance(exc, HubError):
-        return f"<b>Could not download:</b> {e(str(exc))}"
-    return f"<b>Could not download:</b> {e(type(exc).__name__)}: {e(str(exc))}"
-
-
-def option_name(repo: str, option: QuantOption) -> str:
-    """The name ``siesta pull`` gives the quant's recipe."""
-    first = option.files[0].name
-    return default_model_name(repo, split_info(first)[1] or None, first)
-
-
-# ---- the dialog ------------------------------------------------------------------------------------------
 
 
 def _button(label: str, name: str, slot: Callable[[], object], tip: str = "") -> QPushButton:
     button = QPushButton(label)
     button.setObjectName(name)
-    button.setAccessibleName(label)
     button.setToolTip(tip)
     button.clicked.connect(slot)
     return button
@@ -248,6 +112,16 @@ def _row(label: str, field: QWidget, button: QPushButton) -> QHBoxLayout:
     return row
 
 
+def _heading(label: str, field: QWidget, status: QLabel) -> QHBoxLayout:
+    """``Label: what the list below holds now``; the label's letter (Alt+it) focuses the list."""
+    buddy = QLabel(label)
+    buddy.setBuddy(field)
+    row = QHBoxLayout()
+    row.addWidget(buddy, 0, Qt.AlignmentFlag.AlignTop)
+    row.addWidget(status, 1)
+    return row
+
+
 class DownloadDialog(QDialog):
     """Searches the Hub, lists a repo's quants with what fits, downloads one with progress."""
 
@@ -280,7 +154,7 @@ class DownloadDialog(QDialog):
         self.search_field.setClearButtonEnabled(True)
         self.search_field.setAccessibleName("Search the Hugging Face Hub for GGUF models")
         self.search_field.returnPressed.connect(self.search)
-        self.search_button = _button("Search", "search-button", self.search)
+        self.search_button = _button("Sea&rch", "search-button", self.search)
         self.search_status = QLabel("Type part of a model's name and press Enter.")
         self.search_status.setObjectName("search-status")
         self.search_status.setWordWrap(True)
@@ -288,13 +162,12 @@ class DownloadDialog(QDialog):
         self.results = _tree("results", "GGUF repositories found", REPO_COLUMNS, stretch=0)
         self.results.currentItemChanged.connect(self._on_repo_changed)
 
-        self.quants_label = QLabel("Quants: pick a repository above.")
+        self.quants_label = QLabel("pick a repository above.")
         self.quants_label.setObjectName("quants-label")
         self.quants_label.setWordWrap(True)
         self.quants_label.setOpenExternalLinks(True)
         self.quants = _tree("quants", "Quants of the chosen repository", QUANT_COLUMNS, stretch=COL_WHY)
         self.quants.currentItemChanged.connect(self._on_quant_changed)
-        self.quants_label.setBuddy(self.quants)
 
         self.name_field = QLineEdit()
         self.name_field.setObjectName("name")
@@ -302,13 +175,13 @@ class DownloadDialog(QDialog):
         self.name_field.setToolTip("Clients ask for the model by this name; it is also the recipe's file name")
         self.name_field.textEdited.connect(self._on_name_edited)
         self.name_field.returnPressed.connect(self.download)
-        self.download_button = _button("Download", "download", self.download)
+        self.download_button = _button("&Download", "download", self.download)
 
         self.progress_status = QLabel()
         self.progress_status.setObjectName("progress-status")
         self.progress_bar = QProgressBar()
         self.progress_bar.setObjectName("progress")
-        self.progress_bar.setAccessibleName("Download progress")
+        self.progress_bar.setAccessibleName("Download progress")  # names the model once a download starts
         self.progress_bar.setRange(0, 1000)
         self.progress_label = QLabel()
         self.progress_label.setObjectName("progress-text")
@@ -320,9 +193,9 @@ class DownloadDialog(QDialog):
         for widget in (self.progress_status, self.progress_bar, self.progress_label, self.message_label):
             widget.hide()
 
-        self.cancel_button = _button("Cancel download", "cancel", self.cancel,
+        self.cancel_button = _button("C&ancel download", "cancel", self.cancel,
                                      "Stop the download; what has arrived is kept for the next Download")
-        self.close_button = _button("Close", "close", self.reject)
+        self.close_button = _button("&Close", "close", self.reject)
 
         buttons = QHBoxLayout()
         buttons.addStretch(1)
@@ -331,9 +204,9 @@ class DownloadDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
         layout.addLayout(_row("&Search:", self.search_field, self.search_button))
-        layout.addWidget(self.search_status)
+        layout.addLayout(_heading("Re&positories:", self.results, self.search_status))
         layout.addWidget(self.results, 1)
-        layout.addWidget(self.quants_label)
+        layout.addLayout(_heading("&Quants:", self.quants, self.quants_label))
         layout.addWidget(self.quants, 1)
         layout.addLayout(_row("&Name:", self.name_field, self.download_button))
         layout.addWidget(self.progress_status)
@@ -341,9 +214,7 @@ class DownloadDialog(QDialog):
         layout.addWidget(self.progress_label)
         layout.addWidget(self.message_label)
         layout.addLayout(buttons)
-        chain = self.focus_chain()
-        for first, second in zip(chain, chain[1:]):
-            QWidget.setTabOrder(first, second)
+        a11y.set_tab_order(self.focus_chain())
         self.resize(860, 620)
         self.search_field.setFocus()
         bridge.systemChanged.connect(self._on_system_changed)
@@ -417,8 +288,9 @@ class DownloadDialog(QDialog):
             return
         if exc is not None:
             log.info("searching the Hub failed: %s", exc)
-            self.search_status.setStyleSheet(ERROR_STYLE)
+            self.search_status.setStyleSheet(theme.text_style("error", self.search_status))
             self.search_status.setText(f"Could not search the Hub: {exc}")
+            a11y.announce(self.search_status, self.search_status.text(), assertive=True)
             return
         self.summaries = task.result()
         self.results.blockSignals(True)
@@ -441,6 +313,7 @@ class DownloadDialog(QDialog):
                                        "most downloaded first. Pick one to see its quants.")
         else:
             self.search_status.setText(f"No GGUF models found {what}. Try fewer or other words.")
+        a11y.announce(self.search_status, self.search_status.text())
         self._update_buttons()
 
     def repo_ids(self) -> list[str]:
@@ -469,8 +342,9 @@ class DownloadDialog(QDialog):
         self.quants.clear()
         for widget in (self.progress_status, self.progress_bar, self.progress_label, self.message_label):
             widget.hide()  # they were about another repo
-        self.quants_label.setText(f"Reading the files of {html.escape(repo)}...")
+        self.quants_label.setText(f"reading the files of {html.escape(repo)}...")
         self.quants_label.setStyleSheet("")
+        self.quants.setAccessibleName(f"Quants of {repo}")
         self.bridge.refresh_system()
 
         async def run() -> RepoInfo:
@@ -491,7 +365,7 @@ class DownloadDialog(QDialog):
             return
         if exc is not None:
             log.info("listing %s failed: %s", self.repo, exc)
-            self.quants_label.setStyleSheet(ERROR_STYLE)
+            self.quants_label.setStyleSheet(theme.text_style("error", self.quants_label))
             self.quants_label.setText(html.escape(f"Could not read the files of {self.repo}: {exc}"))
             self._update_buttons()
             return
@@ -511,7 +385,7 @@ class DownloadDialog(QDialog):
         if not self.options:
             self.quants_label.setText(html.escape(f"{info.repo} has no GGUF model file."))
         else:
-            text = html.escape(f"Quants of {info.repo}, smallest first:")
+            text = html.escape(f"{info.repo}, smallest first.")
             if info.gated:
                 page = repo_url(self.client.endpoint if self.client else "", info.repo)
                 text += (f' <b>gated</b>: accept its terms on <a href="{html.escape(page)}">its page</a> '
@@ -547,7 +421,7 @@ class DownloadDialog(QDialog):
             item.setText(COL_FIT, fit.mark)
             item.setText(COL_WHY, fit.reason)
             if fit.fits is not None:
-                item.setForeground(COL_FIT, QColor("#1e7b34") if fit.fits else QColor("#b25e00"))
+                item.setForeground(COL_FIT, theme.tone("success" if fit.fits else "warning", self.quants))
             font = item.font(COL_FIT)
             font.setBold(True)
             item.setFont(COL_FIT, font)
@@ -588,6 +462,8 @@ class DownloadDialog(QDialog):
         self.message_label.hide()
         self.progress_status.setText(f"Downloading {repo} {option.tag} ({format_bytes(option.size)})...")
         self.progress_bar.setValue(0)
+        self.progress_bar.setAccessibleName(f"Download progress of {name}")
+        a11y.describe(self.progress_bar, self.progress_status.text())
         self.progress_label.setText("")
         for widget in (self.progress_status, self.progress_bar, self.progress_label):
             widget.show()
@@ -615,16 +491,20 @@ class DownloadDialog(QDialog):
         speed = (done - d0) / (now - t0) if now - t0 >= 0.5 and done > d0 else None
         self.progress_bar.setValue(int(1000 * done / total) if total else 1000)
         self.progress_label.setText(progress_text(done, total, speed))
+        a11y.describe(self.progress_bar, self.progress_label.text())
 
     def _on_status(self, line: str) -> None:
         if shiboken6.isValid(self) and not line.startswith("created "):
             self.progress_status.setText(line[:1].upper() + line[1:])
+            if not self.progress_label.text():  # the byte count, once there, says more
+                a11y.describe(self.progress_bar, self.progress_status.text())
 
     def cancel(self) -> None:
         """Stops the download; what has arrived is kept, and the next Download carries on."""
         if self.downloading and self.cancel_event is not None:
             self.cancel_event.set()
             self.progress_status.setText("Cancelling...")
+            a11y.describe(self.progress_bar, "Cancelling...")
             self.cancel_button.setEnabled(False)
 
     def _downloaded(self, task: asyncio.Task[Any], repo: str, name: str) -> None:
@@ -663,8 +543,10 @@ class DownloadDialog(QDialog):
 
     def _show_message(self, message: str, *, error: bool = False) -> None:
         self.message_label.setText(message)
-        self.message_label.setStyleSheet(ERROR_STYLE if error else "")
+        self.message_label.setStyleSheet(theme.text_style("error", self.message_label) if error else "")
         self.message_label.show()
+        a11y.describe(self.progress_bar, message)
+        a11y.announce(self.message_label, message, assertive=error)
 
     # ---- keys and closing -------------------------------------------------------------------------
 

@@ -9,6 +9,9 @@ stderr lines ``[ 42%] text`` move the progress bar; its last stdout line is the 
 
 Builds: CPU and the GPUs whose toolkit is installed (the others greyed out). Models load
 with the new llama-server at once (unless a ``llama_server`` setting names another).
+
+Every choice and button has its Alt+letter; the progress bar's accessible description is
+the current step, and the outcome is announced to screen readers.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from PySide6.QtGui import QCloseEvent, QFontDatabase
 from PySide6.QtWidgets import (
     QButtonGroup,
     QDialog,
-    QDialogButtonBox,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
@@ -42,7 +45,7 @@ from PySide6.QtWidgets import (
 
 from app.core import engine_install
 
-from . import icons, text
+from . import a11y, icons, text, theme
 from .bridge import ManagerBridge
 
 log = logging.getLogger(__name__)
@@ -53,9 +56,16 @@ STREAM_LIMIT = 1024 * 1024
 
 GPU_LABELS = {"cpu": "CPU: works on every computer", "cuda": "CUDA (NVIDIA)", "vulkan": "Vulkan (most GPUs)",
               "rocm": "ROCm (AMD)"}
+GPU_KEYS = {"cpu": "P", "cuda": "U", "vulkan": "V", "rocm": "R"}  # Alt+letter: C, D, B, L, T are the buttons'
 TOOLKIT_PROGRAMS = {"cuda": "nvcc", "vulkan": "glslc", "rocm": "hipcc"}
 
 Command = Callable[[Path, str], Sequence[str]]
+
+
+def with_mnemonic(label: str, key: str | None) -> str:
+    """``label`` with ``&`` before the first ``key`` in it (Alt+key picks it)."""
+    at = label.find(key) if key else -1
+    return label if at < 0 else f"{label[:at]}&{label[at:]}"
 
 
 class BuildFailed(Exception):
@@ -171,7 +181,7 @@ class InstallEngineDialog(QDialog):
         self.warning_label = QLabel()
         self.warning_label.setObjectName("warning")
         self.warning_label.setWordWrap(True)
-        self.warning_label.setStyleSheet("color: #b3261e")
+        self.warning_label.setStyleSheet(theme.text_style("error", self.warning_label))
         warnings = []
         missing = bridge.build_tools_missing()
         if missing:
@@ -194,7 +204,7 @@ class InstallEngineDialog(QDialog):
             if name != "cpu":
                 program = TOOLKIT_PROGRAMS.get(name, name)
                 label += ": toolkit found" if available else f": its toolkit ({program}) is not installed"
-            button = QRadioButton(label)
+            button = QRadioButton(with_mnemonic(label, GPU_KEYS.get(name)))
             button.setObjectName(f"gpu-{name}")
             button.setEnabled(available)
             self.gpu_group.addButton(button)
@@ -212,6 +222,7 @@ class InstallEngineDialog(QDialog):
         self.progress_bar = QProgressBar()
         self.progress_bar.setObjectName("progress")
         self.progress_bar.setRange(0, 100)
+        self.progress_bar.setAccessibleName("Progress of the llama-server install")
         self.progress_bar.hide()
         self.status_label = QLabel()
         self.status_label.setObjectName("status")
@@ -220,24 +231,32 @@ class InstallEngineDialog(QDialog):
         self.log_view = QPlainTextEdit(readOnly=True, objectName="log")
         self.log_view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.log_view.setMinimumHeight(140)
+        self.log_view.setAccessibleName("Log of the failed llama-server build")
         self.log_view.hide()
+        self.log_label = QLabel("Build &log:")
+        self.log_label.setBuddy(self.log_view)
+        self.log_label.hide()
 
-        self.buttons = QDialogButtonBox()
-        self.download_button = QPushButton("Download prebuilt", objectName="download", default=True)
-        self.buttons.addButton(self.download_button, QDialogButtonBox.ButtonRole.ActionRole)
+        # Buttons in a row of our own: QDialogButtonBox orders them by the desktop's
+        # convention but leaves Tab in the order they were added.
+        self.download_button = QPushButton("&Download prebuilt", objectName="download", default=True)
         self.download_button.clicked.connect(self.start_prebuilt)
-        self.install_button = QPushButton("Build from source", objectName="install")
-        self.buttons.addButton(self.install_button, QDialogButtonBox.ButtonRole.AcceptRole)
-        self.cancel_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
-        self.cancel_button.setObjectName("cancel")
+        self.install_button = QPushButton("&Build from source", objectName="install")
         self.install_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("&Cancel", objectName="cancel")
         self.cancel_button.clicked.connect(self.reject)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        for button in (self.download_button, self.install_button, self.cancel_button):
+            buttons.addWidget(button)
 
         layout = QVBoxLayout(self)
-        for widget in (intro, self.warning_label, gpu_box, self.progress_bar, self.status_label):
+        for widget in (intro, self.warning_label, gpu_box, self.progress_bar, self.status_label, self.log_label):
             layout.addWidget(widget)
         layout.addWidget(self.log_view, 1)
-        layout.addWidget(self.buttons)
+        layout.addLayout(buttons)
+        a11y.set_tab_order([*self.gpu_buttons.values(), self.log_view, self.download_button, self.install_button,
+                            self.cancel_button])
         self.resize(600, 0)
 
     # ---- building -------------------------------------------------------------------------------
@@ -270,7 +289,11 @@ class InstallEngineDialog(QDialog):
     def _begin(self, coro: Any, status: str) -> asyncio.Task[Any]:
         self.installed = None
         self.progress_bar.setValue(0)
+        self.progress_bar.setAccessibleName("Progress of the llama-server build" if self.build else
+                                            "Progress of the llama-server download")
+        a11y.describe(self.progress_bar, status)
         self.progress_bar.show()
+        self.log_label.hide()
         self.log_view.hide()
         self.status_label.setStyleSheet("")
         self.status_label.setText(status)
@@ -308,6 +331,7 @@ class InstallEngineDialog(QDialog):
         if shiboken6.isValid(self):
             self.progress_bar.setValue(pct)
             self.status_label.setText(message)
+            a11y.describe(self.progress_bar, message)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
@@ -316,12 +340,11 @@ class InstallEngineDialog(QDialog):
         if not shiboken6.isValid(self) or self.stopping:
             return
         if (self.build is not None and self.build.stopped) or (self.cancel_event and self.cancel_event.is_set()):
-            self.status_label.setText("The build was stopped." if self.build else "The download was stopped.")
+            self._outcome("The build was stopped." if self.build else "The download was stopped.")
             return
         if exc is not None and self.cancel_event is not None:  # the prebuilt install
-            self.status_label.setText(f"The download failed: {exc}<br>You can build from source instead: pick "
-                                      "a target and click Build from source.")
-            self.status_label.setStyleSheet("color: #b3261e")
+            self._outcome(f"The download failed: {exc}<br>You can build from source instead: pick "
+                          "a target and click Build from source.", error=True)
             self._ready_again()
             return
         if exc is not None:
@@ -329,12 +352,12 @@ class InstallEngineDialog(QDialog):
                 log.error("the llama-server build failed", exc_info=exc)
             detail = str(exc)
             last = detail.strip().splitlines()[-1] if detail.strip() else "unknown error"
-            self.status_label.setText(f"The build failed: {last}<br>The whole log is in "
-                                      f"<code>{self.dest / 'build.log'}</code>.")
-            self.status_label.setStyleSheet("color: #b3261e")
             self.log_view.setPlainText(detail)
+            self.log_label.show()
             self.log_view.show()
-            self.install_button.setText("Try again")
+            self._outcome(f"The build failed: {last}<br>The whole log is in "
+                          f"<code>{self.dest / 'build.log'}</code>.", error=True)
+            self.install_button.setText("&Try again")
             self._ready_again()
             return
         binary, version = task.result()
@@ -349,11 +372,18 @@ class InstallEngineDialog(QDialog):
         else:
             message += (f"<br>Siesta is still set to use {status.path} (by {status.configured_by}): remove that "
                         "setting and restart Siesta to use this one.")
-        self.status_label.setText(message)
+        self._outcome(message)
         self.install_button.hide()
         self.download_button.hide()
-        self.cancel_button.setText("Close")
+        self.cancel_button.setText("&Close")
         self.bridge.engine_changed()
+
+    def _outcome(self, message: str, *, error: bool = False) -> None:
+        """Shows how the install ended (an error in the theme's error colour) and tells screen readers."""
+        self.status_label.setText(message)
+        self.status_label.setStyleSheet(theme.text_style("error", self.status_label) if error else "")
+        a11y.describe(self.progress_bar, message)
+        a11y.announce(self.status_label, message, assertive=error)
 
     def _ready_again(self) -> None:
         for name, button in {"source": self.install_button, "prebuilt": self.download_button,
@@ -382,6 +412,7 @@ class InstallEngineDialog(QDialog):
             super().reject()
             return
         self.status_label.setText("Stopping the build..." if self.build else "Stopping the download...")
+        a11y.describe(self.progress_bar, self.status_label.text())
         self.cancel_button.setEnabled(False)
         self.stop_task = self.bridge.run(self.stop_build(), "stop the llama-server build", report=False)
         self.stop_task.add_done_callback(self._stopped)

@@ -6,7 +6,8 @@ configuration found in its usual place, with every such place in its sidebar. Th
 file goes to an :class:`ImportDialog`, which imports it in a worker thread and then shows
 what it created, which models it left out and why, and which settings it changed or
 dropped on the way (the core's ``ImportResult``). The new recipes are listed in the tray
-at once.
+at once. The outcome is announced to screen readers; Alt+D reaches the details, Alt+C
+closes.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ import shiboken6
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QDialog,
-    QDialogButtonBox,
+    QHBoxLayout,
     QLabel,
     QProgressBar,
+    QPushButton,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
 
-from . import desktop, icons, text
+from . import a11y, desktop, icons, text, theme
 from .bridge import ImportConfigError, ImportResult, ManagerBridge
 
 log = logging.getLogger(__name__)
@@ -71,17 +73,30 @@ class ImportDialog(QDialog):
         self.busy_bar.setRange(0, 0)
         self.busy_bar.setTextVisible(False)
         self.busy_bar.setMaximumHeight(12)
+        self.busy_bar.setAccessibleName(f"Importing {path.name}")
         self.details = QTextBrowser()
         self.details.setObjectName("details")
         self.details.setOpenLinks(False)
+        self.details.setAccessibleName(f"What the import of {path.name} did")
         self.details.hide()
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        self.buttons.rejected.connect(self.reject)
+        self.details_label = QLabel("&Details:")
+        self.details_label.setBuddy(self.details)
+        self.details_label.hide()
+        # a button of our own, not QDialogButtonBox's Close: that one has no Alt+letter on every desktop
+        self.close_button = QPushButton("&Close")
+        self.close_button.setObjectName("close")
+        self.close_button.setDefault(True)
+        self.close_button.clicked.connect(self.reject)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.close_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.headline)
         layout.addWidget(self.busy_bar)
+        layout.addWidget(self.details_label)
         layout.addWidget(self.details, 1)
-        layout.addWidget(self.buttons)
+        layout.addLayout(buttons)
+        a11y.set_tab_order([self.details, self.close_button])
         self.resize(720, 380)
 
         self.task: asyncio.Task[Any] = bridge.run(bridge.import_config(path, home=home, env=env),
@@ -104,14 +119,17 @@ class ImportDialog(QDialog):
                 log.error("import of %s failed", self.path, exc_info=exc)
             self.error = str(exc)
             self.headline.setText(f"Could not import {html.escape(str(self.path))}:<br>{html.escape(str(exc))}")
-            self.headline.setStyleSheet("color: #b3261e")
+            self.headline.setStyleSheet(theme.text_style("error", self.headline))
+            a11y.announce(self.headline, self.headline.text(), assertive=True)
             return
         self.result = result = task.result()
         left_out, changed = text.split_import_notes(result.skipped)
         headline = text.import_headline(result.kind, len(result.created), len(left_out))
         self.headline.setText(f"<b>{html.escape(headline)}</b><br>from {html.escape(str(self.path))}")
         self.details.setHtml(self._details_html(result, left_out, changed))
+        self.details_label.show()
         self.details.show()
+        a11y.announce(self.headline, headline)
 
     def _details_html(self, result: ImportResult, left_out: list[str], changed: list[str]) -> str:
         parts = []

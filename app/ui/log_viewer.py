@@ -8,6 +8,8 @@ The backend rotates the log to ``<name>.log.1`` past 2 MB and starts a new file:
 inode (or a file shorter than what was read) makes the viewer finish the old file and
 reopen the new one from its start. The view keeps a bounded number of lines
 (:data:`MAX_LINES`) and stays at the bottom unless the user has scrolled up.
+
+From the keyboard: Alt+L the log, Alt+O opens it in an editor, Alt+C or Ctrl+W closes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QFontDatabase, QHideEvent, QKeySequence, QShowEvent, QShortcut
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
-from . import desktop, icons
+from . import a11y, desktop, icons
 from .bridge import ManagerBridge
 
 log = logging.getLogger(__name__)
@@ -159,11 +161,11 @@ class LogViewer(QDialog):
         self.open_button = QPushButton("&Open in editor")
         self.open_button.setObjectName("log-open-editor")
         self.open_button.setToolTip("Open the log file in the desktop's text editor")
-        self.open_button.setAccessibleName("Open the log in an editor")
+        self.open_button.setAccessibleName(f"Open the log of {name} in an editor")
         self.open_button.clicked.connect(self.open_in_editor)
         self.close_button = QPushButton("&Close")
         self.close_button.setObjectName("log-close")
-        self.close_button.setAccessibleName("Close the log window")
+        self.close_button.setAccessibleName(f"Close the log of {name}")
         self.close_button.clicked.connect(self.close)
         self.close_button.setDefault(True)
         QShortcut(QKeySequence(QKeySequence.StandardKey.Close), self, self.close)
@@ -176,6 +178,7 @@ class LogViewer(QDialog):
         layout.addWidget(self.path_label)
         layout.addWidget(self.view, 1)
         layout.addLayout(buttons)
+        a11y.set_tab_order([self.view, self.open_button, self.close_button])
         self.resize(820, 480)
 
         self.timer = QTimer(self)
@@ -193,7 +196,8 @@ class LogViewer(QDialog):
 
     def _update_label(self) -> None:
         exists = self.path.exists()
-        self.path_label.setText(str(self.path) if exists else f"{self.path} (nothing written yet)")
+        where = str(self.path).replace("&", "&&")  # a lone & would be taken for the Alt+letter
+        self.path_label.setText(f"&Log: {where}" if exists else f"&Log: {where} (nothing written yet)")
         self.open_button.setEnabled(exists)
 
     def text(self) -> str:

@@ -11,6 +11,10 @@ running server becomes stale, or restarts at once with "Save and reload now".
 The memory estimate beside the memory field follows the context size: it is computed from
 the GGUF header (``estimate_llamacpp``) in a worker thread, 300 ms after the last change.
 A ``command`` recipe has no llama-server arguments: only its memory estimate is editable.
+
+Each field's label has its letter (Alt+C the context size, ...), Tab goes down the fields
+and then along the buttons, and each field's accessible name names the model ("Context
+size for qwen"), for a screen reader user with two of these dialogs open.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from app.core.gguf_estimate import estimate_llamacpp
 from app.core.llama_args import ArgsError, LlamaArgs, with_value, without
 from app.core.sizes import SizeError, format_bytes, parse_size
 
+from . import a11y, theme
 from .bridge import ManagerBridge
 
 log = logging.getLogger(__name__)
@@ -142,7 +147,8 @@ class ModelSettingsDialog(QDialog):
         self.model_edit = QLineEdit()
         self.model_edit.setObjectName("model-file")
         self.browse_button = QPushButton("&Browse...")
-        self.browse_button.setAccessibleName("Choose the model file")
+        self.browse_button.setObjectName("browse")
+        self.browse_button.setAccessibleName(f"Choose the model file of {name}")
         self.browse_button.clicked.connect(self._browse)
         model_row = QWidget()
         row_layout = QHBoxLayout(model_row)
@@ -155,9 +161,7 @@ class ModelSettingsDialog(QDialog):
         self.memory_edit = self._line("memory-estimate", "&Memory estimate",
                                       "The memory this model needs when loaded, such as 6GB; "
                                       "empty = estimated from the model file and the settings above.")
-        self.estimate_label = QLabel()
-        self.estimate_label.setObjectName("estimate")
-        self.estimate_label.setAccessibleName("Estimated memory")
+        self.estimate_label = a11y.StatusLabel(f"Estimated memory of {name}", "estimate")
         self.form.addRow("", self.estimate_label)
 
         self.status_label = QLabel()
@@ -167,22 +171,28 @@ class ModelSettingsDialog(QDialog):
         self.error_label = QLabel()
         self.error_label.setObjectName("error")
         self.error_label.setWordWrap(True)
-        self.error_label.setStyleSheet("color: #d93025")
+        self.error_label.setStyleSheet(theme.text_style("error", self.error_label))
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error_label.hide()
         layout.addWidget(self.error_label)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         self.save_button = QPushButton("&Save")
+        self.save_button.setObjectName("save")
         self.save_button.setDefault(True)
         self.reload_button = QPushButton("Save and &reload now")
-        self.close_button = QPushButton("Close")
+        self.reload_button.setObjectName("reload")
+        self.close_button = QPushButton("C&lose")
+        self.close_button.setObjectName("close")
         for button in (self.save_button, self.reload_button, self.close_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
         self.save_button.clicked.connect(lambda: self.save(reload_now=False))
         self.reload_button.clicked.connect(lambda: self.save(reload_now=True))
         self.close_button.clicked.connect(self.close)
+        a11y.set_tab_order([self.ctx_edit, self.ngl_combo, self.threads_edit, self.parallel_edit, self.model_edit,
+                            self.browse_button, self.extra_edit, self.memory_edit, self.save_button,
+                            self.reload_button, self.close_button])
 
         self._estimate_timer = QTimer(self)
         self._estimate_timer.setSingleShot(True)
@@ -211,12 +221,12 @@ class ModelSettingsDialog(QDialog):
     def _add_row(self, editor: QWidget, label: str, explanation: str, widget: QWidget | None = None) -> None:
         title = QLabel(label)
         title.setBuddy(editor)  # the mnemonic (Alt+letter) focuses the field
-        editor.setAccessibleName(label.replace("&", ""))
+        editor.setAccessibleName(f"{label.replace('&', '')} for {self.name}")
         editor.setAccessibleDescription(explanation)
         editor.setToolTip(explanation)
         help_label = QLabel(explanation)
         help_label.setWordWrap(True)
-        help_label.setStyleSheet("color: palette(placeholder-text)")
+        help_label.setStyleSheet(theme.text_style("hint", help_label))
         box = QWidget()
         box_layout = QVBoxLayout(box)
         box_layout.setContentsMargins(0, 0, 0, 0)
@@ -355,6 +365,7 @@ class ModelSettingsDialog(QDialog):
         if model is not None:
             self.original_model = model
         self._update_state(saved="Saved and reloaded." if reloaded else "Saved.")
+        a11y.announce(self.status_label, self.status_label.text())
 
     def _set_busy(self, busy: bool) -> None:
         self.save_button.setEnabled(not busy)
@@ -363,6 +374,8 @@ class ModelSettingsDialog(QDialog):
     def _show_error(self, message: str) -> None:
         self.error_label.setText(message)
         self.error_label.setVisible(bool(message))
+        if message:
+            a11y.announce(self.error_label, message, assertive=True)
 
     # ---- state: loaded, stale ------------------------------------------------------------
 

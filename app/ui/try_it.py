@@ -10,6 +10,10 @@ the request (the front door then stops the backend's generation). An error answe
 and, while it runs, the countdown to its unload. With ``api_key`` set, the request carries
 ``Authorization: Bearer``.
 
+Alt+M the model, Alt+P the prompt, Alt+S sends, Alt+T stops, Alt+A the answer; the
+prompt's and the answer's accessible names name the model, and the status line is the
+status's accessible description (the outcome is announced to screen readers).
+
 The panel talks HTTP only; it never imports the API layer.
 """
 
@@ -21,10 +25,11 @@ import logging
 from typing import Any
 
 import aiohttp
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QHideEvent, QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -36,7 +41,7 @@ from PySide6.QtWidgets import (
 
 from app.core.durations import format_countdown
 
-from . import text
+from . import a11y, text, theme
 from .bridge import ManagerBridge
 
 log = logging.getLogger(__name__)
@@ -87,12 +92,12 @@ class TryItPanel(QGroupBox):
         self.model_combo.setObjectName("try-it-model")
         self.model_combo.setAccessibleName("Model to try")
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.model_combo.currentIndexChanged.connect(lambda _i: self._update_timeout())
+        self.model_combo.currentIndexChanged.connect(lambda _i: self._on_model_changed())
         model_label = QLabel("&Model:")
         model_label.setBuddy(self.model_combo)
         self.timeout_label = QLabel()
         self.timeout_label.setObjectName("try-it-timeout")
-        self.timeout_label.setStyleSheet("color: palette(mid)")
+        self.timeout_label.setStyleSheet(theme.text_style("hint", self.timeout_label))
 
         self.prompt = QPlainTextEdit()
         self.prompt.setObjectName("try-it-prompt")
@@ -100,6 +105,8 @@ class TryItPanel(QGroupBox):
         self.prompt.setAccessibleName("Prompt")
         self.prompt.setTabChangesFocus(True)
         self.prompt.setMaximumHeight(self.prompt.fontMetrics().lineSpacing() * 4 + 12)
+        prompt_label = QLabel("&Prompt:")
+        prompt_label.setBuddy(self.prompt)
         self.send_button = QPushButton("&Send")
         self.send_button.setObjectName("try-it-send")
         self.send_button.setToolTip("Send the prompt to the model (Ctrl+Enter)")
@@ -116,29 +123,35 @@ class TryItPanel(QGroupBox):
         self.answer.setObjectName("try-it-answer")
         self.answer.setReadOnly(True)
         self.answer.setAccessibleName("Answer")
+        self.answer.setTabChangesFocus(True)
         self.answer.setPlaceholderText("The answer appears here as it is written")
         self.answer.setMinimumHeight(self.answer.fontMetrics().lineSpacing() * 4 + 12)
-        self.status_label = QLabel()
-        self.status_label.setObjectName("try-it-status")
+        answer_label = QLabel("&Answer:")
+        answer_label.setBuddy(self.answer)
+        self.status_label = a11y.StatusLabel("Try it status", "try-it-status")
         self.status_label.setWordWrap(True)
-        self.status_label.setAccessibleName("Try it status")
 
+        # labels | fields | the buttons beside the prompt; Tab follows: model, prompt, Send, Stop, answer
         top = QHBoxLayout()
-        top.addWidget(model_label)
         top.addWidget(self.model_combo)
         top.addWidget(self.timeout_label, 1)
-        prompt_row = QHBoxLayout()
-        prompt_row.addWidget(self.prompt, 1)
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
         buttons.addStretch(1)
-        prompt_row.addLayout(buttons)
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addLayout(prompt_row)
-        layout.addWidget(self.answer, 1)
-        layout.addWidget(self.status_label)
+        grid = QGridLayout(self)
+        top_left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop
+        grid.addWidget(model_label, 0, 0)
+        grid.addLayout(top, 0, 1, 1, 2)
+        grid.addWidget(prompt_label, 1, 0, top_left)
+        grid.addWidget(self.prompt, 1, 1)
+        grid.addLayout(buttons, 1, 2)
+        grid.addWidget(answer_label, 2, 0, top_left)
+        grid.addWidget(self.answer, 2, 1, 1, 2)
+        grid.addWidget(self.status_label, 3, 0, 1, 3)
+        grid.setColumnStretch(1, 1)
+        grid.setRowStretch(2, 1)
+        a11y.set_tab_order([self.model_combo, self.prompt, self.send_button, self.stop_button, self.answer])
 
         self.ticker = QTimer(self)
         self.ticker.setInterval(TICK_MS)
@@ -163,10 +176,16 @@ class TryItPanel(QGroupBox):
                 self.model_combo.setCurrentIndex(names.index(chosen))
             self.model_combo.blockSignals(False)
         self._update_buttons()
-        self._update_timeout()
+        self._on_model_changed()
 
     def _on_event(self, _event: dict[str, Any]) -> None:
         self.refresh()
+
+    def _on_model_changed(self) -> None:
+        model = self.model_combo.currentText()
+        self.prompt.setAccessibleName(f"Prompt for {model}" if model else "Prompt")
+        self.answer.setAccessibleName(f"Answer from {model}" if model else "Answer")
+        self._update_timeout()
 
     def _update_timeout(self) -> None:
         words = timeout_text(self.bridge.snapshot(self.model_combo.currentText()), self.bridge.now())
@@ -191,11 +210,11 @@ class TryItPanel(QGroupBox):
         if self.running or not model or not self.bridge.api_url or self.bridge.closing:
             return None
         if not prompt:
-            self.status_label.setText("Write a prompt first.")
+            self._status("Write a prompt first.", final=True)
             return None
         self.answer.clear()
         self.updates = 0
-        self.status_label.setText(f"Asking {model}... (it loads first if it is not loaded)")
+        self._status(f"Asking {model}... (it loads first if it is not loaded)")
         self.task = self.bridge.run(self._chat(model, prompt), f"try {model}", report=False)
         self.task.add_done_callback(self._finished)
         self._update_buttons()
@@ -207,17 +226,26 @@ class TryItPanel(QGroupBox):
             self._stopping = True  # also read between chunks, should a library swallow the cancel
             self.task.cancel()
 
+    def _status(self, message: str, *, error: bool = False, final: bool = False) -> None:
+        """Shows what is going on (an error in the theme's error colour); how a request
+        ended (``final``) is also announced to screen readers."""
+        self.status_label.setText(message)
+        self.status_label.set_tone("error" if error else None)
+        if final:
+            a11y.announce(self.status_label, message, assertive=error)
+
     def _finished(self, task: asyncio.Task[Any]) -> None:
         stopped, self._stopping = self._stopping, False
         if task.cancelled() or stopped:
-            self.status_label.setText("Stopped.")
+            self._status("Stopped.", final=True)
         else:
             exc = task.exception()
             if isinstance(exc, aiohttp.ClientError | OSError | asyncio.TimeoutError):
-                self.status_label.setText(f"Could not reach Siesta at {self.bridge.api_url}: {exc or type(exc).__name__}")
+                self._status(f"Could not reach Siesta at {self.bridge.api_url}: {exc or type(exc).__name__}",
+                             error=True, final=True)
             elif exc is not None:
                 log.warning("Try it failed", exc_info=(type(exc), exc, exc.__traceback__))
-                self.status_label.setText(f"Failed: {exc}")
+                self._status(f"Failed: {exc}", error=True, final=True)
         self._update_buttons()
 
     async def _chat(self, model: str, prompt: str) -> None:
@@ -231,10 +259,10 @@ class TryItPanel(QGroupBox):
         async with aiohttp.ClientSession(timeout=timeout) as session:
             async with session.post(url, json=body, headers=headers) as resp:
                 if resp.status >= 400:
-                    self.status_label.setText(error_text(resp.status, await resp.text()))
+                    self._status(error_text(resp.status, await resp.text()), error=True, final=True)
                     return
                 done = await self._read_events(resp)
-        self.status_label.setText("Done." if done else "The answer ended early.")
+        self._status("Done." if done else "The answer ended early.", final=True)
 
     async def _read_events(self, resp: aiohttp.ClientResponse) -> bool:
         """Shows each ``data:`` chunk's text as it comes; True at ``data: [DONE]``."""
@@ -254,7 +282,7 @@ class TryItPanel(QGroupBox):
             if isinstance(chunk, dict) and chunk.get("error"):
                 error = chunk["error"]
                 message = error.get("message") if isinstance(error, dict) else str(error)
-                self.status_label.setText(f"The model stopped with an error: {message}")
+                self._status(f"The model stopped with an error: {message}", error=True, final=True)
                 return False
             for choice in chunk.get("choices") or []:
                 delta = (choice.get("delta") or {}).get("content")
@@ -268,7 +296,7 @@ class TryItPanel(QGroupBox):
         self.answer.ensureCursorVisible()
         self.updates += 1
         if self.updates == 1:
-            self.status_label.setText("Answering...")
+            self._status("Answering...")
 
     # ---- ticking only while visible -------------------------------------------------------------
 

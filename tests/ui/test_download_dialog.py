@@ -2,7 +2,8 @@
 searching off the GUI thread, a repo's quants with sizes and whether they fit, a download
 with progress that ends in a recipe the manager lists, Cancel and closing the dialog
 keeping the partial file, and the errors in plain words (gated repo, disk space, a name
-taken, no Hub); the keyboard; the entries in the tray menu and the Models window."""
+taken, no Hub); the keyboard, what screen readers are told, a dark theme; the entries in
+the tray menu and the Models window."""
 
 from __future__ import annotations
 
@@ -18,19 +19,35 @@ import huggingface_hub.constants
 import pytest
 import shiboken6
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtWidgets import QPushButton
+from PySide6.QtGui import QAccessible, QPalette
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QPushButton
 
 from app.core import hub_download
 from app.core.hub_download import DownloadCancelled
 from app.core.memory_limits import parse_memory_limit
 from app.core.recipes import read_recipe
 from app.demo_model import write_tiny_model
+from app.ui import theme
 from app.ui.bridge import ManagerBridge
-from app.ui.download_dialog import COL_FIT, COL_SIZE, COL_WHY, FITS, MAY_NOT_FIT, DownloadDialog, fit_on_machine
+from app.ui.download_dialog import COL_FIT, COL_SIZE, COL_WHY, DownloadDialog
+from app.ui.download_text import FITS, MAY_NOT_FIT, fit_on_machine
 from app.ui.models_window import ModelsWindow
 from app.ui.tray import TrayMenu
 from tests.fake_hub import FakeHub
 
+from access_helpers import (  # noqa: F401 - fixtures
+    accessible,
+    activate,
+    announcements,
+    assert_mnemonics,
+    contrast,
+    dark_theme,
+    names,
+    press_alt,
+    tab_walk,
+    text_contrast,
+)
 from ui_helpers import until
 
 TINY = "acme/Tiny-GGUF"
@@ -292,7 +309,7 @@ def test_gated_repo_says_what_to_do(loop, bridge, hub, paths, qtbot) -> None:
     message = dialog.message_label.text()
     assert message.startswith(f"<b>{GATED} is a gated model.</b> Accept its terms on ")
     assert f'href="{hub.url}/{GATED}"' in message and "hf auth login" in message
-    assert dialog.message_label.styleSheet() == "color: #b3261e"
+    assert dialog.message_label.styleSheet() == theme.text_style("error", dialog.message_label)
     assert not paths.recipe_file("gated-q4_k_m").exists()
     assert dialog.download_button.isEnabled()
 
@@ -340,25 +357,82 @@ def test_hub_unreachable_is_said_plainly(loop, bridge, qtbot, monkeypatch) -> No
 # ----------------------------------------------------------------------------- keyboard, menu, window
 
 
-def test_keyboard_tab_order_and_accessible_names(loop, bridge, hub, qtbot) -> None:
+def test_keyboard_mnemonics_and_tab_order(loop, bridge, hub, qtbot) -> None:
     dialog = open_dialog(bridge, qtbot)
-    expected = dialog.focus_chain()
-    assert expected == [dialog.search_field, dialog.search_button, dialog.results, dialog.quants,
-                        dialog.name_field, dialog.download_button, dialog.cancel_button, dialog.close_button]
-    seen, widget = [], dialog.search_field
-    for _ in range(200):
-        if widget in expected and widget not in seen:
-            seen.append(widget)
-        widget = widget.nextInFocusChain()
-        if widget is dialog.search_field:
-            break
-    assert seen == expected
-    for widget in expected + [dialog.progress_bar]:
-        assert widget.accessibleName(), widget.objectName()
-    # Enter in the search field searches and presses no button
-    qtbot.keyClick(dialog.search_field, Qt.Key.Key_Return)
-    assert dialog.searching and shiboken6.isValid(dialog) and dialog.isVisible()
+    activate(loop, dialog)
+    assert QApplication.focusWidget() is dialog.search_field
+    qtbot.keyClicks(dialog.search_field, "tiny")
+    QTest.keyClick(dialog.search_field, Qt.Key.Key_Return)  # Enter searches and presses no button
+    assert dialog.searching and dialog.isVisible()
     loop.run_until_complete(until(lambda: not dialog.searching, 10, "the search"))
+    press_alt(dialog, "P")  # "Re&positories:": the list, at its first repository, whose quants are read
+    assert QApplication.focusWidget() is dialog.results and dialog.repo == TINY
+    loop.run_until_complete(until(lambda: not dialog.listing, 10, "the repo's files"))
+    fields = [dialog.search_field, dialog.results, dialog.quants, dialog.name_field]
+    buttons = [dialog.search_button, dialog.download_button, dialog.cancel_button, dialog.close_button]
+    letters = assert_mnemonics(dialog, fields, buttons)
+    assert {letters[k] for k in "SPQNRDAC"} == set(fields + buttons)
+    assert dialog.focus_chain() == [dialog.search_field, dialog.search_button, dialog.results, dialog.quants,
+                                    dialog.name_field, dialog.download_button, dialog.cancel_button,
+                                    dialog.close_button]
+    # Cancel download is greyed out until a download runs: Tab passes it by
+    order = [dialog.search_field, dialog.search_button, dialog.results, dialog.quants, dialog.name_field,
+             dialog.download_button, dialog.close_button]
+    assert names(tab_walk(dialog.search_field, 7)) == names(order + [dialog.search_field])
+    assert names(tab_walk(dialog.close_button, 6, back=True)) == names(order[::-1])
+    press_alt(dialog, "D")  # Download (Qt clicks it a moment later)
+    loop.run_until_complete(until(lambda: dialog.result is not None, 15, "the download"))
+    assert dialog.result.name == "tiny-q4_k_m"
+
+
+def test_screen_readers_hear_names_progress_and_the_outcome(loop, bridge, hub, qtbot, announcements) -> None:
+    hub.chunk_delay = 0.02
+    dialog = open_dialog(bridge, qtbot)
+    assert accessible(dialog.search_field) == "Search the Hugging Face Hub for GGUF models"
+    assert accessible(dialog.results) == "GGUF repositories found"
+    open_repo(loop, dialog, qtbot, "tiny", TINY)
+    assert accessible(dialog.quants) == f"Quants of {TINY}"
+    assert accessible(dialog.name_field) == "Model name for requests"
+    assert accessible(dialog.search_status) == dialog.search_status.text()
+    dialog.download()
+    wait_for_progress(loop, dialog)
+    assert accessible(dialog.progress_bar) == "Download progress of tiny-q4_k_m"
+    # the progress text (bytes, speed, time left) is the bar's description, kept current
+    for _ in range(3):
+        assert accessible(dialog.progress_bar, QAccessible.Text.Description) == dialog.progress_label.text()
+        assert " of 618 KB" in dialog.progress_label.text()
+        seen = dialog.progress_label.text()
+        loop.run_until_complete(until(lambda: dialog.progress_label.text() != seen or not dialog.downloading, 10))
+        if not dialog.downloading:
+            break
+    loop.run_until_complete(until(lambda: not dialog.downloading, 15, "the download"))
+    assert accessible(dialog.progress_bar, QAccessible.Text.Description).startswith("Downloaded. Clients ask for it")
+    assert announcements[0].startswith("1 GGUF repository for “tiny”")  # the search's outcome
+    assert announcements[-1].startswith("Downloaded. Clients ask for it as tiny-q4_k_m")
+
+
+def test_fit_marks_and_errors_are_readable_on_a_dark_theme(loop, bridge, hub, qtbot, dark_theme) -> None:
+    dialog = open_dialog(bridge, qtbot)
+    open_repo(loop, dialog, qtbot, "tiny", TINY)
+    item = dialog.quants.topLevelItem(0)
+    loop.run_until_complete(until(lambda: item.text(COL_FIT) == FITS, 5, "the marks"))
+    backgrounds = [dialog.palette().color(QPalette.ColorRole.Window),
+                   dialog.quants.palette().color(QPalette.ColorRole.Base),
+                   dialog.quants.palette().color(QPalette.ColorRole.AlternateBase)]
+    fits = item.foreground(COL_FIT).color()
+    assert min(contrast(fits, b) for b in backgrounds) >= 4.5, fits.name()
+    bridge.system = {"memory": {"ram": {"total": GB, "available": 256 << 20, "models": 0}, "devices": []}}
+    bridge.systemChanged.emit()
+    assert item.text(COL_FIT) == MAY_NOT_FIT
+    may_not = item.foreground(COL_FIT).color()
+    assert min(contrast(may_not, b) for b in backgrounds) >= 4.5, may_not.name()
+    assert may_not != fits
+
+    open_repo(loop, dialog, qtbot, "gated", GATED)
+    dialog.download_button.click()
+    loop.run_until_complete(until(lambda: not dialog.downloading, 10, "the download"))
+    assert dialog.message_label.text().startswith(f"<b>{GATED} is a gated model.</b>")
+    assert text_contrast(dialog.message_label) >= 4.5
 
 
 def test_tray_menu_and_models_window_open_the_dialog(loop, bridge, shell, write_recipe, qtbot) -> None:

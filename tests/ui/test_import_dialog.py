@@ -1,5 +1,6 @@
 """"Import configuration...": a file picker pre-pointed at a configuration found in its
-usual place, then the import, its recipes and what could not be mapped."""
+usual place, then the import, its recipes and what could not be mapped; the keyboard,
+what screen readers are told, a dark theme."""
 
 from __future__ import annotations
 
@@ -8,12 +9,25 @@ from pathlib import Path
 
 import pytest
 import shiboken6
+from PySide6.QtWidgets import QPushButton
 
 from app.core.recipes import read_recipe
 from app.ui import desktop
 from app.ui.app import SiestaApp
 from app.ui.bridge import ManagerBridge
+from app.ui.import_dialog import ImportDialog
 
+from access_helpers import (  # noqa: F401 - fixtures
+    accessible,
+    activate,
+    announcements,
+    assert_mnemonics,
+    dark_theme,
+    names,
+    press_alt,
+    tab_walk,
+    text_contrast,
+)
 from ui_helpers import until
 
 LLAMA_SWAP = f"""\
@@ -117,3 +131,49 @@ def test_the_file_picker_stays_open_without_a_parent_and_hands_back_the_file(loo
     picker.accept()
     assert chosen == [config]
     assert not desktop._open_pickers
+
+
+def import_dialog(loop, start_manager, path: Path, home: Path, qtbot) -> ImportDialog:
+    dialog = ImportDialog(ManagerBridge(start_manager()), path, home=home, env={})
+    qtbot.dialogs.append(dialog)
+    dialog.show()
+    return dialog
+
+
+def test_import_dialog_keyboard(loop, start_manager, isolated_home, tmp_path, qtbot) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(LLAMA_SWAP, encoding="utf-8")
+    dialog = import_dialog(loop, start_manager, config, isolated_home, qtbot)
+    activate(loop, dialog)
+    loop.run_until_complete(until(lambda: not dialog.importing, 10, "the import"))
+    close = next(b for b in dialog.findChildren(QPushButton) if b.text().replace("&", "") == "Close")
+    assert_mnemonics(dialog, fields=[dialog.details], buttons=[close])
+    assert names(tab_walk(dialog.details, 2)) == names([dialog.details, close, dialog.details])
+    finished: list[int] = []
+    dialog.finished.connect(finished.append)
+    press_alt(dialog, "C")  # Close (Qt clicks it a moment later)
+    loop.run_until_complete(until(lambda: finished, 5, "the dialog to close"))
+
+
+def test_import_dialog_tells_screen_readers_the_outcome(loop, start_manager, isolated_home, tmp_path, qtbot,
+                                                        announcements) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(LLAMA_SWAP, encoding="utf-8")
+    dialog = import_dialog(loop, start_manager, config, isolated_home, qtbot)
+    assert accessible(dialog.busy_bar) == "Importing config.yaml"
+    loop.run_until_complete(until(lambda: not dialog.importing, 10, "the import"))
+    assert accessible(dialog.details) == "What the import of config.yaml did"
+    headline = "Imported from llama-swap: 1 recipe created, 1 model left out."
+    assert accessible(dialog.headline) == f"{headline}\nfrom {config}"
+    assert announcements == [headline]
+
+
+def test_import_error_is_readable_on_a_dark_theme(loop, start_manager, isolated_home, tmp_path, qtbot,
+                                                  dark_theme, announcements) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("just: words\n")
+    dialog = import_dialog(loop, start_manager, notes, isolated_home, qtbot)
+    loop.run_until_complete(until(lambda: not dialog.importing, 10, "the import"))
+    assert dialog.headline.text().startswith(f"Could not import {notes}:")
+    assert text_contrast(dialog.headline) >= 4.5
+    assert announcements[-1].startswith(f"Could not import {notes}:")

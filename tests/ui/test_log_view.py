@@ -1,5 +1,6 @@
 """The log viewer: a model's log in a window that follows new lines, from the tray submenu,
-the Models window and a crashed model's notification."""
+the Models window and a crashed model's notification; the keyboard and what screen readers
+are told."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import shiboken6
 from PySide6.QtCore import QPoint
+from PySide6.QtWidgets import QApplication
 
 from app.ui import log_viewer
 from app.ui.app import SiestaApp
@@ -17,6 +19,7 @@ from app.ui.log_viewer import LogViewer
 from app.ui.models_window import ModelsWindow
 from app.ui.tray import TrayMenu
 
+from access_helpers import accessible, activate, assert_mnemonics, names, press_alt, tab_walk
 from ui_helpers import FakeShell, next_event, until
 
 
@@ -155,3 +158,39 @@ def test_log_view_opens_from_the_tray_submenu_window_and_crash_notification(loop
     siesta.show_log("tiny")
     assert siesta.log_viewers["tiny"] is not viewer
     qtbot.dialogs.append(siesta.log_viewers["tiny"])
+
+
+def test_log_view_keyboard(loop, start_manager, write_recipe, qtbot, opened) -> None:
+    write_recipe("tiny", fake=[])
+    manager = start_manager()
+    log = Path(manager.paths.model_log("tiny"))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("first line\n", encoding="utf-8")
+    viewer = open_viewer(manager, qtbot)
+    activate(loop, viewer)
+    letters = assert_mnemonics(viewer, [viewer.view], [viewer.open_button, viewer.close_button])
+    assert "".join(sorted(letters)) == "CLO"
+    order = [viewer.view, viewer.open_button, viewer.close_button]
+    assert names(tab_walk(viewer.view, 3)) == names(order + [viewer.view])
+    assert names(tab_walk(viewer.close_button, 2, back=True)) == names(order[::-1])
+    press_alt(viewer, "O")  # Open in editor (Qt clicks it a moment later)
+    loop.run_until_complete(until(lambda: opened, 5, "the editor"))
+    assert opened == [("file", log)]
+    press_alt(viewer, "L")
+    assert QApplication.focusWidget() is viewer.view
+
+
+def test_log_view_screen_readers_hear_which_model(loop, start_manager, write_recipe, qtbot) -> None:
+    write_recipe("tiny", fake=[])
+    manager = start_manager()
+    log = Path(manager.paths.model_log("tiny"))
+    viewer = open_viewer(manager, qtbot)
+    assert accessible(viewer.view) == "Log of tiny"
+    assert accessible(viewer.open_button) == "Open the log of tiny in an editor"
+    assert accessible(viewer.close_button) == "Close the log of tiny"
+    # the label's words for the file, kept current: none yet, then the file
+    assert accessible(viewer.path_label).endswith(f"{log} (nothing written yet)")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("first line\n", encoding="utf-8")
+    loop.run_until_complete(until(lambda: viewer.text() == "first line", 5, "the log"))
+    assert accessible(viewer.path_label).endswith(str(log))

@@ -2,7 +2,7 @@
 recipe's comments and unknown args, the memory estimate follows the context size (the real
 tiny GGUF), stale after saving while loaded, reload now restarts the server (the real
 llama-server), a bad value names its field and writes nothing, and the entries in the tray
-submenu and the Models window."""
+submenu and the Models window; the keyboard, what screen readers are told, a dark theme."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QAccessible
+from PySide6.QtWidgets import QApplication, QLabel
 
 from app.core.model import ModelState
 from app.demo_model import write_tiny_model
@@ -19,6 +21,17 @@ from app.ui.model_settings_dialog import STALE_TEXT, ModelSettingsDialog
 from app.ui.models_window import ModelsWindow
 from app.ui.tray import TrayMenu
 
+from access_helpers import (  # noqa: F401 - fixtures
+    accessible,
+    activate,
+    announcements,
+    assert_mnemonics,
+    dark_theme,
+    names,
+    press_alt,
+    tab_walk,
+    text_contrast,
+)
 from ui_helpers import FakeShell, until
 
 pytestmark = pytest.mark.timeout(120)
@@ -210,3 +223,61 @@ def test_model_settings_app_keeps_one_dialog_per_model(loop, start_manager, writ
     assert dialog.isVisible() and dialog.windowTitle() == "Model settings: m"
     siesta.show_model_settings("m")
     assert siesta.model_settings_dialogs["m"] is dialog
+
+
+def fields_of(dialog: ModelSettingsDialog) -> list:
+    return [dialog.ctx_edit, dialog.ngl_combo, dialog.threads_edit, dialog.parallel_edit, dialog.model_edit,
+            dialog.extra_edit, dialog.memory_edit]
+
+
+def test_model_settings_keyboard_reaches_every_field_and_button(loop, start_manager, llama_recipe, qtbot) -> None:
+    llama_recipe("m", '"-c", "256"')
+    dialog = open_dialog(loop, start_manager(), qtbot)
+    activate(loop, dialog)
+    buttons = [dialog.browse_button, dialog.save_button, dialog.reload_button, dialog.close_button]
+    letters = assert_mnemonics(dialog, fields_of(dialog), buttons)
+    assert "".join(sorted(letters)) == "BCFGLMPRSTX"
+    # down the fields, then along the buttons ("Save and reload now" is greyed out: the model is not loaded)
+    order = [dialog.ctx_edit, dialog.ngl_combo, dialog.threads_edit, dialog.parallel_edit, dialog.model_edit,
+             dialog.browse_button, dialog.extra_edit, dialog.memory_edit, dialog.save_button, dialog.close_button]
+    assert names(tab_walk(dialog.ctx_edit, len(order))) == names(order + [dialog.ctx_edit])
+    assert names(tab_walk(dialog.close_button, len(order) - 1, back=True)) == names(order[::-1])
+    press_alt(dialog, "C")  # the context size, its text selected
+    qtbot.keyClicks(QApplication.focusWidget(), "512")
+    press_alt(dialog, "S")  # Save (Qt clicks it a moment later)
+    loop.run_until_complete(until(lambda: dialog.status_label.text().startswith("Saved."), 10, "the save"))
+    assert '"-c", "512"' in dialog.bridge.manager.paths.recipe_file("m").read_text()
+
+
+def test_model_settings_screen_readers_hear_which_model(loop, start_manager, llama_recipe, qtbot,
+                                                        announcements) -> None:
+    llama_recipe("qwen", '"-c", "256"')
+    dialog = open_dialog(loop, start_manager(), qtbot, "qwen")
+    assert [accessible(w) for w in fields_of(dialog)] == [
+        "Context size for qwen", "GPU layers for qwen", "Threads for qwen", "Parallel slots for qwen",
+        "Model file for qwen", "Extra arguments for qwen", "Memory estimate for qwen"]
+    assert accessible(dialog.ctx_edit, QAccessible.Text.Description).startswith("How many tokens the model")
+    assert accessible(dialog.browse_button) == "Choose the model file of qwen"
+    loop.run_until_complete(until(lambda: dialog.estimate_runs >= 1, 10, "the first estimate"))
+    # the estimate's text is what it says: kept current as it changes
+    assert accessible(dialog.estimate_label) == "Estimated memory of qwen"
+    assert accessible(dialog.estimate_label, QAccessible.Text.Description) == dialog.estimate_label.text()
+    first = dialog.estimate_label.text()
+    dialog.ctx_edit.setText("25600")
+    loop.run_until_complete(until(lambda: dialog.estimate_label.text() != first, 10, "a new estimate"))
+    assert accessible(dialog.estimate_label, QAccessible.Text.Description) == dialog.estimate_label.text()
+    dialog.threads_edit.setText("0")
+    assert dialog.save() is None
+    assert accessible(dialog.error_label) == "Threads: 0 is too small (at least 1; empty = automatic)"
+    assert announcements[-1] == "Threads: 0 is too small (at least 1; empty = automatic)"
+
+
+def test_model_settings_error_and_help_are_readable_on_a_dark_theme(loop, start_manager, llama_recipe, qtbot,
+                                                                    dark_theme) -> None:
+    llama_recipe("m", '"-c", "256"')
+    dialog = open_dialog(loop, start_manager(), qtbot)
+    dialog.ctx_edit.setText("lots")
+    assert dialog.save() is None and dialog.error_label.isVisible()
+    assert text_contrast(dialog.error_label) >= 4.5
+    helps = [label for label in dialog.findChildren(QLabel) if label.text().startswith("How many tokens")]
+    assert helps and text_contrast(helps[0]) >= 3.0  # a hint: 3:1 (WCAG's large text and UI parts)
