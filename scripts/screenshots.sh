@@ -6,7 +6,15 @@
 #
 #   scripts/screenshots.sh                      writes docs/screenshots/tray-menu.png, settings.png and download.png
 #   scripts/screenshots.sh first-run            writes docs/screenshots/first-run-menu.png and discover.png
+#   scripts/screenshots.sh remotes [OUT_DIR]      writes docs/screenshots/tray-remotes.png
 #   scripts/screenshots.sh [first-run] OUT_DIR  writes them to OUT_DIR instead
+#
+# remotes: the tray menu of a Siesta with remotes, its models grouped by machine or engine.
+# This computer has the two models of the default shots loaded; "gpubox" is a second
+# Siesta (`python -m app serve` on 127.0.0.2:8777, with its own config, data and logs
+# folders and fake-backend recipes; one model loaded through this Siesta); "ollama" is the
+# test suite's fake Ollama (`python -m tests.fake_ollama`) on 127.0.0.1:11434 with a model
+# loaded; "studio" is a Siesta at an address where nothing answers.
 #
 # first-run: Siesta as a new user meets it, with no recipe and no llama-server: its tray
 # menu saying so, then "Find models on this computer" chosen from that menu, listing the
@@ -32,6 +40,10 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 mode=default
 if [[ ${1:-} == first-run ]]; then
     mode=first-run
+    shift
+fi
+if [[ ${1:-} == remotes ]]; then
+    mode=remotes
     shift
 fi
 out=${1:-$repo/docs/screenshots}
@@ -103,7 +115,7 @@ pids+=($!)
 
 config=$work/config
 mkdir -p "$config/recipes"
-if [[ $mode == default ]]; then
+if [[ $mode != first-run ]]; then
 # ---- Siesta with two models loaded ----------------------------------------------------------
 fake=("$python" "$repo/tests/fake_backend.py" --port "{port}")
 toml_list() { local sep="" item; printf '['; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
@@ -241,6 +253,75 @@ PY
 # the dialog would show the field locked).
 printf 'port = %s\n' "$port" >"$config/settings.toml"
 
+if [[ $mode == remotes ]]; then
+# ---- the remotes: another Siesta, an Ollama, and a machine that is switched off ------------------
+free_port_on() {  # free_port_on ADDRESS PORT: PORT when it is free on ADDRESS, else a free one there
+    "$python" - "$1" "$2" <<'PY'
+import socket, sys
+for wanted in (int(sys.argv[2]), 0):
+    with socket.socket() as s:
+        try:
+            s.bind((sys.argv[1], wanted))
+        except OSError:
+            continue
+        print(s.getsockname()[1])
+        break
+PY
+}
+wait_for_url() {  # wait_for_url URL LOG: until something answers at URL; else shows LOG and stops
+    "$python" - "$1" <<'PY' || { echo "screenshots.sh: nothing answered at $1" >&2; cat "$2" >&2; exit 1; }
+import sys, time, httpx
+for _ in range(400):
+    try:
+        httpx.get(sys.argv[1], timeout=1)
+        sys.exit(0)
+    except httpx.HTTPError:
+        time.sleep(0.05)
+sys.exit(1)
+PY
+}
+gpubox=$work/gpubox
+mkdir -p "$gpubox/config/recipes"
+gpubox_port=$(free_port_on 127.0.0.2 8777)
+printf '# The GPU box in the corner.\nhost = "127.0.0.2"\nport = %s\n' "$gpubox_port" >"$gpubox/config/settings.toml"
+cat >"$gpubox/config/recipes/qwen3-32b.toml" <<EOF
+# The big model that does not fit on the desktop's GPU.
+backend = "command"
+command = $(toml_list "${fake[@]}")
+unload_timeout = "30m"
+env = { SIESTA_SHOT_VRAM_MB = "19800" }
+EOF
+cat >"$gpubox/config/recipes/gemma3-12b.toml" <<EOF
+backend = "command"
+command = $(toml_list "${fake[@]}")
+memory_estimate = "9GB"
+EOF
+# Its own data and logs, as on another machine; the same stand-in GPU, holding its own servers.
+(cd "$repo" && XDG_DATA_HOME=$gpubox/data XDG_STATE_HOME=$gpubox/state XDG_CACHE_HOME=$gpubox/cache \
+    exec "$python" -m app serve --config-dir "$gpubox/config") >"$work/gpubox.log" 2>&1 &
+pids+=($!)
+ollama_port=$(free_port_on 127.0.0.1 11434)
+(cd "$repo" && exec "$python" -m tests.fake_ollama --port "$ollama_port" --model "llama3.2:latest=2019393189" \
+    --model "qwen3:8b=5225000000" --loaded "llama3.2:latest=600") >"$work/ollama.log" 2>&1 &
+pids+=($!)
+wait_for_url "http://127.0.0.2:$gpubox_port/api/v1/health" "$work/gpubox.log"
+wait_for_url "http://127.0.0.1:$ollama_port/api/version" "$work/ollama.log"
+cat >>"$config/settings.toml" <<EOF
+
+[remotes.gpubox]  # the GPU box in the corner
+kind = "siesta"
+url = "http://127.0.0.2:$gpubox_port"
+
+[remotes.ollama]
+kind = "ollama"
+url = "http://127.0.0.1:$ollama_port"
+
+[remotes.studio]  # switched off
+kind = "siesta"
+url = "http://127.0.0.3:8777"
+EOF
+fi
+
 cd "$repo"
 QT_QPA_PLATFORM=xcb "$python" -m app --config-dir "$config" >"$work/siesta.log" 2>&1 &
 siesta_pid=$!
@@ -259,9 +340,18 @@ PY
 export SIESTA_SHOT_PORT=$port
 for _ in $(seq 200); do api GET /api/v1/health >/dev/null 2>&1 && break; sleep 0.05; done
 api GET /api/v1/health >/dev/null || { cat "$work/siesta.log" >&2; exit 1; }
-if [[ $mode == default ]]; then
+if [[ $mode != first-run ]]; then
     api POST /api/v1/load '{"model": "qwen"}' >/dev/null
     api POST /api/v1/load '{"model": "tiny"}' >/dev/null
+fi
+if [[ $mode == remotes ]]; then
+    for _ in $(seq 300); do  # until gpubox and Ollama answer and studio is found unreachable
+        api GET /api/v1/remotes | "$python" -c 'import json, sys
+status = {r["name"]: r["status"] for r in json.load(sys.stdin)["remotes"]}
+sys.exit(status != {"gpubox": "ok", "ollama": "ok", "studio": "unreachable"})' && break
+        sleep 0.05
+    done
+    api POST /api/v1/load '{"model": "gpubox/qwen3-32b"}' >/dev/null
 fi
 
 # ---- the tray menu ----------------------------------------------------------------------------
@@ -329,6 +419,18 @@ if [[ $mode == first-run ]]; then
     kill -TERM "$siesta_pid"
     wait "$siesta_pid" || { echo "screenshots.sh: siesta exited with $?" >&2; cat "$work/siesta.log" >&2; exit 1; }
     echo "wrote $out/first-run-menu.png and $out/discover.png"
+    exit 0
+fi
+
+if [[ $mode == remotes ]]; then
+    open_menu
+    sleep 2.2   # the countdowns tick, and every figure has arrived
+    import -window root "$work/screen.png"
+    # The menu hangs from the top right corner; keep that part of the screen.
+    convert "$work/screen.png" -crop 660x500+620+0 +repage "$out/tray-remotes.png"
+    kill -TERM "$siesta_pid"
+    wait "$siesta_pid" || { echo "screenshots.sh: siesta exited with $?" >&2; cat "$work/siesta.log" >&2; exit 1; }
+    echo "wrote $out/tray-remotes.png"
     exit 0
 fi
 

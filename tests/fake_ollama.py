@@ -176,3 +176,35 @@ class FakeOllama(FakeServer):
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from ollama"},
                          "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}})
+
+
+async def _serve(port: int, models: dict[str, int], loaded: dict[str, float]) -> None:
+    fake = FakeOllama(models)
+    for model, keep_alive in loaded.items():
+        fake.load_now(model, keep_alive=keep_alive)
+    await fake.start(port)
+    print(f"fake Ollama serving on {fake.url}", flush=True)
+    await asyncio.Event().wait()  # until the process is stopped
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Runs the fake on its own, for the screenshots (``python -m tests.fake_ollama``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fake_ollama", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=BYTES",
+                        help="an installed model and its size in bytes (repeat it)")
+    parser.add_argument("--loaded", action="append", default=[], metavar="NAME=SECONDS",
+                        help="a model loaded from the start, unloaded after SECONDS by Ollama's own clock")
+    args = parser.parse_args(argv)
+    models = {name: int(size) for name, _, size in (m.rpartition("=") for m in args.model)}
+    loaded = {name: float(seconds) for name, _, seconds in (m.rpartition("=") for m in args.loaded)}
+    try:
+        asyncio.run(_serve(args.port, models, loaded))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

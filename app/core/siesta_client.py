@@ -14,7 +14,8 @@ What it keeps in step, and how:
   reads the list (``GET /api/v1/models``) and the settings after the stream is open, so
   no change falls between the two; every event then updates the list before subscribers
   hear of it, as the manager's own events do. Memory figures change without events: they
-  are re-read (at most every :data:`REFRESH_SECONDS`) when the GUI asks for fresh figures.
+  are re-read (at most every :data:`REFRESH_SECONDS`) when the GUI asks for fresh figures,
+  and so are the served Siesta's own remotes and whether they answer (:attr:`ManagerClient.remotes`).
 * **Countdowns.** The other machine's clock may differ from this one's. A model's
   ``unload_at`` is made local from the ``unloads_in`` the server sends (now + seconds
   left), and ``idle_since`` / ``loading_since`` are moved by the offset between the two
@@ -169,6 +170,31 @@ class RemoteSettings:
         return dict(self._described)
 
 
+class ServedRemotes:
+    """The remotes of the served Siesta as its last ``GET /api/v1/models`` described them,
+    with :meth:`describe` in the shape of the manager's ``remotes.describe()``."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._remotes: list[tuple[dict[str, Any], float | None]] = []  # (description, retry at on this clock)
+
+    def update(self, described: Any) -> None:
+        """Keeps what the server said (a list of remotes; anything else: none)."""
+        now = self._clock.now()
+        self._remotes = []
+        for r in described if isinstance(described, list) else []:
+            if isinstance(r, dict) and isinstance(r.get("name"), str):
+                retry_in = r.get("retry_in")
+                self._remotes.append((dict(r), now + retry_in if isinstance(retry_in, int | float) else None))
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each remote by name: ``name``, ``kind``, ``url``, ``api_key`` ("(set)" or None),
+        ``status``, ``error``, ``retry_in`` (counted on this clock), ``models``."""
+        now = self._clock.now()
+        return [{**r, "retry_in": max(0.0, at - now) if at is not None else r.get("retry_in")}
+                for r, at in sorted(self._remotes, key=lambda item: item[0]["name"])]
+
+
 class ManagerClient:
     """A model manager's interface to the GUI, served by a Siesta elsewhere over HTTP."""
 
@@ -186,6 +212,8 @@ class ManagerClient:
         self.target = Target(self.url, urlsplit(self.url).hostname or self.url)
         self.connection = Connection()
         self.loaded_settings = RemoteSettings(api_key=self._api_key)
+        self.remotes = ServedRemotes(self.clock)
+        """The served Siesta's own remotes (its other machines and engines) and whether they answer."""
         self._retry_seconds = retry_seconds
         self._models: dict[str, dict[str, Any]] = {}
         self._subscribers: list[EventCallback] = []
@@ -397,6 +425,7 @@ class ManagerClient:
         if not isinstance(models, list):
             raise Refused(f"{self.url} answered GET /api/v1/models without a list of models", 502)
         self.loaded_settings = RemoteSettings(described, self._api_key)
+        self.remotes.update(listed.get("remotes"))
         self._measure_offset_from(models)
         fresh = {m["name"]: self._localize(m) for m in models if isinstance(m, dict) and isinstance(m.get("name"), str)}
         self._refreshed_at = time.monotonic()
@@ -439,6 +468,7 @@ class ManagerClient:
             log.warning("%s; trying again with back-off", reason)
         for name in list(self._models):
             self._forget(name)
+        self.remotes.update([])  # what they are now is not known here
         self._set_connection(Connection(state, reason, self.clock.now() + delay))
 
     def _forget(self, name: str) -> None:
@@ -479,6 +509,8 @@ class ManagerClient:
             log.debug("refreshing from %s: %s", self.url, exc)
             return
         self.loaded_settings = RemoteSettings(described, self._api_key)
+        if isinstance(listed, dict):
+            self.remotes.update(listed.get("remotes"))
         # Only the figures: states and countdowns come from the stream, which may be newer.
         for item in listed.get("models", []) if isinstance(listed, dict) else []:
             current = self._models.get(item.get("name")) if isinstance(item, dict) else None
@@ -605,5 +637,5 @@ def _name_machine_later(client: ManagerClient) -> None:
     threading.Thread(target=look_up, name=f"reverse lookup {host}", daemon=True).start()
 
 
-__all__ = ["ManagerClient", "RemoteSettings", "Connection", "Target", "ClientError", "Unreachable", "Refused",
+__all__ = ["ManagerClient", "RemoteSettings", "ServedRemotes", "Connection", "Target", "ClientError", "Unreachable", "Refused",
            "error_for", "normalize_url", "RETRY_SECONDS"]

@@ -175,6 +175,13 @@ class ManagerBridge(QObject):
     def snapshot(self, name: str) -> Snapshot | None:
         return self.models.get(name)
 
+    def remote_statuses(self) -> list[dict[str, Any]]:
+        """Each remote the manager routes to, by name, as ``GET /api/v1/remotes`` gives them
+        (``name``, ``kind``, ``url``, ``status``: connecting, ok, unreachable or error, ``error``,
+        ``retry_in``, ``models``); read anew each time (a status changes without events
+        when the remote has no model listed)."""
+        return [] if self.closing else self.manager.remotes.describe()
+
     def countdown_deadlines(self, shown: Callable[[Snapshot], bool] = lambda s: True) -> list[float]:
         """The moments a visible countdown changes: each ``unload_at``, and for a load in
         progress its start (its "loading... N s" counter turns on the same whole-second phase)."""

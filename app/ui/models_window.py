@@ -12,6 +12,12 @@ buttons to find models on this computer, download one from the Hugging Face Hub,
 another manager's configuration. A banner at the top says when no llama-server can run (and
 some model needs it), with a button to install one.
 
+With remotes (models of other machines and engines), the table has a heading row per
+machine or engine: "This computer" first, then each remote in name order, with the memory
+its models hold together, or with why it cannot be reached. A remote model's row has no
+Log or Settings... button (its recipe, if any, is not here); its timeout is written where
+that remote keeps it. A model Siesta only routes to (an OpenAI server's) has no controls.
+
 Connected to a Siesta elsewhere (``siesta --connect URL``), the title names it, and what
 acts on this machine only is hidden: Find models, Download, Import, Open logs folder, and
 each row's Log and Settings... buttons.
@@ -51,14 +57,18 @@ from .try_it import TryItPanel
 
 COLUMNS = ("Model", "State", "Memory", "Idle timeout", "")
 COL_NAME, COL_STATE, COL_MEMORY, COL_TIMEOUT, COL_ACTIONS = range(5)
+GROUPED_ROWS_SHOWN = 8  # table rows kept in view when models are grouped by machine
 
 
 class ModelTableRow:
     """The widgets of one model's row in the Models window's table."""
 
-    def __init__(self, window: ModelsWindow, name: str) -> None:
+    def __init__(self, window: ModelsWindow, name: str, snapshot: text.Snapshot | None = None) -> None:
         self.name = name
         self.window = window
+        first = snapshot or {}
+        self.remote = bool(first.get("remote"))  # another machine's or engine's: no log or recipe here
+        self.routed_only = text.is_routed_only(first)
         self.name_item = QTableWidgetItem(name)
         self.state_item = QTableWidgetItem("")
         self.memory_item = QTableWidgetItem("")
@@ -68,7 +78,7 @@ class ModelTableRow:
         self.timeout_combo = QComboBox()
         self.timeout_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.timeout_combo.setObjectName(f"timeout-{name}")
-        self.timeout_combo.setToolTip("How long the model may sit idle before it is unloaded (saved in its recipe)")
+        self.timeout_combo.setToolTip(text.timeout_tip(first))
         self.timeout_combo.activated.connect(self._on_timeout_chosen)
         self.action_button = QPushButton("Load")
         self.action_button.setObjectName(f"action-{name}")
@@ -88,9 +98,15 @@ class ModelTableRow:
         layout.addWidget(self.action_button)
         layout.addWidget(self.log_button)
         layout.addWidget(self.settings_button)
-        local = window.bridge.is_local  # a Siesta elsewhere: its log and recipe are on that machine
+        layout.addStretch(1)  # a remote model's lone button keeps its size
+        local = window.bridge.is_local and not self.remote  # else its log and recipe are on that machine
         self.log_button.setVisible(local)
         self.settings_button.setVisible(local)
+        if self.remote:
+            self.name_item.setToolTip(f"{first.get('remote_model') or name} on {first['remote']}")
+        if self.routed_only:  # nothing to load, unload or time out
+            self.action_button.setVisible(False)
+            self.buttons.setToolTip(text.ROUTED_ONLY_NOTE)
         self.snapshot: text.Snapshot = {}
         self._combo_state: tuple[Any, ...] = ()
 
@@ -98,7 +114,13 @@ class ModelTableRow:
         table.setItem(row, COL_NAME, self.name_item)
         table.setItem(row, COL_STATE, self.state_item)
         table.setItem(row, COL_MEMORY, self.memory_item)
-        table.setCellWidget(row, COL_TIMEOUT, self.timeout_combo)
+        if self.routed_only:  # no timeout to choose: the combo is left out of the table
+            note = QTableWidgetItem("")
+            note.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            note.setToolTip(text.ROUTED_ONLY_NOTE)
+            table.setItem(row, COL_TIMEOUT, note)
+        else:
+            table.setCellWidget(row, COL_TIMEOUT, self.timeout_combo)
         table.setCellWidget(row, COL_ACTIONS, self.buttons)
 
     def update(self, snapshot: text.Snapshot, now: float, global_timeout: Any) -> None:
@@ -130,7 +152,7 @@ class ModelTableRow:
 
     def _update_combo(self, snapshot: text.Snapshot, global_timeout: Any) -> None:
         key = timeout_key(snapshot)
-        choices: list[tuple[str, Any]] = [(f"Use global ({short_label(global_timeout)})", USE_GLOBAL),
+        choices: list[tuple[str, Any]] = [(text.use_global_label(snapshot, global_timeout), USE_GLOBAL),
                                           ("Keep loaded", NEVER)]
         choices += [(short_label(s), s) for s in MENU_PRESETS]
         if key not in [c[1] for c in choices]:
@@ -178,6 +200,9 @@ class ModelsWindow(QWidget):
         self.setWindowIcon(icons.app_icon())
         self.setObjectName("models-window")
         self.rows: dict[str, ModelTableRow] = {}
+        # With remotes: a heading row per machine or engine (None: this computer), spanning the table.
+        self.group_items: dict[str | None, QTableWidgetItem] = {}
+        self._layout: list[tuple[Any, ...]] = []
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -323,15 +348,31 @@ class ModelsWindow(QWidget):
 
     def refresh(self, *, fresh: bool = False) -> None:
         snapshots = self.bridge.snapshots(fresh=fresh)
-        names = [s["name"] for s in snapshots]
-        if names != list(self.rows):
-            self._rebuild(names)
+        remotes = self.bridge.remote_statuses()
+        groups = text.model_groups(snapshots, remotes)
+        grouped = len(groups) > 1
+        layout: list[tuple[Any, ...]] = []
+        for remote, models in groups:
+            if grouped:
+                layout.append(("group", remote["name"] if remote is not None else None))
+            layout += [("model", m["name"], text.is_routed_only(m)) for m in models]
+        if layout != self._layout:
+            self._rebuild(layout, {s["name"]: s for s in snapshots})
         now = self.bridge.now()
         global_timeout = self.bridge.settings.global_unload_timeout
         for snapshot in snapshots:
             self.rows[snapshot["name"]].update(snapshot, now, global_timeout)
+        if grouped:
+            target = self.bridge.target
+            here = text.HERE if target is None else target.machine
+            for remote, models in groups:
+                item = self.group_items[remote["name"] if remote is not None else None]
+                title = text.group_title(remote, models, here=here)
+                if item.text() != title:
+                    item.setText(title)
+                item.setToolTip((text.remote_problem(remote) if remote is not None else None) or "")
         self._fit_widget_columns()
-        first_run = not snapshots
+        first_run = not snapshots and not remotes
         self.first_run.setVisible(first_run)
         self.table.setVisible(not first_run)
         self.unload_all_button.setVisible(not first_run)
@@ -348,16 +389,37 @@ class ModelsWindow(QWidget):
         if connection:
             self.url_label.setText(f"<b>{html.escape(connection)}</b>")
 
-    def _rebuild(self, names: list[str]) -> None:
+    def _rebuild(self, layout: list[tuple[Any, ...]], snapshots: dict[str, text.Snapshot]) -> None:
         # Clearing the table deletes its items and cell widgets, so every row is built anew.
+        self._layout = layout
         self.rows = {}
+        self.group_items = {}
+        self.table.clearSpans()
         self.table.setRowCount(0)
-        self.table.setRowCount(len(names))
-        for i, name in enumerate(names):
-            row = ModelTableRow(self, name)
+        self.table.setRowCount(len(layout))
+        for i, line in enumerate(layout):
+            if line[0] == "group":
+                self.group_items[line[1]] = self._group_item(i)
+                continue
+            row = ModelTableRow(self, line[1], snapshots.get(line[1]))
             row.place(self.table, i)
-            self.rows[name] = row
+            self.rows[line[1]] = row
         self.table.resizeColumnsToContents()
+        # Headings add rows: keep several in view above the Try it panel (none: as it always was).
+        shown = min(len(layout), GROUPED_ROWS_SHOWN) if self.group_items else 0
+        frame = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
+        self.table.setMinimumHeight(frame + shown * self.table.verticalHeader().defaultSectionSize() if shown else 0)
+
+    def _group_item(self, row: int) -> QTableWidgetItem:
+        """A heading row across the table, for one machine's or engine's models."""
+        item = QTableWidgetItem("")
+        item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+        font = item.font()
+        font.setBold(True)
+        item.setFont(font)
+        self.table.setItem(row, 0, item)
+        self.table.setSpan(row, 0, 1, len(COLUMNS))
+        return item
 
     def _fit_widget_columns(self) -> None:
         header = self.table.horizontalHeader()

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.core import sizes
 from app.core.durations import USE_GLOBAL, format_countdown
+
+from .timeout_scale import short_label
 
 Snapshot = dict[str, Any]
 
@@ -93,6 +96,8 @@ def status_text(snapshot: Snapshot, now: float | None = None) -> str:
         return f"busy ({busy} request{'s' if busy != 1 else ''})"
     if snapshot.get("waiting", 0):
         return "busy"
+    if is_routed_only(snapshot):
+        return "available"
     unload_at = snapshot.get("unload_at")
     if unload_at is not None:
         return f"idle, unloads in {format_countdown(unload_at - now)}"
@@ -113,8 +118,8 @@ def memory_text(snapshot: Snapshot) -> str:
     ``"410 MB + 6.1 GB VRAM"``; ``""`` while unknown."""
     ram = format_bytes(snapshot.get("memory"))
     vram = snapshot.get("vram")
-    if vram:
-        return f"{ram} + {format_bytes(vram)} VRAM" if ram else f"{format_bytes(vram)} VRAM"
+    if vram:  # (a model wholly on the GPU holds no RAM worth naming: Ollama reports 0)
+        return f"{ram} + {format_bytes(vram)} VRAM" if snapshot.get("memory") else f"{format_bytes(vram)} VRAM"
     return ram
 
 
@@ -128,12 +133,14 @@ def estimate_text(snapshot: Snapshot) -> str:
     return f"needs {approx}{format_bytes(estimate)}"
 
 
-def menu_label(snapshot: Snapshot, now: float | None = None) -> str:
+def menu_label(snapshot: Snapshot, now: float | None = None, *, short: bool = False) -> str:
     """One model's line in the tray menu: ``"tiny (1.2 GB): idle, unloads in 4:12"``, with
     its VRAM when it has some (``"qwen (0.4 GB + 6.1 GB VRAM): busy"``); the memory is left
-    out while it is unknown (``"qwen: loading... 12 s"``)."""
+    out while it is unknown (``"qwen: loading... 12 s"``). ``short``: a remote model by the
+    remote's own name for it (``"qwen"``, not ``"gpubox/qwen"``), under its remote's heading."""
     memory = memory_text(snapshot)
-    name = snapshot["name"] + (f" ({memory})" if memory else "")
+    shown = snapshot.get("remote_model") if short and snapshot.get("remote") else None
+    name = (shown or snapshot["name"]) + (f" ({memory})" if memory else "")
     return f"{name}: {status_text(snapshot, now)}"
 
 
@@ -185,7 +192,7 @@ def tooltip_text(snapshots: Iterable[Snapshot]) -> str:
     countdown that would go stale between events.
     """
     models = list(snapshots)
-    loaded = [m for m in models if m["state"] in ("ready", "unloading")]
+    loaded = [m for m in models if m["state"] in ("ready", "unloading") and not is_routed_only(m)]
     loading = [m for m in models if m["state"] == "loading"]
     failed = [m for m in models if m["state"] == "failed" and has_usable_recipe(m)]
     if loaded:
@@ -216,7 +223,7 @@ def overall_state(snapshots: Iterable[Snapshot]) -> str:
         return ICON_ERROR
     if any(_is_busy(m) for m in models):
         return ICON_BUSY
-    if any(m["state"] == "ready" for m in models):
+    if any(m["state"] == "ready" and not is_routed_only(m) for m in models):
         return ICON_LOADED
     return ICON_EMPTY
 
@@ -274,6 +281,150 @@ def short_state(snapshot: Snapshot, now: float | None = None) -> str:
     if snapshot["state"] == "ready" and not snapshot.get("in_flight") and not snapshot.get("waiting"):
         return "idle"
     return status_text(snapshot, now)
+
+
+# ---- other machines and engines: one group of models each ---------------------------------------
+
+HERE = "This computer"
+"""The heading of this machine's own models, above the remotes' groups."""
+
+KIND_NAMES = {"siesta": "Siesta", "ollama": "Ollama", "llama.cpp-router": "llama.cpp router",
+              "lemonade": "Lemonade", "openai": "OpenAI-compatible server"}
+
+# The port each engine listens on unless told otherwise: left out where it is the one used.
+_USUAL_PORTS = {"siesta": 8777, "ollama": 11434, "llama.cpp-router": 8080, "lemonade": 13305}
+
+PROBLEM_CHARS = 110
+"""The longest problem line a menu shows (its tooltip has the whole reason)."""
+
+
+def is_routed_only(snapshot: Snapshot) -> bool:
+    """A remote model Siesta only routes to: it cannot load, unload or time it out (``openai``)."""
+    return snapshot.get("can_load") is False
+
+
+def remote_address(url: str | None, kind: str | None = None) -> str:
+    """Where a remote is, in a few characters: ``"192.168.1.20"`` for a Siesta at
+    ``http://192.168.1.20:8777`` (its usual port left out), ``"127.0.0.1:9000"``,
+    ``"api.example.com"`` for ``https://api.example.com/v1``."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    usual = {"http": 80, "https": 443}.get(parts.scheme)
+    where = host if port is None or port in (usual, _USUAL_PORTS.get(kind or "")) else f"{host}:{port}"
+    path = parts.path.rstrip("/").removesuffix("/v1")
+    return where + path
+
+
+def group_memory(snapshots: Iterable[Snapshot]) -> str:
+    """What a group's models hold together, worded as one model's memory is (``"1.2 GB"``,
+    ``"410 MB + 6.1 GB VRAM"``); ``""`` while none holds any that is known."""
+    ram = vram = 0
+    for s in snapshots:
+        ram += s.get("memory") or 0
+        vram += s.get("vram") or 0
+    return memory_text({"memory": ram or None, "vram": vram or None})
+
+
+def remote_problem(remote: Mapping[str, Any]) -> str | None:
+    """Why a remote cannot be used now, in one sentence that says it is being tried again:
+    ``"gpubox — cannot reach http://192.168.1.20:8777: connection refused; trying again"``;
+    None while it answers (or is being reached for the first time)."""
+    name, url, status = remote.get("name", "?"), remote.get("url") or "", remote.get("status")
+    error = str(remote.get("error") or "").strip()
+    if status == "unreachable":
+        reason = error.split(" is unreachable: ", 1)[-1] if error else "no answer"
+        return f"{name} — cannot reach {url}: {reason}; trying again"
+    if status == "error":
+        detail = error.removeprefix(f"remote {name!r}: ") or "an error"
+        return f"{name} — {url} answered: {detail}; trying again"
+    return None
+
+
+def group_title(remote: Mapping[str, Any] | None, snapshots: Iterable[Snapshot], *, here: str = HERE) -> str:
+    """The heading of a group of models: ``"This computer · 9.6 GB VRAM"`` (``remote`` None;
+    ``here`` names the machine), ``"gpubox — Siesta at 192.168.1.20 · 6.1 GB"``, with the
+    memory its models hold together; for a remote that cannot be used, why
+    (:func:`remote_problem`), shortened to :data:`PROBLEM_CHARS`."""
+    memory = group_memory(snapshots)
+    tail = f" · {memory}" if memory else ""
+    if remote is None:
+        return here + tail
+    problem = remote_problem(remote)
+    if problem is not None:
+        return problem if len(problem) <= PROBLEM_CHARS else problem[:PROBLEM_CHARS - 1].rstrip() + "…"
+    kind = str(remote.get("kind") or "")
+    what = KIND_NAMES.get(kind, kind or "remote")
+    where = remote_address(remote.get("url"), kind)
+    head = f"{remote.get('name', '?')} — {what}" + (f" at {where}" if where else "")
+    if remote.get("status") == "connecting":
+        return head + ": connecting..."
+    return head + tail
+
+
+def model_groups(snapshots: Iterable[Snapshot],
+                 remotes: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any] | None, list[Snapshot]]]:
+    """The models by machine or engine, in the order the menu and the window show them:
+    this computer's (``None``) first, then each remote's in name order, each with its
+    models in the order given. A remote with no model listed (one that cannot be reached
+    lists none) still has its group. Without remotes: one group, this computer's."""
+    models = list(snapshots)
+    described: dict[str, Mapping[str, Any]] = {str(r.get("name")): r for r in remotes}
+    for s in models:  # a model listed a moment before its remote is described
+        if s.get("remote") and s["remote"] not in described:
+            described[s["remote"]] = {"name": s["remote"], "kind": s.get("remote_kind"), "url": None,
+                                      "status": s.get("remote_status") or "ok"}
+    groups: list[tuple[Mapping[str, Any] | None, list[Snapshot]]] = [
+        (None, [s for s in models if not s.get("remote")])]
+    for name in sorted(described):
+        groups.append((described[name], [s for s in models if s.get("remote") == name]))
+    return groups
+
+
+def menu_models(snapshots: Iterable[Snapshot], limit: int) -> tuple[list[Snapshot], int]:
+    """The models of one group the tray menu lists (:func:`is_shown_in_menu`) and how many
+    more it leaves out: every model that holds a server, and of those Siesta only routes to
+    (which an OpenAI server may have by the hundred) the busy ones, and the rest while the
+    group stays within ``limit`` lines."""
+    shown = [s for s in snapshots if is_shown_in_menu(s)]
+    routed = [s for s in shown if is_routed_only(s)]
+    if len(shown) <= limit or not routed:
+        return shown, 0
+    room = max(0, limit - (len(shown) - len(routed)))
+    idle = [s for s in routed if not (s.get("in_flight") or s.get("waiting"))]
+    left_out = {s["name"] for s in idle[room:]} if len(routed) > room else set()
+    return [s for s in shown if s["name"] not in left_out], len(left_out)
+
+
+def use_global_label(snapshot: Snapshot, global_timeout: Any) -> str:
+    """The "Use global" choice of a model's timeout, with the global timeout it means: this
+    Siesta's, or for another Siesta's model that Siesta's (known while the model uses it)."""
+    if snapshot.get("remote_kind") != "siesta":
+        return f"Use global ({short_label(global_timeout)})"
+    if snapshot.get("timeout_source") == "global":
+        return f"Use global ({short_label(snapshot.get('unload_timeout'))})"
+    return f"Use {snapshot.get('remote')}'s global"
+
+
+def timeout_tip(snapshot: Snapshot) -> str:
+    """Where a model's idle timeout is kept, for the control that sets it."""
+    head = "How long the model may sit idle before it is unloaded"
+    remote = snapshot.get("remote")
+    if not remote:
+        return f"{head} (saved in its recipe)"
+    if snapshot.get("remote_kind") == "siesta":
+        return f"{head} (saved in its recipe on {remote})"
+    return f"{head} (saved in settings.toml, [remotes.{remote}.timeouts])"
+
+
+ROUTED_ONLY_NOTE = "Siesta only routes requests to it: it cannot load, unload or time it out"
 
 
 # ---- first run: finding models, importing configurations, the engine ----------------------------
@@ -379,8 +530,9 @@ def version_text(output: str) -> str:
 
 def engine_needed(snapshots: Iterable[Snapshot]) -> bool:
     """Whether a missing llama-server matters now: with no recipes yet (the models a new
-    user adds will need it) or with any recipe that runs a GGUF through llama-server."""
-    models = list(snapshots)
+    user adds will need it) or with any recipe that runs a GGUF through llama-server (here:
+    another Siesta's llama.cpp models run on that machine)."""
+    models = [m for m in snapshots if not m.get("remote")]
     return not models or any(m.get("backend") == "llamacpp" for m in models)
 
 

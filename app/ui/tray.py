@@ -18,6 +18,11 @@ Face Hub) is always there. While no llama-server can run and
 some model (or the first one to come) needs it, "llama-server not found" and "Install
 llama-server..." head the menu.
 
+With remotes (models of other machines and engines, :mod:`app.core.remotes`), the models
+are grouped by machine or engine: "This computer" first, then each remote in name order
+under a heading with its models' memory, or with why it cannot be reached
+(:mod:`.model_groups`). The Load model submenu has a heading per remote too.
+
 Connected to a Siesta elsewhere (``siesta --connect URL``), the first line names it (or
 says it cannot be reached and is being tried again) and everything that only means
 something on this machine is hidden: Find models, Download model, Import configuration,
@@ -33,111 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject
-from PySide6.QtGui import QAction, QActionGroup, QCursor
+from PySide6.QtGui import QAction, QCursor
 from PySide6.QtWidgets import QMenu, QStyle, QSystemTrayIcon
 
-from app.core.durations import USE_GLOBAL
-
-from . import desktop, icons, text
+from . import desktop, icons, model_groups, text
 from .bridge import ManagerBridge
+from .model_groups import ModelEntry, RemoteGroups
 from .shell import Shell
-from .text import NEVER, timeout_key
 from .ticker import SecondTicker
-from .timeout_scale import MENU_PRESETS, short_label
 
 log = logging.getLogger(__name__)
 
 MESSAGE_MS = 8000
-
-
-class ModelEntry(QObject):
-    """One model's line in the tray menu and its submenu of actions."""
-
-    def __init__(self, name: str, bridge: ManagerBridge, parent_menu: QMenu, *,
-                 show_log: Callable[[str], None] | None = None,
-                 show_model_settings: Callable[[str], None] | None = None) -> None:
-        super().__init__(parent_menu)
-        self.name = name
-        self.bridge = bridge
-        self.menu = QMenu(name, parent_menu)
-        self.menu.setObjectName(f"model-menu-{name}")
-        self.unload_action = self.menu.addAction("Unload now", lambda: self.bridge.unload(self.name))
-        self.load_action = self.menu.addAction("Load again", lambda: self.bridge.load(self.name))
-        self.menu.addSeparator()
-        self.timeout_group = QActionGroup(self)
-        self.timeout_group.setExclusive(True)
-        self.timeout_actions: dict[Any, QAction] = {}
-        self._add_timeout(NEVER, "Keep loaded")
-        for seconds in MENU_PRESETS:
-            self._add_timeout(seconds, short_label(seconds))
-        self._add_timeout(USE_GLOBAL, "Use global")
-        self.custom_action = self.menu.addAction("Custom")
-        self.custom_action.setCheckable(True)
-        self.custom_action.setEnabled(False)
-        self.menu.addSeparator()
-        self.show_log_action = self.menu.addAction("Show log...", lambda: show_log and show_log(self.name))
-        self.show_log_action.setToolTip("The model's server log in a window that follows new lines")
-        self.show_log_action.setVisible(show_log is not None)
-        self.log_action = self.menu.addAction("Open log in editor", self._open_log)
-        self.settings_action = self.menu.addAction(
-            "Model settings...", lambda: show_model_settings and show_model_settings(self.name))
-        self.settings_action.setToolTip("Context size, GPU layers, threads, the model file and more")
-        self.settings_action.setVisible(show_model_settings is not None)
-        self._log_file: Path | None = None
-        self._key: Any = None
-
-    @property
-    def action(self) -> QAction:
-        """The line in the parent menu (it opens the submenu)."""
-        return self.menu.menuAction()
-
-    def _add_timeout(self, key: Any, label: str) -> None:
-        action = self.menu.addAction(label)
-        action.setCheckable(True)
-        action.setData(key)
-        self.timeout_group.addAction(action)
-        action.triggered.connect(lambda checked=False, k=key: self._choose_timeout(k))
-        self.timeout_actions[key] = action
-
-    def _choose_timeout(self, key: Any) -> None:
-        if key == self._key:
-            return
-        value = None if key == NEVER else key
-        self.bridge.set_model_timeout(self.name, value)
-
-    def _open_log(self) -> None:
-        if self._log_file is not None:
-            desktop.open_file(self._log_file)
-
-    def update(self, snapshot: text.Snapshot, now: float, global_timeout: Any) -> None:
-        label = text.menu_label(snapshot, now)
-        if self.action.text() != label:
-            self.action.setText(label)
-        state = snapshot["state"]
-        self.unload_action.setText({"loading": "Cancel loading", "failed": "Dismiss"}.get(state, "Unload now"))
-        self.unload_action.setEnabled(state in ("loading", "ready", "failed"))
-        self.load_action.setVisible(state == "failed")
-        self._log_file = Path(snapshot["log_file"]) if snapshot.get("log_file") else None
-        self.log_action.setEnabled(self._log_file is not None and self._log_file.exists())
-        self.show_log_action.setEnabled(self.log_action.isEnabled())
-        self.timeout_actions[USE_GLOBAL].setText(f"Use global ({short_label(global_timeout)})")
-        self._key = key = timeout_key(snapshot)
-        chosen = self.timeout_actions.get(key)
-        self.custom_action.setVisible(chosen is None)
-        if chosen is None:
-            self.custom_action.setText(f"Custom ({short_label(key)})")
-            self.custom_action.setChecked(True)
-            checked = self.timeout_group.checkedAction()
-            if checked is not None:
-                # An exclusive group keeps one action checked; lift exclusivity to clear it.
-                self.timeout_group.setExclusive(False)
-                checked.setChecked(False)
-                self.timeout_group.setExclusive(True)
-        elif not chosen.isChecked():
-            chosen.setChecked(True)
-        enabled = snapshot.get("backend") is not None
-        for action in self.timeout_actions.values():
-            action.setEnabled(enabled)
 
 
 class TrayMenu(QObject):
@@ -179,6 +91,7 @@ class TrayMenu(QObject):
         self.connection_action = menu.addAction("")
         self.connection_action.setEnabled(False)
         self.connection_action.setVisible(False)
+        here = menu.addAction("")  # this computer's heading, while remotes' groups follow
         self.empty_action = menu.addAction("No models loaded")
         self.empty_action.setEnabled(False)
         # Shown only while llama-server is missing and some model (or the first one) needs it.
@@ -192,6 +105,8 @@ class TrayMenu(QObject):
         self.memory_separator.setVisible(False)
         self.load_menu = menu.addMenu("Load model")
         self.load_menu.setObjectName("load-menu")
+        self._load_lines: list[tuple[Any, ...]] = []  # what the Load model submenu lists now
+        self.groups = RemoteGroups(menu, self.bridge, here, self.load_menu.menuAction())
         self.unload_all_action = menu.addAction("Unload all", self.bridge.unload_all)
         self.discover_action = menu.addAction("Find models...", self.shell.show_discover)
         self.discover_action.setToolTip("Find GGUF models on this computer and add them")
@@ -260,44 +175,58 @@ class TrayMenu(QObject):
         for action, line in zip(self.memory_actions, lines):
             action.setText(line)
         self.memory_separator.setVisible(bool(lines))
-        if self.menu.isVisible():
-            # The figures arrive after the menu has opened (they are read off the loop), and
-            # an open menu grows from its top-left corner: a longer line would push its right
-            # edge off the screen (the tray sits in a corner). Keep the whole menu on screen.
+        self._keep_on_screen()
+
+    def _keep_on_screen(self) -> None:
+        """Keeps an open menu whole on the screen after its lines changed."""
+        if not self.menu.isVisible():
+            return
+        # Figures arrive after the menu has opened (memory is read off the loop; a remote
+        # answers later), and an open menu grows from its top-left corner: a longer line
+        # would push its right edge off the screen (the tray sits in a corner).
+        if self.menu.size() != self.menu.sizeHint():
             self.menu.resize(self.menu.sizeHint())
-            geometry, screen = self.menu.geometry(), self.menu.screen().availableGeometry()
-            x = max(screen.left(), min(geometry.left(), screen.right() + 1 - geometry.width()))
-            y = max(screen.top(), min(geometry.top(), screen.bottom() + 1 - geometry.height()))
-            if (x, y) != (geometry.left(), geometry.top()):
-                self.menu.move(x, y)
+        geometry, screen = self.menu.geometry(), self.menu.screen().availableGeometry()
+        x = max(screen.left(), min(geometry.left(), screen.right() + 1 - geometry.width()))
+        y = max(screen.top(), min(geometry.top(), screen.bottom() + 1 - geometry.height()))
+        if (x, y) != (geometry.left(), geometry.top()):
+            self.menu.move(x, y)
 
     def refresh(self, *, fresh: bool = False) -> None:
         """Brings every menu entry up to date (``fresh`` re-reads memory use)."""
         snapshots = self.bridge.snapshots(fresh=fresh)
         now = self.bridge.now()
-        shown = [s for s in snapshots if text.is_shown_in_menu(s)]
+        groups = text.model_groups(snapshots, self.bridge.remote_statuses())
+        local = groups[0][1]
+        shown = [s for s in local if text.is_shown_in_menu(s)]
         names = [s["name"] for s in shown]
         if names != list(self.entries):
             self._rebuild_entries(names)
         global_timeout = self.bridge.settings.global_unload_timeout
         for snapshot in shown:
             self.entries[snapshot["name"]].update(snapshot, now, global_timeout)
+        target = self.bridge.target
+        self.groups.update(groups, now, global_timeout, text.HERE if target is None else target.machine)
         problem = self.bridge.connection_problem
         if self.bridge.target is not None:
             self.connection_action.setText(problem or f"Siesta on {self.bridge.target.label}")
             self.connection_action.setVisible(True)
-        first_run = not snapshots
+        first_run = not local  # (the models of other machines are not this computer's)
         self.empty_action.setVisible(not shown and problem is None)
         self.empty_action.setText(text.NO_RECIPES_MENU if first_run else "No models loaded")
-        self.load_menu.menuAction().setVisible(not first_run and problem is None)
+        self.load_menu.menuAction().setVisible(bool(snapshots) and problem is None)
         self.unload_all_action.setVisible(not first_run and problem is None)
         self.settings_action.setEnabled(problem is None)
-        self.unload_all_action.setEnabled(any(s["state"] in ("loading", "ready", "failed") for s in snapshots))
+        self.unload_all_action.setEnabled(any(s["state"] in ("loading", "ready", "failed") for s in local))
+        self.unload_all_action.setToolTip("Unloads Siesta's own models; the remotes' models stay as they are"
+                                          if self.groups.grouped else "")
         self.discover_action.setText("Find models on this computer..." if first_run else "Find models...")
         self._update_engine_entries(snapshots)
-        self._rebuild_load_menu(snapshots)
+        self._rebuild_load_menu(groups)
         self.copy_action.setText(f"Copy API URL ({self.api_url})" if self.api_url else "Copy API URL")
         self.copy_action.setEnabled(bool(self.api_url))
+        if self.groups.grouped:
+            self._keep_on_screen()
 
     def _update_engine_entries(self, snapshots: list[text.Snapshot]) -> None:
         problem = None
@@ -330,26 +259,40 @@ class TrayMenu(QObject):
         entry.log_action.setVisible(False)
         return entry
 
-    def _rebuild_load_menu(self, snapshots: list[text.Snapshot]) -> None:
-        wanted = []
-        for s in snapshots:
-            if s["state"] == "unloaded":
-                wanted.append((s["name"], True, text.unloaded_note(s)))
-            elif not text.has_usable_recipe(s):
-                wanted.append((f"{s['name']} (invalid recipe)", False, s.get("error") or ""))
-        current = [(a.text(), a.isEnabled(), a.toolTip()) for a in self.load_menu.actions()]
+    def _rebuild_load_menu(self, groups: list[tuple[Any, list[text.Snapshot]]]) -> None:
+        """The models that can be loaded, with a heading per remote that has some (its
+        models by its own names for them)."""
+        wanted: list[tuple[str, bool, str, str | None, bool]] = []  # (label, enabled, tooltip, model, heading)
+        for remote, models in groups:
+            lines = []
+            for s in models:
+                label = (s.get("remote_model") or s["name"]) if remote is not None else s["name"]
+                if s["state"] == "unloaded" and not text.is_routed_only(s):
+                    lines.append((label, True, text.unloaded_note(s), s["name"], False))
+                elif not text.has_usable_recipe(s):
+                    lines.append((f"{label} (invalid recipe)", False, s.get("error") or "", None, False))
+            if remote is not None and lines:
+                lines.insert(0, (str(remote["name"]), False, "", None, True))
+            wanted += lines
         if not wanted:
-            wanted = [("No other recipes" if snapshots else "No recipes: run `siesta demo` or add one", False, "")]
-        if current == wanted:
+            any_model = any(models for _, models in groups)
+            wanted = [("No other recipes" if any_model else "No recipes: run `siesta demo` or add one",
+                       False, "", None, False)]
+        if wanted == self._load_lines:
             return
+        self._load_lines = wanted
         self.load_menu.clear()
         self.load_menu.setToolTipsVisible(True)
-        for label, enabled, tip in wanted:
+        for label, enabled, tip, name, is_heading in wanted:
+            if is_heading:
+                self.load_menu.addSeparator()
             action = self.load_menu.addAction(label)
             action.setEnabled(enabled)
             action.setToolTip(tip)
+            if is_heading:
+                model_groups.heading(action)
             if enabled:
-                action.triggered.connect(lambda checked=False, n=label: self.bridge.load(n))
+                action.triggered.connect(lambda checked=False, n=name: self.bridge.load(n))
 
     # ---- icon, tooltip, notifications -----------------------------------------------------------
 
