@@ -43,6 +43,7 @@ from PySide6.QtWidgets import QMenu, QStyle, QSystemTrayIcon
 
 from . import desktop, icons, model_groups, text
 from .bridge import ManagerBridge
+from .menu_watch import MenuWatch
 from .model_groups import ModelEntry, RemoteGroups
 from .shell import Shell
 from .ticker import SecondTicker
@@ -67,8 +68,9 @@ class TrayMenu(QObject):
         self.entries: dict[str, ModelEntry] = {}
         self._build_static_menu()
         self.ticker = SecondTicker(self._tick, lambda: bridge.countdown_deadlines(text.is_shown_in_menu), bridge.now, self)
-        self.menu.aboutToShow.connect(self._on_about_to_show)
-        self.menu.aboutToHide.connect(self._on_about_to_hide)
+        self.menu_watch = MenuWatch(self.menu, self)  # also for menus a D-Bus tray draws
+        self.menu_watch.opened.connect(self._on_about_to_show)
+        self.menu_watch.closed.connect(self._on_about_to_hide)
         self.icon.activated.connect(self._on_activated)
         self.icon.messageClicked.connect(self._on_message_clicked)
         self._message_log: Path | None = None
