@@ -2,9 +2,10 @@
 the tray on one qasync event loop, in one process.
 
 Start-up: a QApplication, the single-instance check (a second launch shows the first
-one's window and exits), then ``asyncio.Runner(loop_factory=SiestaEventLoop)`` (qasync's loop) runs
-:meth:`SiestaApp.run`, which starts the manager and the API, builds the tray icon (or,
-without a system tray, the Models window) and awaits a quit future. Quit, SIGINT and
+one's window and exits; during start-up, once the tray or window exists), then
+``asyncio.Runner(loop_factory=SiestaEventLoop)`` (qasync's loop) runs :meth:`SiestaApp.run`,
+which starts the manager and the API, builds the tray icon (or, without a system tray,
+the Models window) and awaits a quit future. Quit, SIGINT and
 SIGTERM all resolve that future; the shutdown that follows unloads every model, so no
 child process outlives Siesta.
 
@@ -348,6 +349,8 @@ class SiestaApp:
             self._make_tray()
         else:
             self.show_models_window()
+        if self.instance is not None:
+            self.instance.deliver_requests()  # and a launch during start-up is answered now
 
     def _on_second_launch(self) -> None:
         log.info("another `siesta` was started: showing the Models window")

@@ -9,6 +9,11 @@ both named from the user and the config dir, so two users, or one user with two 
 dirs, each get their own. A later launch that finds the lock taken connects to the
 socket, sends ``show``, and exits; the running instance shows its Models window.
 
+The socket listens from the start, before the manager, the API and the tray are up (a
+second launch must find it), so a request can come before there is a window to show: it
+is answered at once and held, and :meth:`SingleInstance.deliver_requests` (called by the
+app once its tray or window exists) emits it then.
+
 The lock, not the socket, decides who runs: a lock left by a crashed instance is
 recognised as stale (its process is gone) and taken over, and its leftover socket file
 is removed before listening.
@@ -66,6 +71,8 @@ class SingleInstance(QObject):
         self.lock = QLockFile(str(lock_dir() / f"{name}.lock"))
         self.lock.setStaleLockTime(0)  # long-lived: only a dead owner makes it stale
         self.server: QLocalServer | None = None
+        self._delivering = False
+        self._held = False  # a request came before deliver_requests()
 
     def acquire(self) -> bool:
         """Takes the lock and starts listening; False when another instance holds it."""
@@ -93,6 +100,19 @@ class SingleInstance(QObject):
         if SHOW.strip() in data:
             socket.write(QByteArray(ACK))
             socket.flush()
+            if self._delivering:
+                self.showRequested.emit()
+            else:
+                log.info("single instance: another launch asked to show a window during start-up; "
+                         "it is shown once there is one")
+                self._held = True
+
+    def deliver_requests(self) -> None:
+        """From now on each request emits ``showRequested``; one that came earlier (during
+        start-up) is emitted now."""
+        self._delivering = True
+        if self._held:
+            self._held = False
             self.showRequested.emit()
 
     def ask_running_to_show(self, timeout_ms: int = 3000) -> bool:
