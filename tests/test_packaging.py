@@ -304,6 +304,8 @@ def test_macos_launch_agent_starts_siesta_at_login() -> None:
     assert agent["Label"] == APP_ID
     assert agent["ProgramArguments"] == ["@SIESTA@"]  # the README's sed fills in the full path
     assert agent["RunAtLoad"] is True
+    # the agent the Settings toggle writes on a Mac (app/ui/autostart.py): change one, change the other
+    assert agent == autostart.launch_agent(["@SIESTA@"]), "update packaging/macos/ to match app/ui/autostart.py"
 
 
 # ---- the PyInstaller spec and its entry point (no build) ------------------------------
