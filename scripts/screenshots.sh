@@ -4,10 +4,17 @@
 # counting down, its tray menu opened with a right click, then its Settings dialog and its
 # "Download model..." dialog opened from that menu with the keyboard.
 #
-#   scripts/screenshots.sh                      writes docs/screenshots/tray-menu.png, settings.png and download.png
-#   scripts/screenshots.sh first-run            writes docs/screenshots/first-run-menu.png and discover.png
+#   scripts/screenshots.sh                           writes docs/screenshots/tray-menu.png, settings.png and download.png
+#   scripts/screenshots.sh first-run                 writes docs/screenshots/first-run-menu.png and discover.png
 #   scripts/screenshots.sh remotes [OUT_DIR]      writes docs/screenshots/tray-remotes.png
-#   scripts/screenshots.sh [first-run] OUT_DIR  writes them to OUT_DIR instead
+#   scripts/screenshots.sh dark                      writes docs/screenshots/tray-menu-dark.png and settings-dark.png
+#   scripts/screenshots.sh [first-run|dark] OUT_DIR  writes them to OUT_DIR instead
+#
+# dark: the same two models, tray menu and Settings in a dark theme, the way Qt's own KDE
+# platform theme shows any Qt app on a Plasma desktop set to Breeze Dark: Siesta runs with
+# XDG_CURRENT_DESKTOP=KDE and a kdeglobals file of Breeze Dark's colours in the temporary
+# home, and Qt reads its palette from there (the style stays Fusion, as in the light
+# shots). Siesta itself has no theme setting; nothing of this is in the app.
 #
 # remotes: the tray menu of a Siesta with remotes, its models grouped by machine or engine.
 # This computer has the two models of the default shots loaded; "gpubox" is a second
@@ -38,8 +45,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 mode=default
-if [[ ${1:-} == first-run ]]; then
-    mode=first-run
+if [[ ${1:-} == first-run || ${1:-} == dark ]]; then
+    mode=$1
     shift
 fi
 if [[ ${1:-} == remotes ]]; then
@@ -322,8 +329,51 @@ url = "http://127.0.0.3:8777"
 EOF
 fi
 
+theme=()
+if [[ $mode == dark ]]; then
+    # Breeze Dark's colours, as Plasma writes them to ~/.config/kdeglobals (the roles Qt's
+    # KDE theme reads: window, view, button, selection, tooltip, and the inactive text).
+    cat >"$XDG_CONFIG_HOME/kdeglobals" <<'EOF'
+[General]
+ColorScheme=BreezeDark
+
+[Colors:Window]
+BackgroundNormal=32,35,38
+BackgroundAlternate=41,44,48
+ForegroundNormal=252,252,252
+ForegroundInactive=161,169,177
+ForegroundLink=29,153,243
+ForegroundVisited=155,89,182
+
+[Colors:View]
+BackgroundNormal=20,22,24
+BackgroundAlternate=29,31,34
+ForegroundNormal=252,252,252
+ForegroundInactive=161,169,177
+ForegroundLink=29,153,243
+ForegroundVisited=155,89,182
+
+[Colors:Button]
+BackgroundNormal=41,44,48
+BackgroundAlternate=50,54,59
+ForegroundNormal=252,252,252
+ForegroundInactive=161,169,177
+
+[Colors:Selection]
+BackgroundNormal=61,174,233
+ForegroundNormal=252,252,252
+ForegroundInactive=161,169,177
+
+[Colors:Tooltip]
+BackgroundNormal=41,44,48
+ForegroundNormal=252,252,252
+ForegroundInactive=161,169,177
+EOF
+    theme=(XDG_CURRENT_DESKTOP=KDE KDE_SESSION_VERSION=6)
+fi
+
 cd "$repo"
-QT_QPA_PLATFORM=xcb "$python" -m app --config-dir "$config" >"$work/siesta.log" 2>&1 &
+env "${theme[@]}" QT_QPA_PLATFORM=xcb "$python" -m app --config-dir "$config" >"$work/siesta.log" 2>&1 &
 siesta_pid=$!
 pids+=("$siesta_pid")
 
@@ -434,14 +484,31 @@ if [[ $mode == remotes ]]; then
     exit 0
 fi
 
+suffix=""
+[[ $mode == dark ]] && suffix=-dark
 open_menu
 sleep 2.2   # let the countdowns tick twice, as a person watching would see them
 import -window root "$work/screen.png"
 # The panel and the menu hang from the top right corner; keep that part of the screen.
-convert "$work/screen.png" -crop 620x360+660+0 +repage "$out/tray-menu.png"
+convert "$work/screen.png" -crop 620x360+660+0 +repage "$out/tray-menu$suffix.png"
 
 # ---- the settings dialog, opened from the menu with the keyboard -----------------------------------
-shoot_dialog 4 '^Siesta Settings$' "$out/settings.png"   # Quit, Copy API URL, Open logs folder, Settings...
+shoot_dialog 4 '^Siesta Settings$' "$out/settings$suffix.png"   # Quit, Copy API URL, Open logs folder, Settings...
+
+quit_siesta() {  # quits Siesta: every model unloaded, no child left
+    local children pid
+    children=$(api GET /api/v1/models | "$python" -c 'import json, sys; print(" ".join(str(m["pid"]) for m in json.load(sys.stdin)["models"] if m["pid"]))')
+    kill -TERM "$siesta_pid"
+    wait "$siesta_pid" || { echo "screenshots.sh: siesta exited with $?" >&2; cat "$work/siesta.log" >&2; exit 1; }
+    for pid in $children; do
+        if kill -0 "$pid" 2>/dev/null; then echo "screenshots.sh: model process $pid outlived Siesta" >&2; exit 1; fi
+    done
+}
+if [[ $mode == dark ]]; then
+    quit_siesta
+    echo "wrote $out/tray-menu-dark.png and $out/settings-dark.png"
+    exit 0
+fi
 
 # ---- the Download dialog: a search typed and sent with Enter, the top repo's quants listed -------------
 # Up from the bottom: Quit, Copy API URL, Open logs folder, Settings..., Models window...,
@@ -456,10 +523,5 @@ sleep 2.5             # the repo's files and this computer's memory arrive off t
 shoot_window "$out/download.png"
 
 # ---- quit: every model unloaded, no child left ---------------------------------------------------------
-children=$(api GET /api/v1/models | "$python" -c 'import json, sys; print(" ".join(str(m["pid"]) for m in json.load(sys.stdin)["models"] if m["pid"]))')
-kill -TERM "$siesta_pid"
-wait "$siesta_pid" || { echo "screenshots.sh: siesta exited with $?" >&2; cat "$work/siesta.log" >&2; exit 1; }
-for pid in $children; do
-    if kill -0 "$pid" 2>/dev/null; then echo "screenshots.sh: model process $pid outlived Siesta" >&2; exit 1; fi
-done
+quit_siesta
 echo "wrote $out/tray-menu.png, $out/settings.png and $out/download.png"
