@@ -11,6 +11,7 @@ otherwise disabled with the reason beside it (no installed engine, already the n
 still checking). Update installs that release beside the active engine and switches to it
 (``engine_install.update`` in a worker thread, through the bridge) with a progress bar and
 a result message; closing the dialog cancels it, leaving the active engine as it was.
+Error and hint colours are chosen against the palette (:mod:`app.ui.theme`).
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import shiboken6
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from app.core.engine_release import tag_number
 
-from . import text
+from . import text, theme
 from .bridge import EngineStatus, ManagerBridge
-
-ERROR_COLOR = "#d93025"
 
 NOT_INSTALLED = ("Update needs an engine installed with Install llama-server... or `siesta engine install`: "
                  "this llama-server was not installed that way.")
@@ -62,16 +61,17 @@ class EngineBox(QGroupBox):
         self.path_label = self._label("engine-path", wrap=True)
         self.version_label = self._label("engine-version")
         self.engine_label = self._label("engine-installed")
-        self.install_button = QPushButton("Install llama-server...", objectName="install-engine")
+        self.install_button = QPushButton("&Install llama-server...", objectName="install-engine")
         self.install_button.setVisible(False)
         if install is not None:
             self.install_button.clicked.connect(install)
-        self.update_button = QPushButton("Update", objectName="update-engine")
+        self.update_button = QPushButton("Up&date", objectName="update-engine")
+        self.update_button.setAccessibleName("Update llama-server")
         self.update_button.setToolTip("Install llama.cpp's latest release for the same backend and switch to it "
                                       "(the current engine is kept for `siesta engine rollback`)")
         self.update_button.clicked.connect(self.start_update)
         self.update_reason = self._label("update-reason", wrap=True)
-        self.update_reason.setStyleSheet("color: palette(mid)")
+        self.result_error = False
         self.progress_bar = QProgressBar(objectName="update-progress")
         self.progress_bar.setRange(0, 100)
         self.progress_bar.hide()
@@ -93,6 +93,18 @@ class EngineBox(QGroupBox):
         form.addRow("", self.result_label)
         bridge.engineChanged.connect(self.refresh)
         self.refresh()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._apply_theme()
+
+    def _apply_theme(self) -> None:
+        """Error and hint colours chosen against the palette (again when it changes)."""
+        usable = self.status is not None and self.status.usable
+        self.path_label.setStyleSheet("" if usable else theme.text_style("error", self))
+        self.update_reason.setStyleSheet(theme.text_style("hint", self))
+        self.result_label.setStyleSheet(theme.text_style("error", self) if self.result_error else "")
 
     def _label(self, name: str, *, wrap: bool = False) -> QLabel:
         label = QLabel(objectName=name)
@@ -116,7 +128,6 @@ class EngineBox(QGroupBox):
             assert status.path is not None
             self.path_label.setText(text.home_relative(str(status.path), str(Path.home())) + where)
             self.path_label.setToolTip(str(status.path))
-            self.path_label.setStyleSheet("")
             self.version_label.setText("checking...")
             if self.version_task is not None:
                 self.version_task.cancel()
@@ -125,9 +136,9 @@ class EngineBox(QGroupBox):
             self.version_task.add_done_callback(self._got_version)
         else:
             self.path_label.setText(f"{status.path}{where}: not found" if status.path else "none found")
-            self.path_label.setStyleSheet(f"color: {ERROR_COLOR}")
             self.path_label.setToolTip(status.problem or "")
             self.version_label.setText("")
+        self._apply_theme()
         self.install_button.setVisible(not status.usable and self.can_install)
         self.form.setRowVisible(self.version_label, status.usable)
         self.engine_label.setText(engine_text(status))
@@ -143,6 +154,7 @@ class EngineBox(QGroupBox):
     def _set_update(self, enabled: bool, reason: str) -> None:
         self.update_button.setEnabled(enabled and not self.updating)
         self.update_reason.setText(reason)
+        self.update_button.setAccessibleDescription(reason)
 
     def _check_latest(self) -> None:
         """Asks llama.cpp's releases for the latest tag (once per box) and enables Update when
@@ -192,7 +204,8 @@ class EngineBox(QGroupBox):
         self.update_button.setEnabled(False)
         self.progress_bar.setValue(0)
         self.progress_bar.show()
-        self.result_label.setStyleSheet("")
+        self.result_error = False
+        self._apply_theme()
         self.result_label.setText("Asking llama.cpp's releases for the latest build...")
         self.result_label.show()
         self.update_task = self.bridge.run(self.bridge.update_engine(cancel=self.cancel, progress=self._progress),
@@ -213,7 +226,8 @@ class EngineBox(QGroupBox):
         if task.cancelled() or (self.cancel is not None and self.cancel.is_set()):
             self.result_label.setText("The update was stopped; the active engine is unchanged.")
         elif exc is not None:
-            self.result_label.setStyleSheet(f"color: {ERROR_COLOR}")
+            self.result_error = True
+            self._apply_theme()
             self.result_label.setText(f"The update failed: {exc}<br>The active engine is unchanged.")
         elif task.result() is None:
             self.result_label.setText("The active engine is already llama.cpp's latest release.")

@@ -7,20 +7,21 @@ the typing; below them, the devices' totals. The figures come from the bridge's
 ``system`` (``GET /api/v1/system``'s shape), read off the GUI thread by the dialog.
 
 The box only shows and reads values; the dialog checks, saves and pins them like its other
-fields.
+fields. Each field's accessible description is what it comes to, in words; a refused value
+is outlined, and the totals drawn, in colours chosen against the palette (:mod:`app.ui.theme`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QLineEdit, QWidget
 
 from app.core.memory_limits import MemoryLimit, MemoryLimitError, parse_memory_limit
 from app.core.sizes import format_bytes
 
-ERROR_STYLE = "border: 1px solid #d93025;"
+from . import theme
 
 FIELDS = (
     ("memory_budget", "Memory budget", "memory-budget",
@@ -29,6 +30,9 @@ FIELDS = (
      "The free memory to keep on each device for other programs: below it, idle models are unloaded"),
 )
 """``(setting, label, object name, what it means)`` of each field, in the order shown."""
+
+CAPTIONS = {"memory_budget": "Memory &budget:", "free_memory_floor": "&Keep free for other programs:"}
+"""Each field's caption, with its Alt+letter."""
 
 
 def device_label(device: str) -> str:
@@ -91,11 +95,12 @@ class MemoryBox(QGroupBox):
             edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance("ram: 16GB, gpu0: 90%") + 16)
             edit.setToolTip(f"{tip}. A size (20GB), a share of the device's total (85%), off, "
                             "or per device (ram: 16GB, gpu0: 90%; devices not named are off)")
+            edit.setAccessibleName(label)
             edit.textEdited.connect(lambda _text, n=name: self._typed(n))
             amount = QLabel()
             amount.setObjectName(f"{object_name}-amount")
             amount.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            caption = QLabel(f"{label}:")
+            caption = QLabel(CAPTIONS[name])
             caption.setBuddy(edit)
             grid.addWidget(caption, row, 0)
             grid.addWidget(edit, row, 1)
@@ -105,11 +110,11 @@ class MemoryBox(QGroupBox):
             self.labels[name] = label
         self.totals_label = QLabel()
         self.totals_label.setObjectName("memory-totals")
-        self.totals_label.setStyleSheet("color: palette(mid)")
         self.totals_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         grid.addWidget(QLabel("This computer:"), len(FIELDS), 0)
         grid.addWidget(self.totals_label, len(FIELDS), 1, 1, 2)
         self.show_system(None)
+        self._apply_theme()
 
     def value(self, name: str) -> MemoryLimit | None:
         """The field's limit; None while its text is not one."""
@@ -129,7 +134,7 @@ class MemoryBox(QGroupBox):
     def put(self, name: str, limit: MemoryLimit) -> None:
         """Shows ``limit`` in its one-line form ("90%", "ram: 16GB, gpu0: 90%")."""
         self.edits[name].setText(limit.to_text())
-        self.edits[name].setStyleSheet("")
+        self._style(name)
         self._show_amount(name)
 
     def show_system(self, system: dict[str, Any] | None) -> None:
@@ -141,9 +146,27 @@ class MemoryBox(QGroupBox):
 
     def _show_amount(self, name: str) -> None:
         limit = self.value(name)
-        self.amount_labels[name].setText(amounts_text(limit, self._devices) if limit is not None else "")
+        amount = amounts_text(limit, self._devices) if limit is not None else ""
+        self.amount_labels[name].setText(amount)
+        self.edits[name].setAccessibleDescription(amount.replace(" · ", ", ") if limit is not None
+                                                  else self.problem(name))
+
+    def _style(self, name: str) -> None:
+        self.edits[name].setStyleSheet(theme.error_border_style(self) if self.value(name) is None else "")
+
+    def _apply_theme(self) -> None:
+        """Hint and error colours chosen against the palette (again when it changes)."""
+        self.totals_label.setStyleSheet(theme.text_style("hint", self))
+        for name, edit in self.edits.items():
+            if edit.styleSheet():  # outlined as refused: in the new palette's red
+                self._style(name)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._apply_theme()
 
     def _typed(self, name: str) -> None:
-        self.edits[name].setStyleSheet(ERROR_STYLE if self.value(name) is None else "")
+        self._style(name)
         self._show_amount(name)
         self.edited.emit(name)

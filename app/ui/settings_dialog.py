@@ -8,10 +8,17 @@ release, with Update, or that none was found, with a way to install one
 Timeouts are set with sliders (:mod:`app.ui.timeout_slider`: 0, 30 s, 1 min ... 8 h,
 never), with the value beside each slider; the global one also has a field that takes
 any duration ("7m", "1h30m"). One row per recipe shows its live state and countdown and
-has a "Use global" toggle that greys its slider.
+has a "Use global" toggle that greys its slider. The rows are built as they scroll into
+view (:mod:`app.ui.timeout_rows`), so the dialog opens quickly over many recipes.
 
-The memory budget and floor are text fields (:mod:`app.ui.memory_box`). Keyboard focus
-follows the visual order.
+The memory budget and floor are text fields (:mod:`app.ui.memory_box`).
+
+Keyboard: Tab follows the visual order (:meth:`SettingsDialog.focus_chain`) through every
+model row, built or not; every field and button has an Alt+letter mnemonic, unique in the
+dialog (a model row has none of its own: Alt+M goes to the first row). Screen readers:
+every slider, toggle and field has an accessible name saying which model or setting it is,
+and a slider's description says its value in words. Colours come from :mod:`app.ui.theme`
+(chosen against the palette, light or dark).
 
 OK saves and closes, Apply saves and stays, Cancel (or Esc, or closing the window)
 discards. Nothing is written until then, every value is checked first (an error names
@@ -29,13 +36,12 @@ and Start at login belongs to this one.
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -43,13 +49,10 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
-    QFrame,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -59,19 +62,16 @@ from app.core.atomic_write import in_order
 from app.core.durations import USE_GLOBAL, DurationError, Timeout, format_duration, parse_duration
 from app.core.settings import RUNTIME_SETTABLE, validate_setting
 
-from . import autostart, icons, text
+from . import autostart, icons, theme
 from .bridge import ManagerBridge
 from .engine_box import EngineBox
 from .memory_box import MemoryBox
 from .shell import Shell
 from .ticker import SecondTicker
+from .timeout_rows import TimeoutList, TimeoutRow
 from .timeout_slider import TimeoutSlider
 
 log = logging.getLogger(__name__)
-
-ERROR_STYLE = "border: 1px solid #d93025;"
-FIRST_MODEL_ROW = 3  # grid rows 0-2: headers, the global timeout, a line
-MAX_MODELS_AREA = 340  # pixels of recipe rows before they scroll
 
 
 @dataclass
@@ -92,87 +92,6 @@ class SettingField:
         return self.get() != self.baseline
 
 
-class TimeoutRow:
-    """One recipe's timeout row: name, state, slider, "Use global" toggle and countdown."""
-
-    def __init__(self, dialog: SettingsDialog, name: str) -> None:
-        self.dialog = dialog
-        self.name = name
-        self.name_label = QLabel(name)
-        self.state_label = QLabel()
-        self.slider = TimeoutSlider()
-        self.slider.setObjectName(f"slider-{name}")
-        self.use_global = QCheckBox("Use global")
-        self.use_global.setObjectName(f"global-{name}")
-        self.countdown_label = QLabel()
-        self.countdown_label.setMinimumWidth(self.countdown_label.fontMetrics().horizontalAdvance("kept loaded") + 4)
-        self.slider.edited.connect(lambda _v: dialog._changed())
-        self.use_global.toggled.connect(self._on_use_global)
-        self.baseline: tuple[bool, Timeout] = (True, None)
-        self.snapshot: text.Snapshot = {}
-        self._synced = False
-
-    def widgets(self) -> list[QWidget]:
-        return [self.name_label, self.state_label, self.slider, self.use_global, self.countdown_label]
-
-    def current(self) -> tuple[bool, Timeout]:
-        if self.use_global.isChecked():
-            return True, None
-        return False, self.slider.value()
-
-    @property
-    def dirty(self) -> bool:
-        return self.current() != self.baseline
-
-    def sync(self, snapshot: text.Snapshot, global_value: Timeout) -> None:
-        """Shows the recipe's value, unless the user is editing this row."""
-        self.snapshot = snapshot
-        usable = text.has_usable_recipe(snapshot)
-        if not self._synced or not self.dirty or not usable:
-            self._synced = True
-            self.baseline = text.timeout_choice(snapshot)
-            use_global, value = self.baseline
-            self.use_global.blockSignals(True)
-            self.use_global.setChecked(use_global)
-            self.use_global.blockSignals(False)
-            self.slider.set_value(global_value if use_global else value)
-        self.slider.setEnabled(usable and not self.use_global.isChecked())
-        self.use_global.setEnabled(usable)
-        tip = snapshot.get("error") if not usable else ""
-        self.name_label.setToolTip(tip or str(snapshot.get("log_file") or ""))
-        estimate = text.estimate_text(snapshot)  # what it needs when loaded, beside its name
-        label = html.escape(self.name) + (f"<br><small>{html.escape(estimate)}</small>" if estimate else "")
-        if self.name_label.text() != label:  # a "needs ..." line added or gone: the rows' height changes
-            self.name_label.setText(label)
-            self.dialog.fit_models_area_soon()
-        self.state_label.setToolTip(snapshot.get("error") or "")
-
-    def show_global(self, global_value: Timeout) -> None:
-        if self.use_global.isChecked():
-            self.slider.set_value(global_value)
-
-    def tick(self, now: float) -> None:
-        s = self.snapshot
-        self.state_label.setText(text.short_state(s, now))
-        countdown = text.countdown_text(s, now)
-        if not countdown and s.get("state") == "ready" and s.get("unload_timeout", 0) is None:
-            countdown = "kept loaded"
-        self.countdown_label.setText(countdown)
-
-    def _on_use_global(self, checked: bool) -> None:
-        if checked:
-            self.slider.set_value(self.dialog.global_value())
-        elif self.baseline[0] is False:
-            self.slider.set_value(self.baseline[1])
-        self.slider.setEnabled(not checked)
-        self.dialog._changed()
-
-    def delete(self) -> None:
-        for w in self.widgets():
-            w.hide()
-            w.deleteLater()
-
-
 class SettingsDialog(QDialog):
     """Siesta's settings; build a new one each time it is opened."""
 
@@ -184,15 +103,17 @@ class SettingsDialog(QDialog):
         self.setObjectName("settings-dialog")
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
         self.saving = False
-        self.rows: dict[str, TimeoutRow] = {}
         self.fields: dict[str, SettingField] = {}
         settings = bridge.settings
 
         # ---- idle unload ----
         self.global_slider = TimeoutSlider()
         self.global_slider.setObjectName("global-slider")
+        self.global_slider.set_accessible("Global idle timeout")
         self.global_edit = QLineEdit()
         self.global_edit.setObjectName("global-edit")
+        self.global_edit.setAccessibleName("Global idle timeout, typed")
+        self.global_edit.setAccessibleDescription("Any duration: 90s, 5m, 1h30m, 2h, 0 (at once) or never")
         self.global_edit.setPlaceholderText("90s, 5m, 1h30m, never")
         self.global_edit.setMaximumWidth(self.global_edit.fontMetrics().horizontalAdvance("1h30m30s__never") + 12)
         self.global_edit.setToolTip("Any duration: 90s, 5m, 1h30m, 2h, 0 (at once) or never")
@@ -202,36 +123,14 @@ class SettingsDialog(QDialog):
             "global_unload_timeout", "Global timeout", self.global_edit,
             get=self._global_edit_value, put=self._put_global, to_raw=format_duration)
 
-        # One grid for the global timeout and every recipe, so their sliders line up.
-        self.models_grid = QGridLayout()
-        self.models_grid.setHorizontalSpacing(14)
-        for col, title in enumerate(("Model", "State", "Unload when idle for", "", "Unloads in")):
-            self.models_grid.addWidget(QLabel(f"<b>{title}</b>"), 0, col)
-        global_label = QLabel("Global")
-        global_label.setToolTip("The timeout of every model set to \"Use global\"")
-        self.models_grid.addWidget(global_label, 1, 0)
-        self.models_grid.addWidget(self.global_slider, 1, 2)
-        self.models_grid.addWidget(self.global_edit, 1, 3)
-        line = QFrame()
-        line.setFrameShape(QFrame.Shape.HLine)
-        line.setFrameShadow(QFrame.Shadow.Sunken)
-        self.models_grid.addWidget(line, 2, 0, 1, 5)
-        self.models_grid.setColumnStretch(2, 1)
         where = bridge.paths.recipes_dir if bridge.paths is not None else "its recipes folder"
-        self.no_models_label = QLabel(f"No recipes yet: add one to {where} or run <code>siesta demo</code>.")
-        self.no_models_label.setWordWrap(True)
-        self.models_box = QWidget()
-        self.models_box.setAutoFillBackground(False)
-        models_layout = QVBoxLayout(self.models_box)
-        models_layout.setContentsMargins(0, 0, 0, 0)
-        models_layout.addLayout(self.models_grid)
-        models_layout.addWidget(self.no_models_label)
-        models_layout.addStretch(1)
-        self.models_scroll = QScrollArea()
-        self.models_scroll.setWidgetResizable(True)
-        self.models_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.models_scroll.setWidget(self.models_box)
-        self.models_scroll.viewport().setAutoFillBackground(False)
+        self.models_scroll = TimeoutList(self.global_slider, self.global_edit,
+                                         f"No recipes yet: add one to {where} or run <code>siesta demo</code>.",
+                                         bridge.now)
+        self.models_box = self.models_scroll.box
+        self.no_models_label = self.models_scroll.no_models_label
+        self.models_scroll.edited.connect(self._changed)
+        self.models_scroll.resized.connect(self.fit_models_area_soon)
 
         idle_box = QGroupBox("Unload idle models")
         idle_layout = QVBoxLayout(idle_box)
@@ -253,20 +152,28 @@ class SettingsDialog(QDialog):
                         self.max_spin.setValue)
         server_box = QGroupBox("Server")
         server_form = QFormLayout(server_box)
-        server_form.addRow("Host:", self.host_edit)
-        server_form.addRow("Port:", self.port_spin)
-        restart_note = QLabel("Host and port take effect the next time Siesta starts.")
-        restart_note.setStyleSheet("color: palette(mid)")
+        server_form.addRow("&Host:", self.host_edit)
+        server_form.addRow("&Port:", self.port_spin)
+        self.restart_note = restart_note = QLabel("Host and port take effect the next time Siesta starts.")
         server_form.addRow("", restart_note)
-        server_form.addRow("Max loaded models:", self.max_spin)
+        server_form.addRow("Max &loaded models:", self.max_spin)
+        self.host_edit.setAccessibleName("Host")
+        self.host_edit.setAccessibleDescription(restart_note.text())
+        self.port_spin.setAccessibleName("Port")
+        self.port_spin.setAccessibleDescription(restart_note.text())
+        self.max_spin.setAccessibleName("Max loaded models")
+        self.max_spin.setAccessibleDescription("How many models may be loaded at once; 0: no limit")
 
         # ---- notifications, login ----
-        self.notify_idle_check = QCheckBox("When a model is unloaded for being idle")
+        self.notify_idle_check = QCheckBox("When a model is &unloaded for being idle")
         self.notify_idle_check.setObjectName("notify-idle")
-        self.notify_crash_check = QCheckBox("When a model crashes")
+        self.notify_crash_check = QCheckBox("When a model c&rashes")
         self.notify_crash_check.setObjectName("notify-crash")
-        self.notify_pressure_check = QCheckBox("When memory is given back to other programs")
+        self.notify_pressure_check = QCheckBox("When memory is gi&ven back to other programs")
         self.notify_pressure_check.setObjectName("notify-memory-pressure")
+        for check in (self.notify_idle_check, self.notify_crash_check, self.notify_pressure_check):
+            plain = check.text().replace("&", "")
+            check.setAccessibleName("Notify " + plain[:1].lower() + plain[1:])
         self.notify_pressure_check.setToolTip("When idle models are unloaded because another program needs "
                                               "the memory, or when none can be")
         for name, label, check in (("notify_idle_unload", "Notify on idle unload", self.notify_idle_check),
@@ -274,8 +181,9 @@ class SettingsDialog(QDialog):
                                    ("notify_memory_pressure", "Notify when memory is given back",
                                     self.notify_pressure_check)):
             self._add_field(name, label, check, check.isChecked, check.setChecked)
-        self.autostart_check = QCheckBox("Start Siesta when I log in")
+        self.autostart_check = QCheckBox("&Start Siesta when I log in")
         self.autostart_check.setObjectName("autostart")
+        self.autostart_check.setAccessibleName("Start Siesta when I log in")
         self.autostart_check.setToolTip(f"Writes {autostart.entry_path()}")
         self.autostart_baseline = autostart.is_enabled()
         self.autostart_check.setChecked(self.autostart_baseline)
@@ -315,20 +223,22 @@ class SettingsDialog(QDialog):
             widget.textEdited.connect(lambda _t: self._changed())
         for spin in (self.port_spin, self.max_spin):
             spin.valueChanged.connect(lambda _v: self._changed())
-        for check in (self.notify_idle_check, self.notify_crash_check):
+        for check in (self.notify_idle_check, self.notify_crash_check, self.notify_pressure_check):
             check.toggled.connect(lambda _c: self._changed())
 
         # ---- errors and buttons ----
         self.error_label = QLabel()
         self.error_label.setObjectName("error")
         self.error_label.setWordWrap(True)
-        self.error_label.setStyleSheet("color: #d93025")
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error_label.hide()
         self.buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Apply
             | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.clicked.connect(self._on_button)
+        std = QDialogButtonBox.StandardButton
+        for which, label in ((std.Ok, "&OK"), (std.Apply, "&Apply"), (std.Cancel, "&Cancel")):
+            self.buttons.button(which).setText(label)
 
         # ---- llama-server: path, version, installed engine, Install and Update ----
         self.engine_box = EngineBox(bridge, shell.show_install_engine if shell is not None else None)
@@ -351,6 +261,7 @@ class SettingsDialog(QDialog):
         if bridge.target is not None:
             self._only_what_can_change_remotely(bridge.target.label, server_form.setRowVisible, restart_note)
 
+        self._apply_theme()
         self.ticker = SecondTicker(self._tick, bridge.countdown_deadlines, bridge.now, self)
         bridge.modelEvent.connect(self._on_event)
         bridge.systemChanged.connect(self._show_memory)
@@ -360,25 +271,72 @@ class SettingsDialog(QDialog):
         self._fix_tab_order()
         self._changed()
 
+    @property
+    def rows(self) -> dict[str, TimeoutRow]:
+        """Each recipe's row by name, built or not (its widgets exist while it is in view)."""
+        return self.models_scroll.rows
+
+    def _chain_ends(self) -> tuple[list[QWidget], list[QWidget]]:
+        """The widgets that take keyboard focus before the model rows, and after them."""
+        after: list[QWidget] = [
+            self.host_edit, self.port_spin, self.max_spin,
+            self.notify_idle_check, self.notify_crash_check, self.notify_pressure_check, self.autostart_check,
+            self.budget_edit, self.floor_edit, self.install_engine_button, self.engine_box.update_button]
+        box = self.buttons.layout()
+        after += [w for i in range(box.count()) if isinstance(w := box.itemAt(i).widget(), QAbstractButton)]
+        return [self.global_slider.slider, self.global_edit], after
+
     def focus_chain(self) -> list[QWidget]:
         """The widgets that take keyboard focus, in the visual order (top to bottom, left to
-        right within a row): the timeouts, Server, Desktop, Memory, llama-server, the buttons."""
-        chain: list[QWidget] = [self.global_slider.slider, self.global_edit]
-        for row in self.rows.values():
-            chain += [row.slider.slider, row.use_global]
-        chain += [self.host_edit, self.port_spin, self.max_spin,
-                  self.notify_idle_check, self.notify_crash_check, self.notify_pressure_check, self.autostart_check,
-                  self.budget_edit, self.floor_edit, self.install_engine_button, self.engine_box.update_button]
-        box = self.buttons.layout()
-        chain += [w for i in range(box.count()) if isinstance(w := box.itemAt(i).widget(), QAbstractButton)]
-        return chain
+        right within a row): the timeouts (of the rows built now), Server, Desktop, Memory,
+        llama-server, the buttons."""
+        before, after = self._chain_ends()
+        return before + self.models_scroll.built_chain() + after
 
     def _fix_tab_order(self) -> None:
-        """Tab follows :meth:`focus_chain` (widgets take focus in the order they were made,
-        and the recipe rows are made last)."""
+        """Qt's focus chain follows :meth:`focus_chain` too (widgets join it in the order
+        they were made; a row built later is put in its place by the list)."""
         chain = self.focus_chain()
         for first, second in zip(chain, chain[1:]):
             QWidget.setTabOrder(first, second)
+
+    def focusNextPrevChild(self, next: bool) -> bool:  # noqa: A002 - Qt's name
+        """Tab and Shift+Tab follow :meth:`focus_chain` over every model row, built or not:
+        the row focus moves to is built and scrolled into view."""
+        target = self._tab_target(self.focusWidget(), next)
+        if target is None:
+            return super().focusNextPrevChild(next)
+        target.setFocus(Qt.FocusReason.TabFocusReason if next else Qt.FocusReason.BacktabFocusReason)
+        if self.models_scroll.isAncestorOf(target):
+            self.models_scroll.reveal(target)
+        return True
+
+    def _tab_target(self, current: QWidget | None, forward: bool) -> QWidget | None:
+        """The next (or previous) widget that takes Tab after ``current``; None when
+        ``current`` is not in the chain."""
+        before, after = self._chain_ends()
+        rows = self.models_scroll
+        in_rows = 2 * len(rows.order)
+        size = len(before) + in_rows + len(after)
+        if current in before:
+            here = before.index(current)
+        elif current in after:
+            here = len(before) + in_rows + after.index(current)
+        elif (at := rows.position_of(current)) is not None:
+            here = len(before) + 2 * at[0] + at[1]
+        else:
+            return None
+        rows_shown = rows.isVisibleTo(self)
+        for step in range(1, size):
+            p = (here + (step if forward else -step)) % size
+            if p < len(before) or p >= len(before) + in_rows:
+                widget = before[p] if p < len(before) else after[p - len(before) - in_rows]
+                if (widget.isEnabled() and widget.isVisibleTo(self)
+                        and widget.focusPolicy().value & Qt.FocusPolicy.TabFocus.value):
+                    return widget
+            elif rows_shown and rows.can_focus(*divmod(p - len(before), 2)):
+                return rows.focus_widget(*divmod(p - len(before), 2))
+        return None
 
     def _only_what_can_change_remotely(self, label: str, set_row_visible: Callable[[QWidget, bool], None],
                                        restart_note: QLabel) -> None:
@@ -396,6 +354,17 @@ class SettingsDialog(QDialog):
     def _show_memory(self) -> None:
         self.memory_box.show_system(self.bridge.system)
 
+    def _apply_theme(self) -> None:
+        """Error and hint colours chosen against the palette (again when it changes)."""
+        self.error_label.setStyleSheet(theme.text_style("error", self))
+        self.restart_note.setStyleSheet(theme.text_style("hint", self))
+        self._style_global_edit()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._apply_theme()
+
     # ---- the global timeout --------------------------------------------------------------------
 
     def global_value(self) -> Timeout:
@@ -409,55 +378,35 @@ class SettingsDialog(QDialog):
         except DurationError:
             return _INVALID
 
+    def _style_global_edit(self) -> None:
+        invalid = self._global_edit_value() is _INVALID
+        self.global_edit.setStyleSheet(theme.error_border_style(self) if invalid else "")
+
     def _put_global(self, value: Timeout) -> None:
         self.global_edit.setText(format_duration(value))
         self.global_slider.set_value(value)
-        self.global_edit.setStyleSheet("")
+        self._style_global_edit()
 
     def _on_global_slider(self, value: Timeout) -> None:
         self.global_edit.setText(format_duration(value))
-        self.global_edit.setStyleSheet("")
+        self._style_global_edit()
         self._global_changed()
 
     def _on_global_typed(self, typed: str) -> None:
         value = self._global_edit_value()
-        if value is _INVALID:
-            self.global_edit.setStyleSheet(ERROR_STYLE)
-        else:
-            self.global_edit.setStyleSheet("")
+        self._style_global_edit()
+        if value is not _INVALID:
             self.global_slider.set_value(value)
         self._global_changed()
 
     def _global_changed(self) -> None:
-        value = self.global_value()
-        for row in self.rows.values():
-            row.show_global(value)
+        self.models_scroll.show_global(self.global_value())
         self._changed()
 
     # ---- rows from the manager's models ----------------------------------------------------------
 
     def _sync_rows(self) -> None:
-        snapshots = self.bridge.snapshots()
-        names = [s["name"] for s in snapshots]
-        if names != list(self.rows):
-            old = self.rows
-            self.rows = {}
-            for name, row in old.items():
-                for w in row.widgets():
-                    self.models_grid.removeWidget(w)
-                if name not in names:
-                    row.delete()
-            for i, name in enumerate(names, start=1):
-                row = old.get(name) or TimeoutRow(self, name)
-                for col, w in enumerate(row.widgets()):
-                    self.models_grid.addWidget(w, i + FIRST_MODEL_ROW - 1, col)
-                    w.show()
-                self.rows[name] = row
-            self._fix_tab_order()
-        self.no_models_label.setVisible(not snapshots)
-        global_value = self.global_value()
-        for s in snapshots:
-            self.rows[s["name"]].sync(s, global_value)
+        self.models_scroll.set_snapshots(self.bridge.snapshots(), self.global_value())
         self._tick()
         self._fit_models_area()
 
@@ -468,13 +417,7 @@ class SettingsDialog(QDialog):
     def _fit_models_area(self) -> None:
         """Tall enough for every row up to a limit; past it the rows scroll. Measured again
         once shown (styled) and when rows or their names change."""
-        self.models_grid.invalidate()  # a label's new text is not in the cached size hints yet
-        self.models_box.layout().invalidate()
-        scroll = self.models_scroll
-        wanted = self.models_box.sizeHint().height() + 2 * scroll.frameWidth()
-        if self.models_box.sizeHint().width() > scroll.viewport().width():  # a horizontal bar takes room too
-            wanted += scroll.horizontalScrollBar().sizeHint().height()
-        scroll.setMinimumHeight(min(wanted, MAX_MODELS_AREA))
+        self.models_scroll.fit()
         if self.isVisible() and self.height() < self.sizeHint().height():
             self.resize(self.width(), self.sizeHint().height())  # grow with the rows, not squeeze them
 
@@ -500,9 +443,7 @@ class SettingsDialog(QDialog):
     # ---- countdowns -----------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        now = self.bridge.now()
-        for row in self.rows.values():
-            row.tick(now)
+        self.models_scroll.tick(self.bridge.now())
 
     def showEvent(self, event: QShowEvent) -> None:
         self._tick()
@@ -592,7 +533,7 @@ class SettingsDialog(QDialog):
             try:
                 await self.bridge.set_model_timeout(name, USE_GLOBAL if use_global else value, report=False)
             except Exception as exc:  # noqa: BLE001
-                raise FieldError(f"Timeout of {name}", exc, row.slider) from exc
+                raise FieldError(f"Timeout of {name}", exc, self._row_slider(name)) from exc
             row.baseline = (use_global, None if use_global else value)
             snapshot = self.bridge.snapshot(name)
             if snapshot is not None:
@@ -606,6 +547,11 @@ class SettingsDialog(QDialog):
             except OSError as exc:
                 raise FieldError("Start at login", exc, self.autostart_check) from exc
             self.autostart_baseline = wanted
+
+    def _row_slider(self, name: str) -> QWidget | None:
+        """A row's slider, built if it was not (to focus it)."""
+        index = self.models_scroll.index.get(name)
+        return self.models_scroll.focus_widget(index, 0) if index is not None else None
 
     def _saved(self, task: Any, close: bool) -> None:
         self._set_saving(False)
@@ -632,6 +578,8 @@ class SettingsDialog(QDialog):
         self.error_label.setVisible(bool(message))
         if widget is not None:
             widget.setFocus()
+            if self.models_scroll.isAncestorOf(widget):
+                self.models_scroll.reveal(widget)
 
     # ---- closing ----------------------------------------------------------------------------------------
 

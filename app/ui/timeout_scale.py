@@ -71,5 +71,19 @@ def short_label(value: Timeout) -> str:
     return format_duration(value)
 
 
+def spoken_label(value: Timeout) -> str:
+    """A timeout in words, for screen readers: ``"30 seconds"``, ``"5 minutes"``,
+    ``"1 hour 30 minutes"``, ``"at once"``, ``"never (kept loaded)"``."""
+    if value is None:
+        return "never (kept loaded)"
+    if value <= 0:
+        return "at once"
+    hours, rest = divmod(round(value), 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{n} {unit}{'' if n == 1 else 's'}"
+             for n, unit in ((hours, "hour"), (minutes, "minute"), (seconds, "second")) if n]
+    return " ".join(parts) or format_duration(value)
+
+
 MENU_PRESETS: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0)
 """The timeouts offered in a model's tray submenu and the models window (besides never and global)."""
