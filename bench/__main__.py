@@ -5,7 +5,10 @@
     python -m bench --only latency,fake --no-doc
 
 Needs a llama-server binary (``--llama-server``, ``SIESTA_LLAMA_SERVER``, or the one
-``scripts/build-llama-server.sh`` cached) and the ``gguf`` package for the tiny model.
+``scripts/build-llama-server.sh`` cached) and the ``gguf`` package for the tiny model and
+the reload figures' ~300 MB synthetic one (written once into ``~/.cache/siesta-bench``).
+The tray app's figures (``idle``, ``traystart``, ``gui``, ``tray``) run it on Xvfb with
+trayer as the tray, as ``scripts/screenshots.sh`` does; without those they are skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import time
 import traceback
 from pathlib import Path
 
-FIGURES = ["latency", "fake", "stream", "rps", "cold", "unload", "idle", "startup", "gui", "tray", "memory"]
+FIGURES = ["latency", "fake", "stream", "rps", "cold", "unload", "reload", "idle", "startup", "traystart", "memory",
+           "gui", "tray"]
+X_FIGURES = {"traystart", "gui", "tray"}  # need Xvfb and trayer (as scripts/screenshots.sh)
 
 
 def _find_llama_server(given: str | None) -> Path | None:
@@ -65,12 +70,17 @@ async def run(args: argparse.Namespace) -> int:
     from app.demo_model import write_tiny_model
 
     from . import figures as F
+    from . import idle_figures as I
     from . import memory_figures as M
+    from . import reload_figures as R
     from . import report
+    from . import stream_figures as S
     from . import tray_figures as T
+    from . import tray_startup
     from .util import PROCS, Router, Siesta, fake_recipe, llama_recipe, new_session
 
     started = time.perf_counter()
+    load_before = os.getloadavg()
     if args.uvloop:
         from . import util
 
@@ -115,19 +125,19 @@ async def run(args: argparse.Namespace) -> int:
                 F.MODEL: llama_recipe(model_file, F.LLAMA_ARGS),
                 "tiny1s": llama_recipe(model_file, F.LLAMA_ARGS, unload_timeout="1s"),
                 "fake": fake_recipe(),
-                "paced": fake_recipe(chunks=F.PACED_TOKENS, interval=F.PACED_INTERVAL),
+                "paced": fake_recipe(chunks=S.PACED_TOKENS, interval=S.PACED_INTERVAL),
             }
             siesta = Siesta(work / "siesta", recipes, llama_server=llama_server, global_unload_timeout="1h")
             router = Router(work, llama_server, models_dir, F.LLAMA_ARGS)
             try:
                 await siesta.start(session)
-                if {"latency", "cold"} & only:
+                if {"latency", "stream", "cold"} & only:
                     await router.start(session)
                 await step("latency", F.completion_latency, siesta, router)
                 if "fake" in only:
                     await siesta.unload(session, F.MODEL)
                 await step("fake", F.fake_overhead, siesta)
-                await step("stream", F.streaming, siesta)
+                await step("stream", S.streaming, siesta, router)
                 await step("rps", F.throughput, siesta)
                 await step("cold", F.cold_start, siesta, router)
                 if "unload" in only:
@@ -136,16 +146,22 @@ async def run(args: argparse.Namespace) -> int:
             finally:
                 router.stop()
                 siesta.stop()
-        await step("idle", F.idle_cpu)
+        await step("reload", R.reload_after_idle)
+        desktop = T.tray_app_exists() and all(shutil.which(tool) for tool in ("Xvfb", "trayer"))
+        await step("idle", I.idle, desktop)
         await step("startup", F.startup)
+        if desktop:
+            await step("traystart", tray_startup.tray_startup)
         await step("memory", M.memory)
-        if T.tray_app_exists():
+        if desktop:
             await step("gui", T.gui_loop_lag)
             await step("tray", T.tray_memory)
         else:
-            for name, what in (("gui", "GUI event-loop lag"), ("tray", "memory with the tray up")):
-                if name in only:
-                    skipped.append(f"{what}: app/ui/app.py (the tray app) does not exist yet")
+            for name in sorted(X_FIGURES & only):
+                skipped.append(f"{name}: needs the tray app (app/ui/app.py), Xvfb and trayer "
+                               "(apt-get install xvfb trayer)")
+            if "idle" in only:
+                skipped.append("idle: the tray app's rows (no Xvfb or trayer); `siesta serve` measured alone")
     finally:
         await session.close()
         PROCS.kill_all()
@@ -173,7 +189,7 @@ async def run(args: argparse.Namespace) -> int:
         "command": "python -m bench" + (" --quick" if args.quick else "") + (" --uvloop" if args.uvloop else "") + (f" --only {args.only}" if args.only else ""),
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "runtime": runtime, "machine": _machine(), "versions": _versions(llama_server), "skipped": skipped,
-        "errors": errors,
+        "errors": errors, "loadavg": {"before": load_before, "after": os.getloadavg()},
     }
     (results_dir / f"{kind}.json").write_text(json.dumps({
         "meta": meta, "rows": [r.__dict__ | {"relation": r.relation} for r in ctx.rows],

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 
 from .util import (
     REPO, JSON_HEADERS, LlamaServer, Router, Siesta, chat_body, llama_recipe, median, ms, p50, p99, pct,
@@ -216,87 +214,7 @@ async def client_libraries(ctx: Ctx, direct: str, proxied: str, body: bytes) -> 
                     "(reference)"))
 
 
-# ---- 3. streaming ---------------------------------------------------------------------------------
-
-
-STREAM_TOKENS = 200
-
-
-async def streaming(ctx: Ctx, siesta: Siesta) -> None:
-    await _llama_streaming(ctx, siesta)
-    await siesta.unload(ctx.session, MODEL)
-    await paced_streaming(ctx, siesta)
-
-
-async def _llama_streaming(ctx: Ctx, siesta: Siesta) -> None:
-    body = chat_body(MODEL, STREAM_TOKENS, stream=True)
-    direct = _chat_url(await siesta.backend_url(ctx.session, MODEL))
-    proxied = _chat_url(siesta.url)
-    for concurrency, rounds in ((1, ctx.scale(40, 12)), (8, ctx.scale(16, 5))):
-        got: dict[str, list[dict[str, float]]] = {"direct": [], "siesta": []}
-        proc = psutil.Process(siesta.pid)
-        siesta_cpu = 0.0
-        for warm in range(2):
-            for url in (direct, proxied):
-                await asyncio.gather(*(timed_stream(ctx.session, url, body) for _ in range(concurrency)))
-        for r in range(rounds):
-            order = [("direct", direct), ("siesta", proxied)]
-            if r % 2:
-                order.reverse()
-            for name, url in order:
-                c0 = proc.cpu_times()
-                got[name] += await asyncio.gather(*(timed_stream(ctx.session, url, body)
-                                                    for _ in range(concurrency)))
-                c1 = proc.cpu_times()
-                if name == "siesta":
-                    siesta_cpu += (c1.user - c0.user) + (c1.system - c0.system)
-        for name in got:
-            bad = [s for s in got[name] if s["tokens"] != STREAM_TOKENS]
-            if bad:
-                raise RuntimeError(f"{name}: streams with {bad[0]['tokens']} tokens, expected {STREAM_TOKENS}")
-        fig = f"streaming, {concurrency} concurrent stream{'s' if concurrency > 1 else ''}"
-        d_tps = median(s["tps"] for s in got["direct"])
-        s_tps = median(s["tps"] for s in got["siesta"])
-        ctx.add(Row(fig, "tokens/s per stream (median)", s_tps, "tok/s", "direct", d_tps, "ratio", ">= 0.95x",
-                    s_tps / d_tps >= 0.95))
-        d_ttfc = ms(p50(s["ttfc"] for s in got["direct"]))
-        s_ttfc = ms(p50(s["ttfc"] for s in got["siesta"]))
-        ctx.add(Row(fig, "time to first chunk p50", s_ttfc, "ms", "direct", d_ttfc, "delta", "<= +1 ms",
-                    s_ttfc - d_ttfc <= 1.0))
-        tokens = sum(x["tokens"] for x in got["siesta"])
-        per_token = siesta_cpu / tokens if tokens else math.nan
-        ctx.add(Row(fig, "Siesta CPU per streamed token", per_token * 1e6, "us", target="(attribution)",
-                    note=f"{100 * per_token * s_tps * concurrency:.0f}% of a core at the measured rate"))
-        ctx.log(f"{concurrency} streams: {s_tps:.0f} vs {d_tps:.0f} tok/s; first chunk {s_ttfc:.2f} vs {d_ttfc:.2f} ms; "
-                f"Siesta CPU {per_token * 1e6:.0f} us/token")
-
-
-PACED_TOKENS, PACED_INTERVAL = 100, 0.02  # 50 tokens/s per stream, a realistic local-model rate
-
-
-async def paced_streaming(ctx: Ctx, siesta: Siesta, name: str = "paced", concurrency: int = 8) -> None:
-    """8 streams from a backend that emits 50 tokens/s each: the proxy's cost at a realistic rate."""
-    body = chat_body(name, PACED_TOKENS, stream=True)
-    direct = _chat_url(await siesta.backend_url(ctx.session, name))
-    proxied = _chat_url(siesta.url)
-    got: dict[str, list[dict[str, float]]] = {"direct": [], "siesta": []}
-    rounds = ctx.scale(3, 1)
-    for r in range(rounds):
-        order = [("direct", direct), ("siesta", proxied)]
-        if r % 2:
-            order.reverse()
-        for key, url in order:
-            got[key] += await asyncio.gather(*(timed_stream(ctx.session, url, body) for _ in range(concurrency)))
-    await siesta.unload(ctx.session, name)
-    fig = f"streaming at 50 tokens/s per stream, {concurrency} streams (paced fake)"
-    d_tps = median(x["tps"] for x in got["direct"])
-    s_tps = median(x["tps"] for x in got["siesta"])
-    ctx.add(Row(fig, "tokens/s per stream (median)", s_tps, "tok/s", "direct", d_tps, "ratio", ">= 0.95x",
-                s_tps / d_tps >= 0.95))
-    d_ttfc, s_ttfc = ms(p50(x["ttfc"] for x in got["direct"])), ms(p50(x["ttfc"] for x in got["siesta"]))
-    ctx.add(Row(fig, "time to first chunk p50", s_ttfc, "ms", "direct", d_ttfc, "delta", "<= +1 ms",
-                s_ttfc - d_ttfc <= 1.0))
-    ctx.log(f"paced: {s_tps:.1f} vs {d_tps:.1f} tok/s; first chunk {s_ttfc:.2f} vs {d_ttfc:.2f} ms")
+# ---- 3. streaming: bench/stream_figures.py ----------------------------------------------------
 
 
 # ---- 4. requests/s -----------------------------------------------------------------------------
@@ -475,55 +393,7 @@ async def unload_precision(ctx: Ctx, siesta: Siesta, name: str = "tiny1s") -> No
     ctx.log(f"unload lag: p50 {ms(p50(lags)):.1f} ms, worst {ms(max(lags)):.1f} ms")
 
 
-# ---- 7. idle CPU ----------------------------------------------------------------------------------
-
-
-def _thread_switches(pid: int) -> dict[str, int]:
-    """Context switches per thread name (each wake-up of a sleeping thread is one voluntary switch)."""
-    out: dict[str, int] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-        except OSError:
-            continue
-        count = sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
-        key = f"{name} ({'main' if tid == str(pid) else 'thread'})"
-        out[key] = out.get(key, 0) + count
-    return out
-
-
-async def idle_cpu(ctx: Ctx, models: int = 5) -> None:
-    seconds = ctx.scale(60.0, 20.0)
-    recipes = {f"idle{i}": llama_recipe(ctx.model_file, LLAMA_ARGS) for i in range(models)}
-    siesta = Siesta(ctx.work / "idle", recipes, llama_server=ctx.llama_server, global_unload_timeout="1h")
-    try:
-        await siesta.start(ctx.session)
-        for name in recipes:
-            await siesta.load(ctx.session, name)
-        await asyncio.sleep(2.0)
-        snap = await siesta.models(ctx.session)
-        counting = [n for n, m in snap.items() if m["unload_at"] is not None]
-        if len(counting) != models:
-            raise RuntimeError(f"expected {models} models counting down, got {counting}")
-        proc = psutil.Process(siesta.pid)
-        switches0 = _thread_switches(siesta.pid)
-        c0 = proc.cpu_times()
-        t0 = time.perf_counter()
-        await asyncio.sleep(seconds)
-        c1 = proc.cpu_times()
-        elapsed = time.perf_counter() - t0
-        switches1 = _thread_switches(siesta.pid)
-        used = (c1.user - c0.user) + (c1.system - c0.system)
-        percent = 100.0 * used / elapsed
-        wakeups = {k: (switches1.get(k, 0) - v) / elapsed for k, v in switches0.items()}
-        ctx.notes["idle_wakeups"] = wakeups
-        ctx.add(Row(f"idle CPU, {models} models loaded counting down", f"Siesta process over {seconds:.0f} s", percent,
-                    "% of a core", target="< 0.1%", ok=percent < 0.1,
-                    note="children excluded; wake-ups/s " + ", ".join(f"{k}: {v:.1f}" for k, v in wakeups.items())))
-        ctx.log(f"idle CPU {percent:.3f}% ({used * 1000:.0f} ms CPU in {elapsed:.0f} s); wake-ups/s {wakeups}")
-    finally:
-        siesta.stop()
+# ---- 7. idle CPU: bench/idle_figures.py --------------------------------------------------------
 
 
 # ---- 8. start-up with many recipes; `siesta ps` -------------------------------------------------------

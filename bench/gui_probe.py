@@ -3,14 +3,16 @@
     python -m bench.gui_probe --mode tray|qasync|asyncio --config-dir DIR --port P
                               --control-port C --llama-server BIN
 
-- ``tray``: the real desktop app (``app.ui.app.run_tray_app`` through ``app.cli.main``, run
-  with ``QT_QPA_PLATFORM=offscreen``: no system tray there, so it shows its Models window),
-  with the probe started on its loop once it is up;
+- ``tray``: the real desktop app (``app.ui.app.run_tray_app`` through ``app.cli.main``), on
+  whatever display the environment gives it (the benchmark runs it on Xvfb with trayer, its
+  icon docked and its menu closed, or on Xvfb without a tray, where it shows its Models
+  window), with the probe started on its loop once it is up;
 - ``qasync``: ModelManager + ApiServer alone on a qasync loop (no windows);
 - ``asyncio``: ModelManager + ApiServer on plain asyncio, as ``siesta serve`` runs them.
 
 The benchmark drives streams through ``P`` and reads the lateness from a small control
-server on ``C``: ``POST /probe/reset`` clears it, ``POST /probe/dump`` returns it as JSON.
+server on ``C``: ``POST /probe/reset`` clears it, ``POST /probe/dump`` returns it as JSON,
+with the process's CPU time and run-queue wait since the reset (``/proc/self/schedstat``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ async def start_probe(control_port: int) -> web.AppRunner:
             return 0.0
 
     last_delay = run_delay()
+    # The process's own figures over the whole run, from /proc/self/schedstat (the main thread,
+    # which runs the loop): ns on a CPU, ns runnable but waiting on a run queue.
+    started: dict[str, float] = {}
+
+    def process_stat() -> dict[str, float]:
+        with open("/proc/self/schedstat") as fh:
+            run, wait, _ = (int(x) for x in fh.read().split())
+        return {"run_ns": run, "wait_ns": wait, "wall": time.perf_counter()}
+
+    started.update(process_stat())
 
     def tick() -> None:
         nonlocal expected, last_cpu, last_delay
@@ -77,10 +89,15 @@ async def start_probe(control_port: int) -> web.AppRunner:
         busy.clear()
         waited.clear()
         gc_pauses.clear()
+        started.update(process_stat())
         return web.json_response({"ok": True})
 
     async def dump(request: web.Request) -> web.Response:
-        return web.json_response({"lateness": list(lateness), "busy": list(busy), "waited": list(waited), "gc": list(gc_pauses)})
+        now = process_stat()
+        run = {"seconds": now["wall"] - started["wall"], "runqueue_wait_ms": (now["wait_ns"] - started["wait_ns"]) / 1e6,
+               "cpu_ms": (now["run_ns"] - started["run_ns"]) / 1e6}
+        return web.json_response({"lateness": list(lateness), "busy": list(busy), "waited": list(waited),
+                                  "gc": list(gc_pauses), "run": run})
 
     control = web.Application()
     control.add_routes([web.post("/probe/reset", reset), web.post("/probe/dump", dump)])

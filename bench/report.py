@@ -176,7 +176,7 @@ def _svg(samples: dict[str, list[float]], panels: list[tuple[str, list[tuple[str
 def generated_section(rows: Sequence[Row], meta: dict[str, Any], plot_rel: str | None,
                       notes: dict[str, Any]) -> str:
     lines = [BEGIN, "", f"Last run: `{meta['command']}` on {meta['date']}, {meta['runtime']:.0f} s wall.",
-             f"Machine: {meta['machine']}. {meta['versions']}.", "",
+             f"Machine: {meta['machine']}. {meta['versions']}." + _load(meta), "",
              markdown_table(rows), ""]
     skipped = meta.get("skipped") or []
     for item in skipped:
@@ -187,21 +187,39 @@ def generated_section(rows: Sequence[Row], meta: dict[str, Any], plot_rel: str |
         lines += [f"![Latency CDFs, direct vs through Siesta]({plot_rel})", "",
                   "Latency distributions (empirical CDFs, log scale) of the alternating direct and proxied "
                   "requests above; the dotted lines mark p50 and p99.", ""]
-    wake = notes.get("idle_wakeups")
-    if wake:
-        lines.append("Idle wake-ups per second by thread (voluntary + involuntary context switches): "
-                     + ", ".join(f"{k} {v:.1f}" for k, v in sorted(wake.items(), key=lambda kv: -kv[1])) + ".")
+    noted = [r for r in rows if r.note]
+    if noted:
+        lines.append("Notes to the rows:")
+        lines.append("")
+        lines += [f"- {r.figure}, {r.metric}: {r.note}" for r in noted]
+        lines.append("")
+    idle = notes.get("idle")
+    if idle:
+        names = {"serve": "`siesta serve`", "tray": "tray app, menu closed", "window": "tray app, Models window open"}
+        parts = []
+        for key, info in idle.items():
+            threads = sorted(info["cpu_percent_by_thread"].items(), key=lambda kv: -kv[1])[:4]
+            wake = info["wakeups_per_s"]
+            parts.append(f"{names.get(key, key)}: " + ", ".join(
+                f"{t} {cpu:.3f}% ({wake.get(t, 0.0):.1f}/s)" for t, cpu in threads if cpu > 0 or wake.get(t)))
+        lines.append("Idle CPU by thread, with wake-ups per second (context switches): " + "; ".join(parts) + ".")
         lines.append("")
     lag = notes.get("loop_lag")
     if lag:
-        parts = []
+        lines.append("Event-loop lag, every run (the loop thread's figures from /proc/self/schedstat and its "
+                     "thread CPU time at each tick; \"own lag\" is each tick's lateness less the run-queue wait "
+                     "in its gap):")
+        lines.append("")
+        lines.append("| run | p99 | max | run-queue wait over the run | loop thread on a CPU | own lag p99 | "
+                     "Siesta process CPU | ticks > 5 ms late (share of those gaps waiting for a CPU) | GC, longest |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         for key, info in lag.items():
-            parts.append(f"{key}: Siesta at {info['cpu_percent']:.0f}% of a core, {info['late_ticks_over_5ms']} ticks "
-                         f"more than 5 ms late, {100 * info['runqueue_share_of_late_ticks']:.0f}% of those gaps spent "
-                         f"waiting for a CPU and {100 * info['busy_share_of_late_ticks']:.0f}% running; GC "
-                         f"{info['gc_collections']}x, longest {info['gc_max_ms']:.1f} ms")
-        lines.append("Event-loop lag, attribution (from /proc/self/task/TID/schedstat and thread CPU time at each "
-                     "tick): " + "; ".join(parts) + ".")
+            lines.append(f"| {key} | {info['p99_ms']:.1f} ms | {info['max_ms']:.1f} ms | "
+                         f"{info['runqueue_wait_ms']:.0f} ms of {info['run_seconds']:.1f} s | "
+                         f"{info['loop_thread_cpu_ms']:.0f} ms | {info['own_lag_p99_ms']:.2f} ms | "
+                         f"{info['cpu_percent']:.0f}% of a core | {info['late_ticks_over_5ms']} "
+                         f"({100 * info['runqueue_share_of_late_ticks']:.0f}%) | {info['gc_collections']}x, "
+                         f"{info['gc_max_ms']:.1f} ms |")
         lines.append("")
     retries = notes.get("retries")
     if retries:
@@ -216,6 +234,16 @@ def generated_section(rows: Sequence[Row], meta: dict[str, Any], plot_rel: str |
         lines.append("")
     lines.append(END)
     return "\n".join(lines)
+
+
+def _load(meta: dict[str, Any]) -> str:
+    """How busy the machine was: its load average (1, 5, 15 min) before and after the run."""
+    load = meta.get("loadavg")
+    if not load:
+        return ""
+    fmt = lambda values: " / ".join(f"{v:.2f}" for v in values)  # noqa: E731
+    return (f" Load average (1 / 5 / 15 min) before the run {fmt(load['before'])}, after it {fmt(load['after'])}"
+            ".")
 
 
 def write_doc(path: Path, section: str, template: str) -> None:
