@@ -7,15 +7,25 @@ requests, ignore SIGTERM, answer slowly.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import os
 import signal
 import sys
-import time
 
-from aiohttp import web
+if "--exit-at-start" in sys.argv:  # a server that dies at once: no need to import anything
+    print("fake backend: exiting at start", flush=True)
+    sys.exit(int(sys.argv[sys.argv.index("--exit-at-start") + 1]))
+
+if "--ignore-sigterm" in sys.argv:
+    # Before the slow imports below: on a busy machine a stop could otherwise arrive while
+    # aiohttp is still importing and end the process that was meant to ignore it.
+    signal.signal(signal.SIGTERM, lambda *_: print("fake backend: ignoring SIGTERM", flush=True))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+from aiohttp import web  # noqa: E402
 
 
 def main() -> None:

@@ -553,6 +553,31 @@ class BackendProcess:
         data = b"".join(self._load_output or [])
         return data.decode("utf-8", "replace").splitlines()
 
+    async def output_caught_up(self, limit: float = 0.5) -> None:
+        """Waits (at most ``limit`` seconds) until the output pump has read everything the
+        server has printed so far. A load's last lines (llama-server's buffer sizes) are in
+        the pipe when its health check passes, but on a busy loop the pump may not have run yet."""
+        try:
+            import fcntl
+            import termios
+        except ImportError:  # Windows: no FIONREAD on a pipe; the lines may come a little late
+            return
+        stream = self._proc.stdout
+        try:
+            fd = self._proc._transport.get_pipe_transport(1).get_extra_info("pipe").fileno()  # type: ignore[attr-defined]
+        except (AttributeError, OSError, ValueError):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while loop.time() < deadline:
+            try:
+                waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            except OSError:
+                return  # the pipe is closed: the pump has had it all
+            if waiting == 0 and not getattr(stream, "_buffer", b""):
+                return
+            await asyncio.sleep(0.002)
+
     def end_load_output(self) -> list[str]:
         lines = self.load_output()
         self._load_output = None

@@ -199,6 +199,7 @@ class MemoryBook:
     async def loaded(self, name: str, recipe: Recipe, process: BackendProcess) -> None:
         """A model became ready: finds its process tree (kept for the readings after), measures
         it, and records what this recipe uses (what llama-server printed, else the measurement)."""
+        await process.output_caught_up()
         lines = process.end_load_output()
         self._trees[name] = _Tree(process, [process.pid], time.monotonic())
         use = await self._read_now(name, find_again=True)
