@@ -29,7 +29,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import shiboken6
 from PySide6.QtCore import QTimer
@@ -45,17 +45,21 @@ from app.runtime import ManagerFactory, PortInUse, SiestaRuntime
 
 from . import icons
 from .bridge import ManagerBridge
-from .discover_dialog import DiscoverDialog
-from .download_dialog import DownloadDialog
 from .event_loop import SiestaEventLoop
-from .engine_dialog import InstallEngineDialog
-from .import_dialog import ImportDialog, choose_config
-from .log_viewer import LogViewer
-from .model_settings_dialog import ModelSettingsDialog
-from .models_window import ModelsWindow
-from .settings_dialog import SettingsDialog
 from .single_instance import SingleInstance, instance_name
 from .tray import TrayMenu
+
+if TYPE_CHECKING:
+    # The windows and dialogs are imported when first opened: a tray app with its menu
+    # closed never pays for them (with the Hub's modules and httpx, about 11 MB and 0.1 s).
+    from .discover_dialog import DiscoverDialog
+    from .download_dialog import DownloadDialog
+    from .engine_dialog import InstallEngineDialog
+    from .import_dialog import ImportDialog
+    from .log_viewer import LogViewer
+    from .model_settings_dialog import ModelSettingsDialog
+    from .models_window import ModelsWindow
+    from .settings_dialog import SettingsDialog
 
 log = logging.getLogger("siesta.ui")
 
@@ -210,6 +214,8 @@ class SiestaApp:
             return
         log.debug("showing the Models window")
         if self.window is None:
+            from .models_window import ModelsWindow
+
             self.window = ModelsWindow(self.bridge, self)
             if not self.has_tray:
                 self._start_tray_probe()
@@ -222,6 +228,8 @@ class SiestaApp:
             return
         dialog = self.settings_dialog
         if dialog is None or not shiboken6.isValid(dialog):
+            from .settings_dialog import SettingsDialog
+
             dialog = self.settings_dialog = SettingsDialog(self.bridge, shell=self)
         _bring_up(dialog)
 
@@ -230,6 +238,8 @@ class SiestaApp:
             return
         dialog = self.discover_dialog
         if dialog is None or not shiboken6.isValid(dialog):
+            from .discover_dialog import DiscoverDialog
+
             dialog = self.discover_dialog = DiscoverDialog(self.bridge)
         _bring_up(dialog)
 
@@ -238,6 +248,8 @@ class SiestaApp:
             return
         dialog = self.download_dialog
         if dialog is None or not shiboken6.isValid(dialog):
+            from .download_dialog import DownloadDialog
+
             dialog = self.download_dialog = DownloadDialog(self.bridge)
         _bring_up(dialog)
 
@@ -248,6 +260,8 @@ class SiestaApp:
         if dialog is not None and shiboken6.isValid(dialog) and dialog.importing:
             _bring_up(dialog)  # one import at a time
             return
+        from .import_dialog import choose_config
+
         choose_config(self.bridge, self._import_chosen)
 
     def _import_chosen(self, path: Path) -> None:
@@ -256,6 +270,8 @@ class SiestaApp:
         old = self.import_dialog
         if old is not None and shiboken6.isValid(old) and not old.importing:
             old.close()
+        from .import_dialog import ImportDialog
+
         self.import_dialog = ImportDialog(self.bridge, path)
         _bring_up(self.import_dialog)
 
@@ -264,6 +280,8 @@ class SiestaApp:
             return
         dialog = self.install_dialog
         if dialog is None or not shiboken6.isValid(dialog):
+            from .engine_dialog import InstallEngineDialog
+
             dialog = self.install_dialog = InstallEngineDialog(self.bridge)
         _bring_up(dialog)
 
@@ -272,6 +290,8 @@ class SiestaApp:
             return
         viewer = self.log_viewers.get(name)
         if viewer is None or not shiboken6.isValid(viewer):
+            from .log_viewer import LogViewer
+
             viewer = self.log_viewers[name] = LogViewer(self.bridge, name)
         _bring_up(viewer)
 
@@ -280,6 +300,8 @@ class SiestaApp:
             return
         dialog = self.model_settings_dialogs.get(name)
         if dialog is None or not shiboken6.isValid(dialog):
+            from .model_settings_dialog import ModelSettingsDialog
+
             dialog = self.model_settings_dialogs[name] = ModelSettingsDialog(self.bridge, name)
         _bring_up(dialog)
 

@@ -33,13 +33,12 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
-from app.core import discovery, engine, hub_pull, importers
+from app.core import discovery, engine, importers
 from app.core.discovery import FoundModel
-from app.core.hub import HubClient, RepoInfo, RepoSummary
 from app.core.durations import ModelTimeout
 from app.core.importers import ImportConfigError, ImportResult
 from app.core.manager import ModelManager, PersistError, SettingFixed, UnknownModel
@@ -49,6 +48,10 @@ from app.core.siesta_client import ClientError, ManagerClient, Target
 
 from . import text
 from .text import Snapshot
+
+if TYPE_CHECKING:  # the Hub's modules (and httpx, 7 MB) load when the Download dialog first needs them
+    from app.core import hub_pull
+    from app.core.hub import HubClient, RepoInfo, RepoSummary
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +383,8 @@ class ManagerBridge(QObject):
     async def hub_client(self) -> HubClient:
         """A client for the Hub at ``$HF_ENDPOINT`` with the token ``$HF_TOKEN`` or ``hf auth
         login`` gives, made in a worker thread (finding the token imports huggingface_hub)."""
+        from app.core.hub import HubClient
+
         return await asyncio.to_thread(HubClient)
 
     async def hub_search(self, client: HubClient, query: str) -> list[RepoSummary]:
@@ -397,6 +402,8 @@ class ManagerBridge(QObject):
         and ``status`` are called on this loop's thread, never the worker's (progress at most
         once per turn of the loop, with the latest figures). Setting ``cancel``, cancelling
         this task, or the bridge closing stops the download and keeps what has arrived."""
+        from app.core import hub_pull
+
         loop = asyncio.get_running_loop()
 
         def on_status(line: str) -> None:  # in the worker thread
