@@ -1,7 +1,11 @@
 """The models' lines of the tray menu, and their groups by machine or engine.
 
 :class:`ModelEntry` is one model's line and its submenu: Unload now, timeout presets, and
-for a model of this machine its log and settings. A model of another Siesta or of an
+for a model of this machine its log and settings. Each entry of the submenu has a letter of
+its own: &Unload now (or &Cancel loading, &Dismiss), &Load again, &Keep loaded, the presets
+by their first free character (&1 min, &5 min, 15 m&in, 1 &h), Use &global, &Show log...,
+Open log in &editor and &Model settings...; a name or title shown in a menu has its ``&``
+doubled, so that it never takes a letter. A model of another Siesta or of an
 engine with a load API has the same submenu without what needs a file here (the presets
 write its timeout where that remote keeps it); a model Siesta only routes to (an OpenAI
 server's) has no actions, only a note that says so.
@@ -38,6 +42,26 @@ routes to are counted instead of listed (an OpenAI server may list hundreds)."""
 Group = tuple[Mapping[str, Any] | None, list[text.Snapshot]]
 
 
+SUBMENU_LETTERS = "ucdlkgsem"
+"""The letters of a model's submenu entries other than the timeout presets (these take the
+first character of theirs that is not one of these or of an earlier preset)."""
+
+
+def escaped(label: str) -> str:
+    """``label`` (a name, a title) as a menu entry's text: an ``&`` in it is shown, not a letter."""
+    return label.replace("&", "&&")
+
+
+def with_letter(label: str, taken: set[str]) -> str:
+    """``label`` with an ``&`` before its first letter or digit not in ``taken`` (which
+    then gets it), so that each entry of a menu has its own key."""
+    for i, char in enumerate(label):
+        if char.isalnum() and char.lower() not in taken:
+            taken.add(char.lower())
+            return label[:i] + "&" + label[i:]
+    return label
+
+
 def heading(action: QAction) -> QAction:
     """Makes ``action`` a group's heading in a menu: bold, not clickable."""
     font = action.font()
@@ -67,26 +91,27 @@ class ModelEntry(QObject):
         self.note_action = self.menu.addAction(text.ROUTED_ONLY_NOTE)
         self.note_action.setEnabled(False)
         self.note_action.setVisible(routed_only)
-        self.unload_action = self.menu.addAction("Unload now", lambda: self.bridge.unload(self.name))
-        self.load_action = self.menu.addAction("Load again", lambda: self.bridge.load(self.name))
+        self.unload_action = self.menu.addAction("&Unload now", lambda: self.bridge.unload(self.name))
+        self.load_action = self.menu.addAction("&Load again", lambda: self.bridge.load(self.name))
         self.timeout_separator = self.menu.addSeparator()
         self.timeout_group = QActionGroup(self)
         self.timeout_group.setExclusive(True)
         self.timeout_actions: dict[Any, QAction] = {}
-        self._add_timeout(NEVER, "Keep loaded")
+        self._add_timeout(NEVER, "&Keep loaded")
+        taken = set(SUBMENU_LETTERS)
         for seconds in MENU_PRESETS:
-            self._add_timeout(seconds, short_label(seconds))
-        self._add_timeout(USE_GLOBAL, "Use global")
+            self._add_timeout(seconds, with_letter(short_label(seconds), taken))
+        self._add_timeout(USE_GLOBAL, "Use &global")
         self.custom_action = self.menu.addAction("Custom")
         self.custom_action.setCheckable(True)
         self.custom_action.setEnabled(False)
         self.files_separator = self.menu.addSeparator()
-        self.show_log_action = self.menu.addAction("Show log...", lambda: show_log and show_log(self.name))
+        self.show_log_action = self.menu.addAction("&Show log...", lambda: show_log and show_log(self.name))
         self.show_log_action.setToolTip("The model's server log in a window that follows new lines")
         self.show_log_action.setVisible(show_log is not None)
-        self.log_action = self.menu.addAction("Open log in editor", self._open_log)
+        self.log_action = self.menu.addAction("Open log in &editor", self._open_log)
         self.settings_action = self.menu.addAction(
-            "Model settings...", lambda: show_model_settings and show_model_settings(self.name))
+            "&Model settings...", lambda: show_model_settings and show_model_settings(self.name))
         self.settings_action.setToolTip("Context size, GPU layers, threads, the model file and more")
         self.settings_action.setVisible(show_model_settings is not None)
         if remote:  # its log and recipe, if any, are on the other machine
@@ -123,7 +148,7 @@ class ModelEntry(QObject):
             desktop.open_file(self._log_file)
 
     def update(self, snapshot: text.Snapshot, now: float, global_timeout: Any) -> None:
-        label = text.menu_label(snapshot, now, short=self.short)
+        label = escaped(text.menu_label(snapshot, now, short=self.short))
         if self.action.text() != label:
             self.action.setText(label)
         if self.remote:
@@ -131,13 +156,15 @@ class ModelEntry(QObject):
         if self.routed_only:
             return
         state = snapshot["state"]
-        self.unload_action.setText({"loading": "Cancel loading", "failed": "Dismiss"}.get(state, "Unload now"))
+        self.unload_action.setText({"loading": "&Cancel loading", "failed": "&Dismiss"}.get(state, "&Unload now"))
         self.unload_action.setEnabled(state in ("loading", "ready", "failed"))
         self.load_action.setVisible(state == "failed")
         self._log_file = Path(snapshot["log_file"]) if snapshot.get("log_file") else None
         self.log_action.setEnabled(self._log_file is not None and self._log_file.exists())
         self.show_log_action.setEnabled(self.log_action.isEnabled())
-        self.timeout_actions[USE_GLOBAL].setText(text.use_global_label(snapshot, global_timeout))
+        use_global = escaped(text.use_global_label(snapshot, global_timeout))
+        at = use_global.rfind("global")  # "Use &global (5 min)", "Use gpubox's &global"
+        self.timeout_actions[USE_GLOBAL].setText(use_global[:at] + "&" + use_global[at:] if at >= 0 else use_global)
         self._key = key = timeout_key(snapshot)
         chosen = self.timeout_actions.get(key)
         self.custom_action.setVisible(chosen is None)
@@ -197,7 +224,7 @@ class RemoteGroups(QObject):
         remote_groups = [(remote, models) for remote, models in groups if remote is not None]
         self.here.setVisible(bool(remote_groups))
         if remote_groups:
-            self.here.setText(text.group_title(None, groups[0][1], here=here_name))
+            self.here.setText(escaped(text.group_title(None, groups[0][1], here=here_name)))
         wanted = [str(remote["name"]) for remote, _ in remote_groups]
         dropped = [self.blocks.pop(name) for name in [n for n in self.blocks if n not in wanted]]
         shown_by_group = []
@@ -219,7 +246,7 @@ class RemoteGroups(QObject):
 
     def _update_block(self, block: _RemoteBlock, remote: Mapping[str, Any], models: list[text.Snapshot],
                       shown: list[text.Snapshot], more: int) -> None:
-        title = text.group_title(remote, models)
+        title = escaped(text.group_title(remote, models))
         problem = text.remote_problem(remote)
         if block.header.text() != title:
             block.header.setText(title)

@@ -21,15 +21,23 @@ that remote keeps it. A model Siesta only routes to (an OpenAI server's) has no 
 Connected to a Siesta elsewhere (``siesta --connect URL``), the title names it, and what
 acts on this machine only is hidden: Find models, Download, Import, Open logs folder, and
 each row's Log and Settings... buttons.
+
+Tab goes as the window is seen: the banner's button, each model's row left to right (headings
+are not stops), the Try it panel, then the buttons at the bottom; each of those buttons has its
+own Alt+letter (Try it keeps M, P, S, T and A). A row's controls say which model they act on
+("Unload qwen when idle for", "Unload qwen", "Log of qwen"), and its button and combo box
+carry the model's state, countdown included, as their accessible description. Hint, error
+and banner colours come from :mod:`.theme`, so they read on a dark theme too.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -47,7 +55,7 @@ from PySide6.QtWidgets import (
 
 from app.core.durations import USE_GLOBAL
 
-from . import desktop, icons, text
+from . import a11y, desktop, icons, text, theme
 from .bridge import ManagerBridge
 from .shell import Shell
 from .text import NEVER, timeout_key
@@ -58,6 +66,10 @@ from .try_it import TryItPanel
 COLUMNS = ("Model", "State", "Memory", "Idle timeout", "")
 COL_NAME, COL_STATE, COL_MEMORY, COL_TIMEOUT, COL_ACTIONS = range(5)
 GROUPED_ROWS_SHOWN = 8  # table rows kept in view when models are grouped by machine
+ACTION_NAMES = {"Load": "Load {}", "Cancel": "Cancel loading {}", "Unload": "Unload {}",
+                "Unloading": "Unloading {}", "Dismiss": "Dismiss the failure of {}"}
+"""The accessible name of a row's action button, by its text: which model it acts on."""
+_FIGURES = re.compile(r"\d+")
 
 
 class ModelTableRow:
@@ -80,12 +92,22 @@ class ModelTableRow:
         self.timeout_combo.setObjectName(f"timeout-{name}")
         self.timeout_combo.setToolTip(text.timeout_tip(first))
         self.timeout_combo.activated.connect(self._on_timeout_chosen)
+        self.timeout_combo.setAccessibleName(f"Unload {name} when idle for")
+        self.timeout_cell = QWidget()
+        cell_layout = QHBoxLayout(self.timeout_cell)
+        cell_layout.setContentsMargins(0, 0, 0, 0)
+        cell_layout.addWidget(self.timeout_combo)
+        # On Linux a combo box's accessible name is its value; screen readers name it by the
+        # label it is the buddy of. Its row shows the model's name instead of a label.
+        label = QLabel(self.timeout_combo.accessibleName(), self.timeout_cell)
+        label.setBuddy(self.timeout_combo)
+        label.hide()
         self.action_button = QPushButton("Load")
         self.action_button.setObjectName(f"action-{name}")
         self.action_button.clicked.connect(self._on_action)
         self.log_button = QPushButton("Log")
         self.log_button.setToolTip("Show this model's server log, following new lines")
-        self.log_button.setAccessibleName(f"Show the log of {name}")
+        self.log_button.setAccessibleName(f"Log of {name}")
         self.log_button.clicked.connect(self._open_log)
         self.settings_button = QPushButton("Settings...")
         self.settings_button.setObjectName(f"model-settings-{name}")
@@ -106,6 +128,7 @@ class ModelTableRow:
             self.name_item.setToolTip(f"{first.get('remote_model') or name} on {first['remote']}")
         if self.routed_only:  # nothing to load, unload or time out
             self.action_button.setVisible(False)
+            self.timeout_combo.setVisible(False)
             self.buttons.setToolTip(text.ROUTED_ONLY_NOTE)
         self.snapshot: text.Snapshot = {}
         self._combo_state: tuple[Any, ...] = ()
@@ -120,7 +143,7 @@ class ModelTableRow:
             note.setToolTip(text.ROUTED_ONLY_NOTE)
             table.setItem(row, COL_TIMEOUT, note)
         else:
-            table.setCellWidget(row, COL_TIMEOUT, self.timeout_combo)
+            table.setCellWidget(row, COL_TIMEOUT, self.timeout_cell)
         table.setCellWidget(row, COL_ACTIONS, self.buttons)
 
     def update(self, snapshot: text.Snapshot, now: float, global_timeout: Any) -> None:
@@ -146,9 +169,28 @@ class ModelTableRow:
             label, enabled = "Load", False
         self.action_button.setText(label)
         self.action_button.setEnabled(enabled)
+        name = ACTION_NAMES[label].format(self.name)
+        if self.action_button.accessibleName() != name:
+            self.action_button.setAccessibleName(name)
+        self._describe(status)
         log_file = snapshot.get("log_file")
         self.log_button.setEnabled(bool(log_file) and Path(log_file).exists())
         self._update_combo(snapshot, global_timeout)
+
+    @property
+    def controls(self) -> list[QWidget]:
+        """The row's controls, left to right (the order Tab goes through them)."""
+        return [self.timeout_combo, self.action_button, self.log_button, self.settings_button]
+
+    def _describe(self, status: str) -> None:
+        """The model's state, countdown included, as the accessible description of the
+        row's action button and timeout combo box, so a screen reader says it with them."""
+        for widget in (self.action_button, self.timeout_combo):
+            # Screen readers read a focused control's new description aloud: while one has
+            # the focus, its countdown is not rewritten every second, only a change of state.
+            if widget.hasFocus() and _FIGURES.sub("", widget.accessibleDescription()) == _FIGURES.sub("", status):
+                continue
+            a11y.describe(widget, status)
 
     def _update_combo(self, snapshot: text.Snapshot, global_timeout: Any) -> None:
         key = timeout_key(snapshot)
@@ -209,6 +251,7 @@ class ModelsWindow(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.table.setTabKeyNavigation(False)  # else Tab in a row's control moves the table's current cell
         self.table.setShowGrid(False)
         self.table.setAlternatingRowColors(True)
         # Rows tall enough for the combo box and buttons they hold.
@@ -231,28 +274,29 @@ class ModelsWindow(QWidget):
         self.empty_label.setObjectName("first-run-text")
         self.empty_label.setWordWrap(True)
         self.empty_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        find = QPushButton("Find models on this computer...")
+        find = QPushButton("&Find models on this computer...")
         find.setObjectName("first-run-find")
         find.setToolTip("Looks in the Hugging Face cache, LM Studio, llama.cpp's cache, Ollama and folders you pick")
         find.clicked.connect(shell.show_discover)
-        download = QPushButton("Download a model...")
+        download = QPushButton("&Download a model...")
         download.setObjectName("first-run-download")
         download.setToolTip("Search the Hugging Face Hub for a GGUF model and download it")
         download.clicked.connect(shell.show_download)
-        imp = QPushButton("Import configuration...")
+        imp = QPushButton("&Import configuration...")
         imp.setObjectName("first-run-import")
         imp.setToolTip("Adds the models of a llama-swap config.yaml or a Lemonade user_models.json")
         imp.clicked.connect(shell.show_import)
         where = f"<code>{bridge.paths.recipes_dir}</code>" if bridge.paths is not None else "its recipes folder"
-        hint = QLabel(f"Or write a recipe into {where}, or run <code>siesta demo</code> for a tiny test model.")
+        self.hint_label = hint = QLabel(
+            f"Or write a recipe into {where}, or run <code>siesta demo</code> for a tiny test model.")
         hint.setWordWrap(True)
         hint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        hint.setStyleSheet("color: palette(mid)")
         first_buttons = QHBoxLayout()
         first_buttons.addWidget(find)
         first_buttons.addWidget(download)
         first_buttons.addWidget(imp)
         first_buttons.addStretch(1)
+        self.first_run_buttons = [find, download, imp]
         self.first_run = QFrame()
         self.first_run.setObjectName("first-run")
         first_layout = QVBoxLayout(self.first_run)
@@ -267,43 +311,41 @@ class ModelsWindow(QWidget):
         self.engine_label.setObjectName("engine-problem")
         self.engine_label.setWordWrap(True)
         self.engine_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        install = QPushButton("Install llama-server...")
-        install.setObjectName("install-engine")
-        install.clicked.connect(shell.show_install_engine)
+        self.install_button = QPushButton("I&nstall llama-server...")
+        self.install_button.setObjectName("install-engine")
+        self.install_button.clicked.connect(shell.show_install_engine)
         self.engine_banner = QFrame()
         self.engine_banner.setObjectName("engine-banner")
-        self.engine_banner.setStyleSheet("QFrame#engine-banner { background: #fff4ce; border: 1px solid #e0c36a;"
-                                         " border-radius: 4px; } QLabel { color: #3d3000; }")
         banner_layout = QHBoxLayout(self.engine_banner)
         banner_layout.addWidget(self.engine_label, 1)
-        banner_layout.addWidget(install)
+        banner_layout.addWidget(self.install_button)
         self.engine_banner.hide()
         self.url_label = QLabel()
         self.url_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        copy = QPushButton("Copy API URL")
+        self.copy_button = copy = QPushButton("&Copy API URL")
         copy.clicked.connect(self._copy_url)
         self.message_label = QLabel()
         self.message_label.setObjectName("message")
         self.message_label.setWordWrap(True)
-        self.message_label.setStyleSheet("color: #b3261e")
         self.message_label.hide()
 
-        self.unload_all_button = QPushButton("Unload all")
+        # Alt+letters: none of Try it's M, P, S, T and A
+        self.unload_all_button = QPushButton("&Unload all")
         self.unload_all_button.clicked.connect(bridge.unload_all)
-        self.find_button = QPushButton("Find models...")
+        self.find_button = QPushButton("&Find models...")
         self.find_button.setToolTip("Find GGUF models on this computer and add them")
         self.find_button.clicked.connect(shell.show_discover)
-        self.download_button = QPushButton("Download model...")
+        self.download_button = QPushButton("&Download model...")
         self.download_button.setToolTip("Search the Hugging Face Hub for a GGUF model and download it")
         self.download_button.clicked.connect(shell.show_download)
-        self.import_button = QPushButton("Import...")
+        self.import_button = QPushButton("&Import...")
         self.import_button.setToolTip("Add the models of a llama-swap or Lemonade configuration")
         self.import_button.clicked.connect(shell.show_import)
-        settings = QPushButton("Settings...")
+        self.settings_button = settings = QPushButton("S&ettings...")
         settings.clicked.connect(shell.show_settings)
-        self.logs_button = logs = QPushButton("Open logs folder")
+        self.logs_button = logs = QPushButton("&Open logs folder")
         logs.clicked.connect(lambda: bridge.paths and desktop.open_folder(bridge.paths.log_dir))
-        self.quit_button = QPushButton("Quit")
+        self.quit_button = QPushButton("&Quit")
         self.quit_button.setToolTip("Unload every model and stop Siesta")
         self.quit_button.clicked.connect(shell.request_quit)
         if target is not None:  # these act on this machine, not on the Siesta the window shows
@@ -336,6 +378,10 @@ class ModelsWindow(QWidget):
         layout.addLayout(url_row)
         layout.addLayout(buttons)
         self.resize(760, 320)
+        self.bottom_buttons = [self.unload_all_button, self.find_button, self.download_button, self.import_button,
+                               settings, logs, self.quit_button]
+        self._set_tab_order()
+        self._apply_colours()
 
         self.ticker = SecondTicker(self._tick, bridge.countdown_deadlines, bridge.now, self)
         bridge.modelEvent.connect(self._on_event)
@@ -409,6 +455,17 @@ class ModelsWindow(QWidget):
         shown = min(len(layout), GROUPED_ROWS_SHOWN) if self.group_items else 0
         frame = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
         self.table.setMinimumHeight(frame + shown * self.table.verticalHeader().defaultSectionSize() if shown else 0)
+        self._set_tab_order()
+
+    def _set_tab_order(self) -> None:
+        """Tab goes as the window is seen, whatever order the widgets were made in (the
+        rows are made anew as models come and go): the banner's button, each row left to
+        right, Try it, the first-run buttons (shown instead of the table), Copy API URL and
+        the bottom row. Hidden and greyed-out widgets are passed over."""
+        panel = self.try_it
+        a11y.set_tab_order([self.install_button, *(w for row in self.rows.values() for w in row.controls),
+                            panel.model_combo, panel.prompt, panel.send_button, panel.stop_button, panel.answer,
+                            *self.first_run_buttons, self.copy_button, *self.bottom_buttons])
 
     def _group_item(self, row: int) -> QTableWidgetItem:
         """A heading row across the table, for one machine's or engine's models."""
@@ -445,6 +502,20 @@ class ModelsWindow(QWidget):
         """Shows an error above the buttons (where there may be no tray to show it)."""
         self.message_label.setText(message)
         self.message_label.show()
+
+    def _apply_colours(self) -> None:
+        """The hint, the error and the banner in colours that read on the current theme."""
+        self.hint_label.setStyleSheet(theme.text_style("hint", self))
+        self.message_label.setStyleSheet(theme.text_style("error", self))
+        # The banner's text keeps the theme's own colour, which reads on a tint of its window colour.
+        self.engine_banner.setStyleSheet(
+            f"QFrame#engine-banner {{ background: {theme.banner_background(self).name()};"
+            f" border: 1px solid {theme.tone('warning', self).name()}; border-radius: 4px; }}")
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._apply_colours()
 
     def _copy_url(self) -> None:
         if self.bridge.api_url:

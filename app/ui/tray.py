@@ -28,6 +28,13 @@ says it cannot be reached and is being tried again) and everything that only mea
 something on this machine is hidden: Find models, Download model, Import configuration,
 Install llama-server, Open logs folder, and each model's Show log, Open log in editor and
 Model settings.
+
+Each entry has a letter of its own in its menu; with the menu open, that key triggers it:
+I&nstall llama-server..., &Load model, &Unload all, &Find models..., &Download model...,
+&Import configuration..., &Models window..., &Settings..., &Open logs folder, &Copy API URL,
+&Quit. A model's submenu has letters of its own (:mod:`.model_groups`). The models' lines
+have none (their names are the user's); a screen reader reads each line as it is shown,
+countdown included.
 """
 
 from __future__ import annotations
@@ -99,30 +106,30 @@ class TrayMenu(QObject):
         # Shown only while llama-server is missing and some model (or the first one) needs it.
         self.engine_action = menu.addAction(text.ENGINE_MISSING_MENU)
         self.engine_action.setEnabled(False)
-        self.install_action = menu.addAction("Install llama-server...", self.shell.show_install_engine)
+        self.install_action = menu.addAction("I&nstall llama-server...", self.shell.show_install_engine)
         self.install_action.setIcon(menu.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
         self.models_separator = menu.addSeparator()
         self.memory_actions: list[QAction] = []  # RAM and one line per GPU, above this separator
         self.memory_separator = menu.addSeparator()
         self.memory_separator.setVisible(False)
-        self.load_menu = menu.addMenu("Load model")
+        self.load_menu = menu.addMenu("&Load model")
         self.load_menu.setObjectName("load-menu")
         self._load_lines: list[tuple[Any, ...]] = []  # what the Load model submenu lists now
         self.groups = RemoteGroups(menu, self.bridge, here, self.load_menu.menuAction())
-        self.unload_all_action = menu.addAction("Unload all", self.bridge.unload_all)
-        self.discover_action = menu.addAction("Find models...", self.shell.show_discover)
+        self.unload_all_action = menu.addAction("&Unload all", self.bridge.unload_all)
+        self.discover_action = menu.addAction("&Find models...", self.shell.show_discover)
         self.discover_action.setToolTip("Find GGUF models on this computer and add them")
-        self.download_action = menu.addAction("Download model...", self.shell.show_download)
+        self.download_action = menu.addAction("&Download model...", self.shell.show_download)
         self.download_action.setToolTip("Search the Hugging Face Hub for a GGUF model and download it")
-        self.import_action = menu.addAction("Import configuration...", self.shell.show_import)
+        self.import_action = menu.addAction("&Import configuration...", self.shell.show_import)
         self.import_action.setToolTip("Add the models of a llama-swap or Lemonade configuration")
         menu.addSeparator()
-        self.window_action = menu.addAction("Models window...", self.shell.show_models_window)
-        self.settings_action = menu.addAction("Settings...", self.shell.show_settings)
-        self.logs_action = menu.addAction("Open logs folder", lambda: desktop.open_folder(self.bridge.paths.log_dir))
-        self.copy_action = menu.addAction("Copy API URL", self._copy_api_url)
+        self.window_action = menu.addAction("&Models window...", self.shell.show_models_window)
+        self.settings_action = menu.addAction("&Settings...", self.shell.show_settings)
+        self.logs_action = menu.addAction("&Open logs folder", lambda: desktop.open_folder(self.bridge.paths.log_dir))
+        self.copy_action = menu.addAction("&Copy API URL", self._copy_api_url)
         menu.addSeparator()
-        self.quit_action = menu.addAction("Quit", self.shell.request_quit)
+        self.quit_action = menu.addAction("&Quit", self.shell.request_quit)
         if not self.bridge.is_local:  # these act on this machine, not on the Siesta the menu shows
             for action in (self.discover_action, self.download_action, self.import_action, self.logs_action,
                            self.install_action, self.engine_action):
@@ -211,7 +218,7 @@ class TrayMenu(QObject):
         self.groups.update(groups, now, global_timeout, text.HERE if target is None else target.machine)
         problem = self.bridge.connection_problem
         if self.bridge.target is not None:
-            self.connection_action.setText(problem or f"Siesta on {self.bridge.target.label}")
+            self.connection_action.setText(model_groups.escaped(problem or f"Siesta on {self.bridge.target.label}"))
             self.connection_action.setVisible(True)
         first_run = not local  # (the models of other machines are not this computer's)
         self.empty_action.setVisible(not shown and problem is None)
@@ -222,10 +229,10 @@ class TrayMenu(QObject):
         self.unload_all_action.setEnabled(any(s["state"] in ("loading", "ready", "failed") for s in local))
         self.unload_all_action.setToolTip("Unloads Siesta's own models; the remotes' models stay as they are"
                                           if self.groups.grouped else "")
-        self.discover_action.setText("Find models on this computer..." if first_run else "Find models...")
+        self.discover_action.setText("&Find models on this computer..." if first_run else "&Find models...")
         self._update_engine_entries(snapshots)
         self._rebuild_load_menu(groups)
-        self.copy_action.setText(f"Copy API URL ({self.api_url})" if self.api_url else "Copy API URL")
+        self.copy_action.setText(f"&Copy API URL ({self.api_url})" if self.api_url else "&Copy API URL")
         self.copy_action.setEnabled(bool(self.api_url))
         if self.groups.grouped:
             self._keep_on_screen()
@@ -288,7 +295,7 @@ class TrayMenu(QObject):
         for label, enabled, tip, name, is_heading in wanted:
             if is_heading:
                 self.load_menu.addSeparator()
-            action = self.load_menu.addAction(label)
+            action = self.load_menu.addAction(model_groups.escaped(label))
             action.setEnabled(enabled)
             action.setToolTip(tip)
             if is_heading:

@@ -108,8 +108,10 @@ def session_bus(folder: Path, timeout: float = 10.0) -> Iterator[str]:
 
 
 def _label(properties: dict[str, tuple[str, Any]]) -> str | None:
+    """An item's label as a panel shows it: dbusmenu marks a mnemonic with ``_`` (Qt turns an
+    action's ``&`` into it) and a literal underscore as ``__``."""
     value = properties.get("label")
-    return value[1].replace("&&", "\0").replace("&", "").replace("\0", "&") if value else None
+    return value[1].replace("__", "\0").replace("_", "").replace("\0", "_") if value else None
 
 
 @dataclass

@@ -110,7 +110,7 @@ def test_the_tray_shows_and_drives_the_served_siesta(loop, paths, served: Served
         tray.menu.popup(QPoint(0, 0))
         assert tray.connection_action.isVisible()
         assert tray.connection_action.text().startswith("Siesta on ") and served.url in tray.connection_action.text()
-        assert tray.copy_action.text() == f"Copy API URL ({served.url}/v1)"
+        assert tray.copy_action.text() == f"&Copy API URL ({served.url}/v1)"
 
         # What acts on this machine only is hidden; the rest is there.
         hidden = {a.text(): a.isVisible() for a in (tray.discover_action, tray.download_action, tray.import_action,

@@ -48,7 +48,7 @@ from access_helpers import (  # noqa: F401 - fixtures
     tab_walk,
     text_contrast,
 )
-from ui_helpers import until
+from ui_helpers import plain, until
 
 TINY = "acme/Tiny-GGUF"
 GATED = "acme/Gated-GGUF"
@@ -438,7 +438,7 @@ def test_fit_marks_and_errors_are_readable_on_a_dark_theme(loop, bridge, hub, qt
 def test_tray_menu_and_models_window_open_the_dialog(loop, bridge, shell, write_recipe, qtbot) -> None:
     tray = TrayMenu(bridge, shell)
     tray.menu.popup(QPoint(0, 0))
-    texts = [a.text() for a in tray.menu.actions() if not a.isSeparator() and a.isVisible()]
+    texts = [plain(a.text()) for a in tray.menu.actions() if not a.isSeparator() and a.isVisible()]
     assert texts.index("Download model...") == texts.index("Find models on this computer...") + 1
     tray.download_action.trigger()
     tray.menu.hide()

@@ -14,11 +14,11 @@ from app.ui.models_window import ModelsWindow
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.tray import TrayMenu
 
-from ui_helpers import FAKE_VERSION, FakeShell, fake_llama_server, gguf, until
+from ui_helpers import FAKE_VERSION, FakeShell, fake_llama_server, gguf, plain, until
 
 
 def visible_menu(tray: TrayMenu) -> list[str]:
-    return [a.text() for a in tray.menu.actions() if not a.isSeparator() and a.isVisible()]
+    return [plain(a.text()) for a in tray.menu.actions() if not a.isSeparator() and a.isVisible()]
 
 
 def make(manager, shell: FakeShell, qtbot) -> tuple[ManagerBridge, TrayMenu, ModelsWindow]:

@@ -127,7 +127,7 @@ def test_log_view_opens_from_the_tray_submenu_window_and_crash_notification(loop
     tray.menu.popup(QPoint(0, 0))
     entry = tray.entries["tiny"]
     assert entry.show_log_action.isVisible() and entry.show_log_action.isEnabled()
-    assert entry.show_log_action.text() == "Show log..."
+    assert entry.show_log_action.text() == "&Show log..."
     entry.show_log_action.trigger()
     assert shell.calls == ["log tiny"]
     tray.menu.hide()

@@ -26,7 +26,7 @@ from app.ui.models_window import COL_MEMORY, ModelsWindow
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.tray import TrayMenu
 
-from ui_helpers import FakeShell, next_event, until
+from ui_helpers import FakeShell, next_event, plain, until
 
 GB = 1024 ** 3
 MB = 1024 ** 2
@@ -81,7 +81,7 @@ def memory_lines(tray: TrayMenu) -> list[str]:
 
 def visible_layout(tray: TrayMenu) -> list[str]:
     """The menu's visible entries in order, a separator as ``"---"``."""
-    return ["---" if a.isSeparator() else a.text() for a in tray.menu.actions() if a.isVisible()]
+    return ["---" if a.isSeparator() else plain(a.text()) for a in tray.menu.actions() if a.isVisible()]
 
 
 # ---- the tray ------------------------------------------------------------------------------------

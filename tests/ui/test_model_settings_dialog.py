@@ -200,7 +200,7 @@ def test_model_settings_entries_in_the_tray_and_models_window(loop, start_manage
     loop.run_until_complete(manager.load("m"))  # a loaded model has its line and submenu
     tray.menu.popup(QPoint(0, 0))
     entry = tray.entries["m"]
-    assert entry.settings_action.text() == "Model settings..." and entry.settings_action.isVisible()
+    assert entry.settings_action.text() == "&Model settings..." and entry.settings_action.isVisible()
     entry.settings_action.trigger()
     assert shell.calls == ["model settings m"]
     tray.menu.hide()

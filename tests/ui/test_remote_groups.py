@@ -22,7 +22,7 @@ from tests.fake_ollama import FakeOllama
 from tests.test_remotes import FakeOpenAI
 
 from test_connect_mode import ServedSiesta
-from ui_helpers import FakeShell, until
+from ui_helpers import FakeShell, plain, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -85,7 +85,7 @@ def start_with_remotes(loop, start_manager, write_recipe):
 
 def visible_lines(menu) -> list[str]:
     """The menu's lines as a person reads them (not the machine's RAM and GPU figures)."""
-    return [a.text() for a in menu.actions() if a.isVisible() and not a.isSeparator()
+    return [plain(a.text()) for a in menu.actions() if a.isVisible() and not a.isSeparator()
             and not a.text().startswith(("RAM:", "GPU "))]
 
 
@@ -140,8 +140,8 @@ def test_the_tray_menu_groups_models_by_machine_with_their_memory(loop, start_ma
     for entry in (ollama_entry, gpubox_entry):
         assert not entry.show_log_action.isVisible() and not entry.log_action.isVisible()
         assert not entry.settings_action.isVisible() and entry.timeout_actions[900.0].isVisible()
-    assert gpubox_entry.timeout_actions["default"].text() == "Use gpubox's global"
-    assert ollama_entry.timeout_actions["default"].text() == "Use global (5 min)"
+    assert gpubox_entry.timeout_actions["default"].text() == "Use gpubox's &global"
+    assert ollama_entry.timeout_actions["default"].text() == "Use &global (5 min)"
     # A model Siesta only routes to: no actions, a note that says so.
     routed = groups.entries["gpt/gpt-a"]
     assert [a.text() for a in routed.menu.actions() if a.isVisible() and not a.isSeparator()] == [

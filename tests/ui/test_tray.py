@@ -14,7 +14,7 @@ from app.ui import text
 from app.ui.bridge import ManagerBridge
 from app.ui.tray import TrayMenu
 
-from ui_helpers import FakeShell, next_event, until
+from ui_helpers import FakeShell, next_event, plain, until
 
 COUNTDOWN = re.compile(r"tiny \(\d+(\.\d)? MB\): idle, unloads in (5:00|4:5\d)")
 
@@ -45,7 +45,7 @@ def test_menu_lists_loaded_models_and_ticks_only_while_open(loop, start_manager,
     assert COUNTDOWN.fullmatch(labels[1]), labels
     assert tray.ticker.active
     assert [a.text() for a in tray.load_menu.actions()] == ["spare"]
-    assert tray.copy_action.text() == "Copy API URL (http://127.0.0.1:8777/v1)"
+    assert tray.copy_action.text() == "&Copy API URL (http://127.0.0.1:8777/v1)"
     assert tray.empty_action.isVisible() is False
 
     first = tray.entries["tiny"].action.text()
@@ -69,7 +69,7 @@ def test_submenu_timeout_presets_persist_to_the_recipe(loop, start_manager, writ
     tray.menu.popup(QPoint(0, 0))
     entry = tray.entries["tiny"]
     assert entry.timeout_actions[300.0].isChecked()
-    assert [a.text() for a in entry.menu.actions() if a.isCheckable() and a.isVisible()] == [
+    assert [plain(a.text()) for a in entry.menu.actions() if a.isCheckable() and a.isVisible()] == [
         "Keep loaded", "1 min", "5 min", "15 min", "1 h", "Use global (5 min)"]
 
     async def choose(key, expect_line):
@@ -119,7 +119,7 @@ def test_unload_now_and_load_from_the_menu(loop, start_manager, write_recipe, sh
     slow.trigger()
     label = loop.run_until_complete(until(lambda: "slow" in tray.entries and tray.entries["slow"].action.text(), 5))
     assert label == "slow: loading... 0 s"
-    assert tray.entries["slow"].unload_action.text() == "Cancel loading"
+    assert tray.entries["slow"].unload_action.text() == "&Cancel loading"
     assert tray.icon_state == text.ICON_BUSY
     loop.run_until_complete(until(lambda: tray.entries["slow"].action.text() == "slow: loading... 1 s", 3,
                                   "the loading seconds to tick"))
@@ -166,7 +166,7 @@ def test_a_crash_shows_its_exit_code_log_and_notification(loop, start_manager, w
     entry = tray.entries["tiny"]
     assert entry.action.text() == "tiny: crashed: exit 137"
     assert entry.load_action.isVisible()
-    assert entry.unload_action.text() == "Dismiss"
+    assert entry.unload_action.text() == "&Dismiss"
     assert entry.log_action.isEnabled()
     entry.log_action.trigger()
     assert opened == [("file", Path(manager.paths.model_log("tiny")))]
@@ -195,7 +195,7 @@ def test_other_menu_entries(loop, start_manager, write_recipe, shell, opened) ->
     manager = start_manager()
     bridge, tray = make_tray(manager, shell)
     tray.menu.popup(QPoint(0, 0))
-    texts = [a.text() for a in tray.menu.actions() if not a.isSeparator() and a.isVisible()]
+    texts = [plain(a.text()) for a in tray.menu.actions() if not a.isSeparator() and a.isVisible()]
     assert texts == ["No models loaded", "Load model", "Unload all", "Find models...", "Download model...",
                      "Import configuration...", "Models window...", "Settings...", "Open logs folder",
                      "Copy API URL (http://127.0.0.1:8777/v1)", "Quit"]

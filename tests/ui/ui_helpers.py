@@ -123,3 +123,8 @@ def gguf(path: Path, size: int = 64) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * (size - 8))
     return path
+
+
+def plain(text: str) -> str:
+    """A button's or menu entry's text as it reads: its letter's ``&`` left out (``&&`` is an ``&``)."""
+    return text.replace("&&", "\0").replace("&", "").replace("\0", "&")
