@@ -278,6 +278,9 @@ class FakeServer:
     def load_output(self) -> list[str]:
         return list(self.log.tail)
 
+    async def output_caught_up(self) -> None:
+        """Its output is in memory already: nothing to wait for."""
+
     def end_load_output(self) -> list[str]:
         return self.load_output()
 
