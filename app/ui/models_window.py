@@ -65,6 +65,7 @@ from .try_it import TryItPanel
 
 COLUMNS = ("Model", "State", "Memory", "Idle timeout", "")
 COL_NAME, COL_STATE, COL_MEMORY, COL_TIMEOUT, COL_ACTIONS = range(5)
+MEMORY_EVERY = 10  # ticks between readings of the memory figures (they change without events)
 GROUPED_ROWS_SHOWN = 8  # table rows kept in view when models are grouped by machine
 ACTION_NAMES = {"Load": "Load {}", "Cancel": "Cancel loading {}", "Unload": "Unload {}",
                 "Unloading": "Unloading {}", "Dismiss": "Dismiss the failure of {}"}
@@ -176,6 +177,18 @@ class ModelTableRow:
         log_file = snapshot.get("log_file")
         self.log_button.setEnabled(bool(log_file) and Path(log_file).exists())
         self._update_combo(snapshot, global_timeout)
+
+    def tick(self, now: float) -> None:
+        """The once-a-second update: only the countdown in the state text (the rest changes
+        with the model's events, which call :meth:`update`)."""
+        if not self.snapshot:
+            return
+        status = text.status_text(self.snapshot, now)
+        if self.snapshot.get("stale"):
+            status += " (recipe changed: unload to apply)"
+        if self.state_item.text() != status:
+            self.state_item.setText(status)
+            self._describe(status)
 
     @property
     def controls(self) -> list[QWidget]:
@@ -384,6 +397,7 @@ class ModelsWindow(QWidget):
         self._apply_colours()
 
         self.ticker = SecondTicker(self._tick, bridge.countdown_deadlines, bridge.now, self)
+        self._ticks = 0
         bridge.modelEvent.connect(self._on_event)
         bridge.actionFailed.connect(self._on_action_failed)
         bridge.engineChanged.connect(self.refresh)
@@ -524,11 +538,22 @@ class ModelsWindow(QWidget):
     # ---- ticking only while visible ------------------------------------------------------------
 
     def _tick(self) -> None:
-        self.refresh(fresh=True)
-
+        """Each second only the countdowns change on screen; the memory figures (which change
+        without events) are read again every :data:`MEMORY_EVERY` ticks. Rewriting every row,
+        refitting the columns and checking llama-server's files each second cost the window
+        about 0.8% of a core with five models counting down, against 0.06% for `siesta serve`."""
+        self._ticks += 1
+        if self._ticks % MEMORY_EVERY == 0:
+            self.refresh(fresh=True)
+            return
+        now = self.bridge.now()
+        for row in self.rows.values():
+            row.tick(now)
+        self.try_it.tick()
 
     def showEvent(self, event: QShowEvent) -> None:
         self.refresh(fresh=True)
+        self._ticks = 0
         self.ticker.start()
         super().showEvent(event)
 

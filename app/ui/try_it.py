@@ -25,8 +25,8 @@ import logging
 from typing import Any
 
 import aiohttp
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QHideEvent, QKeySequence, QShortcut, QShowEvent
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QGridLayout,
@@ -47,7 +47,6 @@ from .bridge import ManagerBridge
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
-TICK_MS = 1000
 
 
 def timeout_text(snapshot: text.Snapshot | None, now: float) -> str:
@@ -153,9 +152,6 @@ class TryItPanel(QGroupBox):
         grid.setRowStretch(2, 1)
         a11y.set_tab_order([self.model_combo, self.prompt, self.send_button, self.stop_button, self.answer])
 
-        self.ticker = QTimer(self)
-        self.ticker.setInterval(TICK_MS)
-        self.ticker.timeout.connect(self._update_timeout)
         bridge.modelEvent.connect(self._on_event)  # a bound slot: disconnected when the panel goes
         self.refresh()
 
@@ -300,11 +296,11 @@ class TryItPanel(QGroupBox):
 
     # ---- ticking only while visible -------------------------------------------------------------
 
+    def tick(self) -> None:
+        """The window's once-a-second tick: the chosen model's countdown (the panel has no
+        timer of its own; one tick per window costs less than two)."""
+        self._update_timeout()
+
     def showEvent(self, event: QShowEvent) -> None:
-        self.ticker.start()
         super().showEvent(event)
         self.refresh()
-
-    def hideEvent(self, event: QHideEvent) -> None:
-        self.ticker.stop()
-        super().hideEvent(event)

@@ -97,3 +97,34 @@ def test_a_failed_action_is_shown_in_the_window(loop, start_manager, write_recip
     assert window.message_label.text().startswith("Could not load broken: ")
     assert cell(window, "broken", COL_STATE) == "load failed: exit 1"
     assert window.rows["broken"].action_button.text() == "Dismiss"
+
+
+def test_a_tick_rewrites_only_the_countdowns_and_reads_memory_every_tenth(loop, start_manager, write_recipe,
+                                                                           qtbot, monkeypatch) -> None:
+    """The once-a-second tick is what an open window costs while nothing happens: it must not
+    re-read every model, rewrite every row or look at llama-server's files each second."""
+    from app.ui import models_window
+
+    write_recipe("tiny", fake=[], unload_timeout="5m")
+    manager = start_manager()
+    window = make_window(manager, FakeShell(has_tray=False), qtbot)
+    window.show()
+    loop.run_until_complete(manager.load("tiny"))
+    loop.run_until_complete(until(lambda: cell(window, "tiny", COL_STATE).startswith("idle, unloads in"), 10))
+    window.ticker.stop()  # the test ticks by hand, with its own clock
+    reads, engine_checks = [], []
+    real_snapshots = window.bridge.snapshots
+    monkeypatch.setattr(window.bridge, "snapshots", lambda **kw: reads.append(kw) or real_snapshots(**kw))
+    monkeypatch.setattr(window.bridge, "engine_status", lambda: engine_checks.append(1))
+    later = [window.bridge.now()]
+    monkeypatch.setattr(window.bridge, "now", lambda: later[0])
+    window._ticks = 0
+    for second in range(1, models_window.MEMORY_EVERY):
+        later[0] += 1.0
+        before = cell(window, "tiny", COL_STATE)
+        window._tick()
+        assert cell(window, "tiny", COL_STATE) != before  # the countdown moved
+    assert reads == [] and engine_checks == []
+    later[0] += 1.0
+    window._tick()  # the tenth: memory figures are read again
+    assert reads == [{"fresh": True}]
