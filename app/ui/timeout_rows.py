@@ -73,7 +73,8 @@ class TimeoutRow:
 
     @property
     def usable(self) -> bool:
-        return text.has_usable_recipe(self.snapshot)
+        """Its timeout can be set: a valid recipe, or a remote model that is not only routed to."""
+        return text.has_usable_recipe(self.snapshot) and not text.is_routed_only(self.snapshot)
 
     def current(self) -> tuple[bool, Timeout]:
         return (True, None) if self.chose_global else (False, self.own_value)

@@ -56,6 +56,10 @@ class RemoteRefused(Exception):
         self.name, self.status = name, status
 
 
+class NoEventStream(Exception):
+    """The remote has no event stream at that path (404, or an answer that is not SSE)."""
+
+
 class RemoteUnsupported(Exception):
     """An action this kind of remote does not offer (``openai`` remotes only route)."""
 
@@ -174,6 +178,33 @@ class RemoteEngine:
         """The engine's change stream, or None when it has none (then Siesta polls). Each item
         is a model that changed, or None for "something changed: list again"."""
         return None
+
+    async def sse(self, path: str) -> AsyncIterator[dict[str, Any]]:
+        """The JSON objects of the server-sent events at ``path``, as they come. Ends when
+        the stream breaks or stays quiet for a minute (the caller lists again and reconnects,
+        and so notices a server that hangs); RemoteUnreachable when it cannot connect,
+        NoEventStream when the server has no stream there."""
+        limits = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT,
+                                       sock_read=60)
+        try:
+            async with self.http.get(self.config.url + path, headers=self.headers(), timeout=limits) as resp:
+                if resp.status == 404 or (resp.status < 400 and resp.content_type != "text/event-stream"):
+                    raise NoEventStream(path)
+                if resp.status >= 400:
+                    raise RemoteRefused(self.name, "watch events", resp.status, _error_text(await resp.text()))
+                async for line in resp.content:
+                    if not line.startswith(b"data:"):
+                        continue
+                    try:
+                        event = json.loads(line[5:])
+                    except ValueError:
+                        continue
+                    if isinstance(event, dict):
+                        yield event
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise RemoteUnreachable(self.name, self.config.url, connection_failure_reason(exc)) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return  # the stream broke
 
 
 def _error_text(text: str) -> str:

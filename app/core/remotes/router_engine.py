@@ -30,14 +30,7 @@ from typing import Any
 import aiohttp
 
 from .config import RemoteConfig
-from .engine_api import (
-    CONNECT_TIMEOUT,
-    RemoteEngine,
-    RemoteModelInfo,
-    RemoteRefused,
-    RemoteUnreachable,
-    connection_failure_reason,
-)
+from .engine_api import NoEventStream, RemoteEngine, RemoteModelInfo, RemoteRefused
 
 LOAD_WAIT_SECONDS = 300.0
 """How long a load may take on the router before Siesta gives up waiting for it."""
@@ -179,33 +172,14 @@ class RouterEngine(RemoteEngine):
         return self._events() if self._has_events else None
 
     async def _events(self) -> AsyncIterator[RemoteModelInfo | None]:
-        """``GET /models/sse``: None ("list again") for each model's status change. Ends
-        when the stream does; a router without the stream is polled from then on."""
-        # The router sends nothing between changes; a quiet minute ends the stream, so
-        # Siesta lists again and reconnects (and notices a router that hangs).
-        limits = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT,
-                                       sock_read=60)
+        """``GET /models/sse``: None ("list again") for each model's status change. A router
+        without the stream is polled from then on."""
         try:
-            async with self.http.get(self.config.url + "/models/sse", headers=self.headers(),
-                                     timeout=limits) as resp:
-                if resp.status == 404 or (resp.status < 400 and resp.content_type != "text/event-stream"):
-                    self._has_events = False
-                    return
-                if resp.status >= 400:
-                    raise RemoteRefused(self.name, "watch events", resp.status, (await resp.text())[:300])
-                async for line in resp.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    try:
-                        event = json.loads(line[5:])
-                    except ValueError:
-                        continue
-                    if isinstance(event, dict) and "model" in event:
-                        yield None
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise RemoteUnreachable(self.name, self.config.url, connection_failure_reason(exc)) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-            return  # the stream broke: the caller lists again and reconnects
+            async for event in self.sse("/models/sse"):
+                if "model" in event:
+                    yield None
+        except NoEventStream:
+            self._has_events = False
 
 
 def _short(value: Any) -> str:

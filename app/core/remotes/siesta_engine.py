@@ -7,16 +7,12 @@ them and asks it to act. Timeouts set here are written into the recipe on that m
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from ..durations import USE_GLOBAL
-from .engine_api import CONNECT_TIMEOUT, RemoteEngine, RemoteModelInfo, RemoteRefused, RemoteUnreachable, connection_failure_reason
+from .engine_api import NoEventStream, RemoteEngine, RemoteModelInfo, RemoteRefused
 
 _SNAPSHOT_KEYS_HERE_ONLY = ("log_file",)  # a path on the other machine means nothing here
 
@@ -49,30 +45,16 @@ class SiestaEngine(RemoteEngine):
         return self._events()
 
     async def _events(self) -> AsyncIterator[RemoteModelInfo | None]:
-        """The other Siesta's ``/api/v1/events`` (its local models only), one model per event.
-        Ends (returns) when the stream does; RemoteUnreachable when it cannot connect."""
-        limits = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT,
-                                       sock_read=60)  # it sends a keep-alive comment every 15 s
-        url = self.config.url + "/api/v1/events?scope=local"
+        """The other Siesta's ``/api/v1/events`` (its local models only; a keep-alive comment
+        every 15 s), one model per event."""
         try:
-            async with self.http.get(url, headers=self.headers(), timeout=limits) as resp:
-                if resp.status >= 400:
-                    raise RemoteRefused(self.name, "watch events", resp.status, (await resp.text())[:300])
-                async for line in resp.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    try:
-                        event = json.loads(line[5:])
-                    except ValueError:
-                        continue
-                    if isinstance(event, dict) and event.get("reason") == "removed":
-                        yield None  # a model is gone: list again
-                    elif isinstance(event, dict) and (info := _info(event.get("model"))) is not None:
-                        yield info
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise RemoteUnreachable(self.name, self.config.url, connection_failure_reason(exc)) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-            return  # the stream broke: the caller lists again and reconnects
+            async for event in self.sse("/api/v1/events?scope=local"):
+                if event.get("reason") == "removed":
+                    yield None  # a model is gone: list again
+                elif (info := _info(event.get("model"))) is not None:
+                    yield info
+        except NoEventStream:
+            raise RemoteRefused(self.name, "watch events", 404, "no event stream at /api/v1/events: is it a Siesta?")
 
 
 def _info(item: Any) -> RemoteModelInfo | None:
