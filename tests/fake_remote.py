@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 
@@ -118,3 +119,17 @@ async def until(condition: Callable[[], Any], timeout: float = 10.0, *, poke: Ca
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
+    """GET ``url`` through Siesta's front door, asserting a 200 answer; its JSON."""
+    async with http.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def chat(http: aiohttp.ClientSession, url: str, model: str, **extra: Any) -> tuple[int, Any]:
+    """A chat completion through Siesta's front door at ``url``: its status and JSON."""
+    async with http.post(f"{url}/v1/chat/completions",
+                         json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}) as resp:
+        return resp.status, await resp.json()

@@ -20,7 +20,7 @@ from app.core.remotes.config import RemoteConfig
 from app.core.remotes.engine_api import RemoteRefused
 from app.core.remotes.lemonade_engine import LemonadeEngine
 from tests.fake_lemonade import FakeLemonade
-from tests.fake_remote import until
+from tests.fake_remote import chat, get_json, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,18 +46,6 @@ def write_settings(paths, url: str) -> None:
         f'url = "{url}"\n'
         f'api_key = "{KEY}"  # the key for this remote only\n',
         encoding="utf-8")
-
-
-async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()
-
-
-async def chat(http: aiohttp.ClientSession, url: str, model: str, **extra: Any) -> tuple[int, Any]:
-    async with http.post(f"{url}/v1/chat/completions",
-                         json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}) as resp:
-        return resp.status, await resp.json()
 
 
 async def listed(manager, *models: str) -> None:

@@ -17,7 +17,7 @@ from app.core.remotes.config import RemoteConfig
 from app.core.remotes.engine_api import HOP_HEADER, RemoteRefused
 from app.core.remotes.ollama_engine import OllamaEngine, seconds_until
 from tests.fake_ollama import FakeOllama, ollama_time
-from tests.fake_remote import until
+from tests.fake_remote import chat, get_json, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,18 +43,6 @@ def write_settings(paths, fake: FakeOllama, *, name: str = "ol", extra: str = ""
         f'url = "{fake.url}"\n'
         f'api_key = "{KEY}"  # the key for this remote only\n' + extra,
         encoding="utf-8")
-
-
-async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()
-
-
-async def chat(http: aiohttp.ClientSession, url: str, model: str, **extra: Any) -> tuple[int, Any]:
-    async with http.post(f"{url}/v1/chat/completions",
-                         json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}) as resp:
-        return resp.status, await resp.json()
 
 
 async def listed(manager, *models: str, name: str = "ol") -> None:
