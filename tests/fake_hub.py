@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.server_thread import ServerThread
 
 COMMIT_LEN = 40
 
@@ -52,7 +53,7 @@ class Request:
 
 
 @dataclass
-class FakeHub:
+class FakeHub(ServerThread):
     repos: dict[str, FakeRepo] = field(default_factory=dict)
     redirect: bool = True
     drop_after: int | None = None
@@ -79,20 +80,6 @@ class FakeHub:
 
     # ------------------------------------------------------------------------ running
 
-    def start(self) -> FakeHub:
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start())
-        ready.set()
-        self._loop.run_forever()
-
     async def _start(self) -> None:
         hub = web.Application()
         hub.router.add_get("/api/models", self._search)
@@ -103,24 +90,8 @@ class FakeHub:
         hub.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.+}", self._resolve)
         cdn = web.Application()
         cdn.router.add_route("*", "/blob/{org}/{name}/{path:.+}", self._cdn)
-        self._runners = []
-        for app, attr in ((hub, "url"), (cdn, "cdn_url")):
-            runner = web.AppRunner(app, handle_signals=False)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = runner.addresses[0][1]
-            setattr(self, attr, f"http://127.0.0.1:{port}")
-            self._runners.append(runner)
-
-    def stop(self) -> None:
-        async def close() -> None:
-            for runner in self._runners:
-                await runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self.url = await self.serve(hub)
+        self.cdn_url = await self.serve(cdn)
 
     # ------------------------------------------------------------------------ helpers
 

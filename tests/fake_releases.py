@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.server_thread import ServerThread
 
 _UNSET: Any = object()
 
@@ -30,7 +31,7 @@ class FakeRelease:
 
 
 @dataclass
-class FakeReleases:
+class FakeReleases(ServerThread):
     releases: dict[str, FakeRelease] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     url: str = ""
@@ -66,35 +67,13 @@ class FakeReleases:
 
     # ------------------------------------------------------------------------ running
 
-    def start(self) -> FakeReleases:
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start())
-        ready.set()
-        self._loop.run_forever()
-
     async def _start(self) -> None:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/releases", self._list)
         app.router.add_get("/releases/latest", self._latest)
         app.router.add_get("/releases/tags/{tag}", self._tag)
         app.router.add_get("/download/{tag}/{name}", self._download)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self.url = await self.serve(app)
 
     # ------------------------------------------------------------------------ handlers
 
