@@ -81,24 +81,33 @@ class Endpoint:
         return f"{self.scheme}://{'[' + host + ']' if ':' in host else host}:{self.port}{self.path}"
 
 
+def base_url(url: str) -> str:
+    """``url`` without a trailing slash; ValueError unless it is an http:// or https:// URL
+    with a host and without ? or #. The one check for every base URL a user gives Siesta
+    (``--connect``, a remote's ``url``)."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL with a host, such as http://192.168.1.20:8777, "
+                         f"got {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"expected a base URL without ? or #, got {url!r}")
+    return url
+
+
 def endpoint_for_url(url: str, api_key: str | None) -> Endpoint:
     """The Siesta ``--connect URL`` names. ``gpubox`` or ``gpubox:8777`` mean
     ``http://gpubox:8777`` (Siesta's port when none is given without a scheme); with a
     scheme, the scheme's port is the default. SettingsError says what is wrong."""
     bare = "://" not in url
-    raw = url.strip().rstrip("/")
+    raw = url.strip()
     try:
-        parts = urlsplit("http://" + raw if bare else raw)
+        parts = urlsplit(base_url("http://" + raw if bare else raw))
         port = parts.port
     except ValueError as exc:
         raise SettingsError(f"--connect {url!r}: {exc}") from None
     if bare and port is None:
         port = DEFAULT_PORT
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"--connect {url!r}: expected an http:// or https:// URL with a host, "
-                            "such as http://192.168.1.20:8777")
-    if parts.query or parts.fragment:
-        raise SettingsError(f"--connect {url!r}: expected a base URL without ? or #")
     port = port or (443 if parts.scheme == "https" else 80)
     return Endpoint(host=parts.hostname, port=port, api_key=api_key or None, scheme=parts.scheme,
                     path=parts.path.rstrip("/"), given=True)

@@ -51,6 +51,7 @@ import aiohttp
 
 from .clock import Clock
 from .durations import ModelTimeout, format_model_timeout
+from .endpoint import base_url
 from .manager import PersistError, SettingFixed, UnknownModel
 from .model import ModelUnavailable
 from .settings import FIELD_NAMES, RUNTIME_SETTABLE, Settings, validate_setting
@@ -125,17 +126,6 @@ class Target:
         return self.url if self.machine == host else f"{self.machine} ({self.url})"
 
 
-def normalize_url(url: str) -> str:
-    """The base URL without a trailing slash; ValueError when it is not an http(s) URL with a host."""
-    url = url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an http:// or https:// URL with a host, got {url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"expected a base URL without ? or #, got {url!r}")
-    return url
-
-
 class RemoteSettings:
     """The served Siesta's settings, as ``GET /api/v1/settings`` describes them, in the
     shape of :class:`~app.core.settings.LoadedSettings`: ``values`` (a Settings), where
@@ -205,7 +195,7 @@ class ManagerClient:
 
     def __init__(self, url: str, api_key: str | None = None, *, clock: Clock | None = None,
                  retry_seconds: tuple[float, ...] = RETRY_SECONDS) -> None:
-        self.url = normalize_url(url)
+        self.url = base_url(url)
         self._api_key = api_key or None
         self.clock = clock or Clock()
         self.closing = False
@@ -638,4 +628,4 @@ def _name_machine_later(client: ManagerClient) -> None:
 
 
 __all__ = ["ManagerClient", "RemoteSettings", "ServedRemotes", "Connection", "Target", "ClientError", "Unreachable", "Refused",
-           "error_for", "normalize_url", "RETRY_SECONDS"]
+           "error_for", "RETRY_SECONDS"]

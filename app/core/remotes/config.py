@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..durations import DurationError, Timeout, parse_duration
+from ..endpoint import base_url
 from ..recipes import is_valid_name
 
 KINDS = ("siesta", "ollama", "llama.cpp-router", "lemonade", "openai")
@@ -91,12 +91,10 @@ def _parse_one(name: str, table: Any, where: str, environ: Mapping[str, str]) ->
     url = table.get("url")
     if not isinstance(url, str) or not url.strip():
         raise ValueError('key url: expected the remote\'s base URL, such as "http://192.168.1.20:8777"')
-    url = url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"key url: expected an http:// or https:// URL with a host, got {url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"key url: expected a base URL without ? or #, got {url!r}")
+    try:
+        url = base_url(url)
+    except ValueError as exc:
+        raise ValueError(f"key url: {exc}") from None
     key = environ.get(api_key_env(name)) or table.get("api_key")
     if key is not None and (not isinstance(key, str) or not key.strip()):
         raise ValueError("key api_key: expected a non-empty string")
