@@ -287,9 +287,10 @@ class ModelManager:
 
     def snapshot_by_name(self, name: str) -> dict[str, Any]:
         """A local or a remote model's snapshot (a remote one must be listed by its remote)."""
-        if self.is_local(name):
-            return self.snapshot_of(self.get(name))
-        remote, model = self.find_remote(name)
+        listed = self.listed_snapshot(name)
+        if listed is not None:
+            return listed
+        remote, model = self.find_remote(name)  # a bare name that one remote lists
         if model not in remote.views:
             raise UnknownModel(name[:200])
         return remote.snapshot(model)
@@ -316,7 +317,7 @@ class ModelManager:
         if not self.is_local(name):
             remote, model_name = self.find_remote(name)
             await remote.load(model_name)
-            return self.snapshot_by_name(remote.qualified(model_name))
+            return remote.snapshot_or_gone(model_name)
         model = self.get(name)
         await model.load()
         await self.memory.measured(name)
@@ -326,10 +327,7 @@ class ModelManager:
         if not self.is_local(name):
             remote, model_name = self.find_remote(name)
             await remote.unload(model_name)
-            qualified = remote.qualified(model_name)
-            return remote.snapshot(model_name) if model_name in remote.views else {"name": qualified,
-                                                                                    "remote": remote.name,
-                                                                                    "state": "unloaded"}
+            return remote.snapshot_or_gone(model_name)
         model = self.get(name)
         await model.unload(UnloadReason.MANUAL)
         return model
@@ -372,8 +370,7 @@ class ModelManager:
                 await self.remotes.set_timeout(remote, model_name, value)
             except TomlEditError as exc:
                 raise PersistError(str(exc), exc.kind) from exc
-            return self.snapshot_by_name(remote.qualified(model_name)) if model_name in remote.views else {
-                "name": remote.qualified(model_name), "remote": remote.name, "state": "unloaded"}
+            return remote.snapshot_or_gone(model_name)
         model = self.get(name)
         if model.recipe is None:
             raise PersistError(f"recipe of {name!r} is not valid, left unchanged: {model.recipe_error}", "invalid")

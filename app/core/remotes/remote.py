@@ -188,6 +188,13 @@ class Remote:
     def snapshots(self) -> list[dict[str, Any]]:
         return [self.snapshot(m) for m in sorted(self.views)]
 
+    def snapshot_or_gone(self, model: str) -> dict[str, Any]:
+        """:meth:`snapshot` while the remote lists ``model``; else the little that is known
+        of a model that is not (or no longer) there."""
+        if model in self.views:
+            return self.snapshot(model)
+        return {"name": self.qualified(model), "remote": self.name, "state": "unloaded"}
+
     # ---- requests -----------------------------------------------------------------------------
 
     def acquire(self, model: str, keep_alive: KeepAlive) -> RemoteLease:
@@ -406,7 +413,7 @@ class Remote:
     def _forget(self, model: str) -> None:
         view = self.views.pop(model)
         self._clear_countdown(view)
-        self._emit({"name": self.qualified(model), "remote": self.name, "state": "unloaded"}, "removed")
+        self._emit(self.snapshot_or_gone(model), "removed")
 
     def _unreachable(self, exc: Exception, delay: float) -> None:
         first = self.status != "unreachable"

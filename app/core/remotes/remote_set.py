@@ -85,8 +85,8 @@ class RemoteSet:
 
     def _drop(self, name: str) -> None:
         remote = self.remotes.pop(name)
-        for snapshot in remote.snapshots():
-            self._emit({"name": snapshot["name"], "remote": name, "state": "unloaded"}, "removed")
+        for model in sorted(remote.views):
+            self._emit({**remote.snapshot(model), "state": "unloaded"}, "removed")
         task = asyncio.create_task(remote.close(), name=f"close remote {name}")
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
