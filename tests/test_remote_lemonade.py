@@ -171,7 +171,10 @@ async def test_siestas_countdown_unloads_an_idle_model_through_api_v1_unload(lem
     lemonade.chat_gate = asyncio.Event()
     answering = asyncio.create_task(chat(http, url, f"lem/{QWEN}"))
     await lemonade.wait_for_call(lambda c: c.path == "/api/v1/chat/completions")
-    await asyncio.sleep(0.6)  # twice the timeout: a model with a request in flight never counts down
+    # a model with a request in flight never counts down: no countdown is armed at all
+    view = manager.remotes.remotes["lem"].views[QWEN]
+    assert view.in_flight == 1 and view.countdown is None
+    assert manager.snapshot_by_name(f"lem/{QWEN}")["unload_at"] is None
     assert unloads(lemonade) == []
     lemonade.chat_gate.set()
     assert (await answering)[0] == 200
