@@ -19,9 +19,9 @@ from types import TracebackType
 
 from app import __version__
 from app.api.server import ApiServer, PortInUse
+from app.core.config.paths import Paths
+from app.core.config.settings import LoadedSettings
 from app.core.manager import ModelManager
-from app.core.paths import Paths
-from app.core.settings import LoadedSettings
 
 log = logging.getLogger(__name__)
 

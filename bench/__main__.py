@@ -37,8 +37,8 @@ def _find_llama_server(given: str | None) -> Path | None:
         return Path(given)
     if os.environ.get("SIESTA_LLAMA_SERVER"):
         return Path(os.environ["SIESTA_LLAMA_SERVER"])
-    from app.core.backend import find_llama_server
-    from app.core.paths import Paths, engine_cache_dir
+    from app.core.config.paths import Paths, engine_cache_dir
+    from app.core.models.backend import find_llama_server
 
     return find_llama_server(None, Paths.resolve().data_dir, engine_cache_dir())
 
@@ -73,10 +73,9 @@ async def run(args: argparse.Namespace) -> int:
     from . import idle_figures as I
     from . import memory_figures as M
     from . import reload_figures as R
-    from . import report
+    from . import report, tray_startup
     from . import stream_figures as S
     from . import tray_figures as T
-    from . import tray_startup
     from .util import PROCS, Router, Siesta, fake_recipe, llama_recipe, new_session
 
     started = time.perf_counter()

@@ -23,8 +23,22 @@ from typing import Any
 import aiohttp
 
 from .util import (
-    REPO, JSON_HEADERS, LlamaServer, Router, Siesta, chat_body, llama_recipe, median, ms, p50, p99, pct,
-    process_gone, timed_post, timed_stream, wait_http_ok,
+    JSON_HEADERS,
+    REPO,
+    LlamaServer,
+    Router,
+    Siesta,
+    chat_body,
+    llama_recipe,
+    median,
+    ms,
+    p50,
+    p99,
+    pct,
+    process_gone,
+    timed_post,
+    timed_stream,
+    wait_http_ok,
 )
 
 LLAMA_ARGS = ["-t", "1", "--ctx-size", "4096", "-np", "8"]

@@ -131,9 +131,9 @@ def run_tray(args: argparse.Namespace) -> int:
 
 def run_bare(args: argparse.Namespace) -> int:
     from app.api.server import ApiServer
+    from app.core.config.paths import Paths
+    from app.core.config.settings import load_settings
     from app.core.manager import ModelManager
-    from app.core.paths import Paths
-    from app.core.settings import load_settings
 
     async def run() -> None:
         paths = Paths.resolve(args.config_dir)
@@ -161,8 +161,9 @@ def run_bare(args: argparse.Namespace) -> int:
     if args.mode == "asyncio":
         asyncio.run(run())
         return 0
-    from app.ui.event_loop import SiestaEventLoop
     from PySide6.QtWidgets import QApplication
+
+    from app.ui.event_loop import SiestaEventLoop
 
     qapp = QApplication(sys.argv[:1])
     with asyncio.Runner(loop_factory=lambda: SiestaEventLoop(qapp)) as runner:

@@ -29,7 +29,7 @@ from .figures import LLAMA_ARGS, Ctx, Row
 from .util import Siesta, llama_recipe, rss_of, task_deltas, task_stats
 from .xdisplay import XServer
 
-MODELS_WINDOW = "Siesta \u2014 Models"  # the Models window's title (app/ui/models_window.py)
+MODELS_WINDOW = "Siesta \u2014 Models"  # the Models window's title (app/ui/windows/models.py)
 
 
 async def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0, interval: float = 0.005) -> float:

@@ -17,7 +17,7 @@ process, loads ``--models`` copies of the tiny model, and measures this process'
 Each variant runs in a fresh subprocess. This is a diagnostic, not part of ``python -m bench``.
 
 ``--pressure-watch on|off`` (with any variant) runs the memory-pressure watcher, or not: ``on``
-uses the manager's own :class:`~app.core.memory_pressure.PressureWatch` where it has one, else
+uses the manager's own :class:`~app.core.memory.pressure.PressureWatch` where it has one, else
 runs a stand-in beside the manager (a trivial check reading ``MemAvailable``); ``off`` stops
 the manager's own. ``python -m bench --only memory`` compares the two.
 """
@@ -95,17 +95,17 @@ async def _inotify_watch(manager) -> None:  # noqa: ANN001 - a sketch of the pro
 
 
 def _pressure_watches(manager) -> list:  # noqa: ANN001
-    from app.core.memory_pressure import PressureWatch
+    from app.core.memory.pressure import PressureWatch
 
     return [v for v in vars(manager).values() if isinstance(v, PressureWatch)]
 
 
 async def _child(args: argparse.Namespace) -> dict[str, float]:
     from app.api.server import ApiServer
-    from app.core.clock import Clock
+    from app.core.config.clock import Clock
+    from app.core.config.paths import Paths
+    from app.core.config.settings import load_settings
     from app.core.manager import ModelManager
-    from app.core.paths import Paths
-    from app.core.settings import load_settings
 
     from .util import free_port, llama_recipe
 
@@ -139,7 +139,7 @@ async def _child(args: argparse.Namespace) -> dict[str, float]:
     elif args.pressure_watch == "on" and watches:
         watching = "on (the manager's own)"
     elif args.pressure_watch == "on":
-        from app.core.memory_pressure import PressureWatch, read_ram
+        from app.core.memory.pressure import PressureWatch, read_ram
 
         async def check() -> None:
             read_ram()

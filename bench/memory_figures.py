@@ -89,7 +89,7 @@ async def idle_cpu_with_watcher(ctx: Ctx, models: int = 5) -> None:
 
 
 def _mem_available() -> int | None:
-    from app.core.memory_pressure import read_ram
+    from app.core.memory.pressure import read_ram
 
     return read_ram().free
 

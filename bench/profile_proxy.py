@@ -20,9 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .util import (PROCS, BENCH_DIR, Siesta, chat_body, fake_recipe, llama_recipe, new_session,
-                   timed_post, timed_stream)
-
+from .util import BENCH_DIR, PROCS, Siesta, chat_body, fake_recipe, llama_recipe, new_session, timed_post, timed_stream
 
 CPROFILE_SERVE = r'''
 import cProfile, sys

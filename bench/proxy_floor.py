@@ -32,8 +32,22 @@ from pathlib import Path
 
 import psutil
 
-from .util import (FAKE_SERVER, PROCS, Siesta, chat_body, child_env, fake_recipe, free_port, ms, new_session, p50,
-                   p99, spawn, timed_post, wait_http_ok)
+from .util import (
+    FAKE_SERVER,
+    PROCS,
+    Siesta,
+    chat_body,
+    child_env,
+    fake_recipe,
+    free_port,
+    ms,
+    new_session,
+    p50,
+    p99,
+    spawn,
+    timed_post,
+    wait_http_ok,
+)
 
 BARE = r'''
 import asyncio, sys

@@ -33,7 +33,15 @@ from typing import Awaitable, Callable
 from . import big_model
 from .figures import Ctx, Row, _chat_url
 from .util import (
-    LlamaServer, Router, Siesta, chat_body, llama_recipe, median, ms, timed_stream, wait_http_ok,
+    LlamaServer,
+    Router,
+    Siesta,
+    chat_body,
+    llama_recipe,
+    median,
+    ms,
+    timed_stream,
+    wait_http_ok,
 )
 
 NAME = "big"

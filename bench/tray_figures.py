@@ -21,8 +21,23 @@ from .figures import LLAMA_ARGS, MODEL, Ctx, Row, _chat_url
 from .idle_figures import MODELS_WINDOW, wait_for
 from .stream_figures import STREAM_TOKENS
 from .util import (
-    PROCS, REPO, Siesta, chat_body, child_env, free_port, llama_recipe, log_tail, median, ms, p50, p99, port_of,
-    rss_of, spawn, timed_stream, wait_http_ok,
+    PROCS,
+    REPO,
+    Siesta,
+    chat_body,
+    child_env,
+    free_port,
+    llama_recipe,
+    log_tail,
+    median,
+    ms,
+    p50,
+    p99,
+    port_of,
+    rss_of,
+    spawn,
+    timed_stream,
+    wait_http_ok,
 )
 from .xdisplay import XServer
 

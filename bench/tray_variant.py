@@ -2,7 +2,7 @@
 
     python -m bench.tray_variant VARIANT [siesta's own arguments...]
 
-Measures a proposal for app/ui/models_window.py without editing it
+Measures a proposal for app/ui/windows/models.py without editing it
 (``python -m bench.profile_tray --variants ...`` runs these side by side):
 
 - ``shipped``: as it is;
@@ -44,7 +44,8 @@ def main() -> int:
         print(f"usage: python -m bench.tray_variant {'|'.join(VARIANTS)} [siesta arguments...]", file=sys.stderr)
         return 2
     variant = sys.argv[1]
-    from app.ui import models_window, try_it
+    from app.ui.windows import models as models_window
+    from app.ui.windows import try_it
 
     if variant.startswith("countdown-only"):
         models_window.ModelsWindow._tick = _countdown_only  # type: ignore[method-assign]

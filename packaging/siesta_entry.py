@@ -5,7 +5,7 @@ Frozen, ``sys.executable`` is the bundle's ``siesta`` program, not a Python. Sie
 ``sys.executable`` in two places:
 
 * its process-reaper watchdog, ``[sys.executable, "-I", "-S", "-c", SOURCE]``
-  (app/core/process_reaper.py): the safety net that kills model servers if Siesta is
+  (app/core/models/reaper.py): the safety net that kills model servers if Siesta is
   SIGKILLed. Without this shim the bundle would parse ``-I`` as a siesta option, exit 2,
   and silently run with no watchdog;
 * ``siesta engine install --from-source`` runs ``[sys.executable, "-m", "pip", ...]``: pip
@@ -13,7 +13,7 @@ Frozen, ``sys.executable`` is the bundle's ``siesta`` program, not a Python. Sie
   prebuilt install needs no pip and works from the bundle.
 
 * the autostart entry, when no ``siesta`` is on PATH, runs ``[sys.executable, "-m", "app"]``
-  (app/ui/autostart.py): ``-m app`` runs the bundled ``app.__main__``, the tray app.
+  (app/ui/platform/autostart.py): ``-m app`` runs the bundled ``app.__main__``, the tray app.
 
 So when frozen and the first arguments look like a Python command line (interpreter flags,
 then ``-c CODE`` or ``-m MODULE``), this runs that code with the bundle's Python. Neither

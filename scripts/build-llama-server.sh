@@ -10,4 +10,4 @@
 # Cache: $SIESTA_ENGINE_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/siesta/engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python3 -m app.core.engine_build "$@"
+exec python3 -m app.core.engine.build "$@"

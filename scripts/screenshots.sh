@@ -20,7 +20,7 @@
 # This computer has the two models of the default shots loaded; "gpubox" is a second
 # Siesta (`python -m app serve` on 127.0.0.2:8777, with its own config, data and logs
 # folders and fake-backend recipes; one model loaded through this Siesta); "ollama" is the
-# test suite's fake Ollama (`python -m tests.fake_ollama`) on 127.0.0.1:11434 with a model
+# test suite's fake Ollama (`python -m tests.fakes.ollama`) on 127.0.0.1:11434 with a model
 # loaded; "studio" is a Siesta at an address where nothing answers.
 #
 # first-run: Siesta as a new user meets it, with no recipe and no llama-server: its tray
@@ -35,7 +35,7 @@
 # stand-in too: a pynvml module on Siesta's PYTHONPATH (the one NVML binding Siesta reads)
 # shows one 24 GB NVIDIA GPU on which each model's server holds what its recipe's
 # SIESTA_SHOT_VRAM_MB says, so the menu shows VRAM and a GPU line on any computer.
-# The Hugging Face Hub is a stand-in as well: the test suite's fake Hub (tests/fake_hub.py)
+# The Hugging Face Hub is a stand-in as well: the test suite's fake Hub (tests/fakes/hub.py)
 # on a local port, as HF_ENDPOINT, listing a few GGUF repos whose quants have real-looking
 # sizes (four bytes behind each: the dialog is shot before any download), so the
 # Download dialog is shot with a search done and a repo's quants listed, and nothing is
@@ -156,7 +156,7 @@ fi
 "$python" - "$repo" "$work/hub-url" >"$work/fake-hub.log" 2>&1 <<'PY' &
 import hashlib, os, sys, time
 sys.path.insert(0, sys.argv[1])
-from tests.fake_hub import FakeHub
+from tests.fakes.hub import FakeHub
 
 GB = 10 ** 9  # the Hub counts in decimal units
 
@@ -308,7 +308,7 @@ EOF
     exec "$python" -m app serve --config-dir "$gpubox/config") >"$work/gpubox.log" 2>&1 &
 pids+=($!)
 ollama_port=$(free_port_on 127.0.0.1 11434)
-(cd "$repo" && exec "$python" -m tests.fake_ollama --port "$ollama_port" --model "llama3.2:latest=2019393189" \
+(cd "$repo" && exec "$python" -m tests.fakes.ollama --port "$ollama_port" --model "llama3.2:latest=2019393189" \
     --model "qwen3:8b=5225000000" --loaded "llama3.2:latest=600") >"$work/ollama.log" 2>&1 &
 pids+=($!)
 wait_for_url "http://127.0.0.2:$gpubox_port/api/v1/health" "$work/gpubox.log"

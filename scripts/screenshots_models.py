@@ -125,13 +125,13 @@ def save(widget, path: Path) -> None:
 
 
 async def shoot(work: Path, out: Path, llama_server: Path | None) -> None:
-    from app.core.paths import Paths
-    from app.core.settings import load_settings
+    from app.core.config.paths import Paths
+    from app.core.config.settings import load_settings
     from app.runtime import SiestaRuntime
     from app.ui.bridge import ManagerBridge
-    from app.ui.log_viewer import LogViewer
-    from app.ui.model_settings_dialog import ModelSettingsDialog
-    from app.ui.models_window import ModelsWindow
+    from app.ui.dialogs.model_settings import ModelSettingsDialog
+    from app.ui.windows.log_viewer import LogViewer
+    from app.ui.windows.models import ModelsWindow
 
     class Shell:
         """What the Models window asks of the app; these shots open nothing from it."""

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from app.core.clock import Clock
+from app.core.config.clock import Clock
+from app.core.config.paths import Paths
+from app.core.config.settings import LoadedSettings, load_settings
 from app.core.manager import ModelManager
-from app.core.paths import Paths
-from app.core.settings import LoadedSettings, load_settings
 
 TESTS_DIR = Path(__file__).parent
-FAKE_BACKEND = TESTS_DIR / "fake_backend.py"
+FAKE_BACKEND = TESTS_DIR / "fakes" / "backend.py"
 LLAMA_CACHE_BINARY = Path.home() / ".cache/siesta/engine/llama-cpp-python-0.3.36/llama-server"
 
 

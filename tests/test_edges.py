@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from app.core.backend import BoundedLog
-from app.core.model import ModelState, ModelUnavailable
-from app.core.paths import Paths
+from app.core.config.paths import Paths
+from app.core.models.backend import BoundedLog
+from app.core.models.model import ModelState, ModelUnavailable
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.core.model import ModelState
+from app.core.models.model import ModelState
 from app.demo_model import write_tiny_model
 from tests.conftest import LLAMA_SERVER, pid_alive
 

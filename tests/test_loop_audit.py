@@ -30,11 +30,11 @@ from typing import Any
 
 import pytest
 
-import app.core.model_memory as model_memory
-import app.core.toml_edit as toml_edit
-from app.core.atomic_write import SerialWriter
-from app.core.backend import BackendProcess, BoundedLog
-from app.core.durations import parse_duration
+import app.core.config.toml_edit as toml_edit
+import app.core.memory.book as model_memory
+from app.core.config.atomic_write import SerialWriter
+from app.core.config.durations import parse_duration
+from app.core.models.backend import BackendProcess, BoundedLog
 
 pytestmark = pytest.mark.timeout(60)
 

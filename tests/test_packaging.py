@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 import app
-from app.ui import autostart
+from app.ui.platform import autostart
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGING = ROOT / "packaging"
@@ -103,11 +103,11 @@ def test_desktop_files_pass_desktop_file_validate() -> None:
 
 def test_autostart_template_matches_what_the_app_writes() -> None:
     """packaging/autostart/siesta.desktop is the entry the Settings toggle writes
-    (app/ui/autostart.py) for `siesta` on PATH: change one, change the other."""
+    (app/ui/platform/autostart.py) for `siesta` on PATH: change one, change the other."""
     assert AUTOSTART_TEMPLATE.name == autostart.ENTRY_NAME
     template = dict(desktop_entry(AUTOSTART_TEMPLATE))
     written = dict(read_ini(autostart.desktop_entry(["siesta"], icon=APP_ID))["Desktop Entry"])
-    assert template == written, "update packaging/autostart/siesta.desktop to match app/ui/autostart.py"
+    assert template == written, "update packaging/autostart/siesta.desktop to match app/ui/platform/autostart.py"
 
 
 # ---- AppStream -----------------------------------------------------------------------
@@ -304,8 +304,8 @@ def test_macos_launch_agent_starts_siesta_at_login() -> None:
     assert agent["Label"] == APP_ID
     assert agent["ProgramArguments"] == ["@SIESTA@"]  # the README's sed fills in the full path
     assert agent["RunAtLoad"] is True
-    # the agent the Settings toggle writes on a Mac (app/ui/autostart.py): change one, change the other
-    assert agent == autostart.launch_agent(["@SIESTA@"]), "update packaging/macos/ to match app/ui/autostart.py"
+    # the agent the Settings toggle writes on a Mac (app/ui/platform/autostart.py): change one, change the other
+    assert agent == autostart.launch_agent(["@SIESTA@"]), "update packaging/macos/ to match app/ui/platform/autostart.py"
 
 
 # ---- the PyInstaller spec and its entry point (no build) ------------------------------
@@ -401,8 +401,8 @@ def test_engine_install_needs_no_pip_cmake_or_compiler(tmp_path: Path, isolated_
     import io
     import tarfile
 
-    from app.core.engine_release import current_platform
-    from tests.fake_releases import FakeReleases
+    from app.core.engine.release import current_platform
+    from tests.fakes.releases import FakeReleases
 
     plat = current_platform()
     if plat.system != "linux":

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.api.server import ApiServer
-from app.core import atomic_write
-from app.core.model import ModelState
+from app.core.config import atomic_write
+from app.core.models.model import ModelState
 from app.demo_model import write_tiny_model
 from tests.conftest import pid_alive
 
@@ -208,9 +208,9 @@ def test_fuzzed_requests_never_cause_a_server_error(tmp_path_factory, path, body
 
 
 async def _fuzz_once(root: Path, path: str, body: bytes) -> tuple[int, dict]:
+    from app.core.config.paths import Paths
+    from app.core.config.settings import load_settings
     from app.core.manager import ModelManager
-    from app.core.paths import Paths
-    from app.core.settings import load_settings
 
     paths = Paths(config_dir=root / "c", log_dir=root / "l", data_dir=root / "d")
     paths.recipes_dir.mkdir(parents=True)

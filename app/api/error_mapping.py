@@ -24,11 +24,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from app.api.errors import ApiError, error_response, unavailable_response
 from app.core.manager import PersistError, SettingFixed, UnknownModel
-from app.core.model import ModelUnavailable
+from app.core.models.model import ModelUnavailable
 from app.core.remotes import AmbiguousModel, RemoteRefused, RemoteUnreachable, RemoteUnsupported
-
-from .errors import ApiError, error_response, unavailable_response
 
 MANAGEMENT_PREFIX = "/api/v1/"
 

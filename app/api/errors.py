@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.core.model import ModelUnavailable
+from app.core.models.model import ModelUnavailable
 
 _TYPES = {
     400: "invalid_request_error",

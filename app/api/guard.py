@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from app.api.errors import error_response
 from app.core.manager import ModelManager
-
-from .errors import error_response
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 

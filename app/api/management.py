@@ -15,13 +15,12 @@ from typing import Any
 from aiohttp import web
 
 from app import __version__
-from app.core.durations import USE_GLOBAL, DurationError, ModelTimeout, parse_duration
+from app.api.errors import ApiError
+from app.core.config.durations import USE_GLOBAL, DurationError, ModelTimeout, parse_duration
+from app.core.config.settings import RUNTIME_SETTABLE, validate_setting
 from app.core.manager import ModelManager
-from app.core.model import ModelState
+from app.core.models.model import ModelState
 from app.core.remotes import HOP_HEADER
-from app.core.settings import RUNTIME_SETTABLE, validate_setting
-
-from .errors import ApiError
 
 MAX_BODY = 64 * 1024
 

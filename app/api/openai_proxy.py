@@ -23,14 +23,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from app.core.durations import NOT_GIVEN, DurationError, KeepAlive, parse_duration
+from app.api.error_mapping import remote_answer
+from app.api.errors import error_response, unavailable_response
+from app.core.config.durations import NOT_GIVEN, DurationError, KeepAlive, parse_duration
 from app.core.manager import ModelManager, UnknownModel
-from app.core.model import ModelUnavailable
+from app.core.models.model import ModelUnavailable
 from app.core.remotes import HOP_HEADER, AmbiguousModel, RemoteLease, RemoteUnreachable
 from app.core.remotes.engine_api import CONNECT_TIMEOUT, PROBE_AFTER, connection_failure_reason
-
-from .error_mapping import remote_answer
-from .errors import error_response, unavailable_response
 
 _FORWARD_REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}

@@ -7,13 +7,12 @@ import logging
 
 from aiohttp import web
 
-from app.core.endpoint import client_url
+from app.api.error_mapping import management_errors
+from app.api.guard import make_guard
+from app.api.management import ManagementApi
+from app.api.openai_proxy import OpenAIProxy
+from app.core.config.endpoint import client_url
 from app.core.manager import ModelManager
-
-from .error_mapping import management_errors
-from .guard import make_guard
-from .management import ManagementApi
-from .openai_proxy import OpenAIProxy
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class ApiServer:
         # handler_cancellation: a client that disconnects cancels its handler, which closes
         # the upstream request (so the backend stops generating) and ends the request's lease.
         # HeaderTimeoutRunner closes connections that do not send complete headers in time.
-        from . import slow_clients
+        from app.api import slow_clients
 
         slow_clients.raise_open_files_limit()
         self._runner = slow_clients.HeaderTimeoutRunner(build_app(self.manager), handler_cancellation=True,

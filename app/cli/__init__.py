@@ -22,16 +22,15 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from app.core.endpoint import SettingsError
-from app.core.paths import Paths
-
-from .client import ApiClient, ApiError, NotRunning
-from .context import Context
-from .parser import SETTING_FLAGS, build_parser, connect_conflict, flags
-from .table import format_table
+from app.cli.client import ApiClient, ApiError, NotRunning
+from app.cli.context import Context
+from app.cli.parser import SETTING_FLAGS, build_parser, connect_conflict, flags
+from app.cli.table import format_table
+from app.core.config.endpoint import SettingsError
+from app.core.config.paths import Paths
 
 if TYPE_CHECKING:
-    from .run import serve
+    from app.cli.run import serve
 
 __all__ = ["main", "build_parser", "serve", "format_table", "ApiClient", "ApiError", "NotRunning",
            "SETTING_FLAGS", "flags"]
@@ -63,7 +62,7 @@ def command_handler(command: str | None) -> Callable[[Context], int]:
 
 def __getattr__(name: str) -> Any:
     if name == "serve":  # app.cli.serve(paths, settings, stop): headless Siesta, for tests and benchmarks
-        from .run import serve
+        from app.cli.run import serve
 
         return serve
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

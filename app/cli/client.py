@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from app.core.endpoint import Endpoint
+from app.core.config.endpoint import Endpoint
 
 if TYPE_CHECKING:
     import http.client

@@ -10,14 +10,13 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, NoReturn
 
-from app.core.endpoint import Endpoint, endpoint_for_url, resolve_endpoint
-from app.core.paths import Paths
-
-from .client import ApiClient
-from .parser import flags
+from app.cli.client import ApiClient
+from app.cli.parser import flags
+from app.core.config.endpoint import Endpoint, endpoint_for_url, resolve_endpoint
+from app.core.config.paths import Paths
 
 if TYPE_CHECKING:
-    from app.core.settings import LoadedSettings
+    from app.core.config.settings import LoadedSettings
 
 
 @dataclass
@@ -29,7 +28,7 @@ class Context:
     @cached_property
     def settings(self) -> LoadedSettings:
         """Every setting, from flags, environment and settings.toml (SettingsError if bad)."""
-        from app.core.settings import load_settings
+        from app.core.config.settings import load_settings
 
         return load_settings(self.paths.settings_file, flags(self.args))
 

@@ -7,7 +7,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from app.core.durations import (
+from app.cli.client import ApiError
+from app.cli.table import format_table
+from app.core.config.durations import (
     USE_GLOBAL,
     USE_GLOBAL_WORD,
     DurationError,
@@ -16,13 +18,10 @@ from app.core.durations import (
     parse_duration,
     parse_model_timeout,
 )
-from app.core.endpoint import SettingsError
-
-from .client import ApiError
-from .table import format_table
+from app.core.config.endpoint import SettingsError
 
 if TYPE_CHECKING:
-    from .context import Context
+    from app.cli.context import Context
 
 
 def print_model(model: dict[str, Any]) -> int:
@@ -62,8 +61,8 @@ def timeout_command(ctx: Context) -> int:
     if ctx.endpoint.given or ctx.client.running():  # a Siesta elsewhere: never this machine's files
         return print_model(ctx.client.call("PATCH", f"/api/v1/models/{quote(args.model, safe='/:')}",
                                            {"unload_timeout": format_model_timeout(value)}))
-    from app.core.recipes import RecipeError, is_valid_name, read_recipe, write_recipe_timeout
-    from app.core.toml_edit import TomlEditError
+    from app.core.config.recipes import RecipeError, is_valid_name, read_recipe, write_recipe_timeout
+    from app.core.config.toml_edit import TomlEditError
 
     if "/" in args.model:
         raise ApiError(f"{args.model!r} is a remote's model (REMOTE/MODEL): its timeout is changed through the "
@@ -89,7 +88,7 @@ def _global_timeout(ctx: Context, raw: str) -> int:
     if ctx.endpoint.given or ctx.client.running():
         ctx.client.call("PATCH", "/api/v1/settings", {"global_unload_timeout": format_duration(value)})
     else:
-        from app.core.toml_edit import TomlEditError, set_toml_key
+        from app.core.config.toml_edit import TomlEditError, set_toml_key
 
         try:
             pinned = ctx.settings.fixed_by("global_unload_timeout")

@@ -1,8 +1,8 @@
 """``siesta engine info|install|update|rollback``: the llama-server Siesta runs.
 
-``install`` takes a prebuilt llama-server from llama.cpp's releases (:mod:`app.core.engine_install`)
+``install`` takes a prebuilt llama-server from llama.cpp's releases (:mod:`app.core.engine.install`)
 with a progress bar; ``--from-source`` (or the older ``--gpu``) builds one instead
-(:mod:`app.core.engine_build`). Where no prebuilt build fits, or there is no network, it
+(:mod:`app.core.engine.build`). Where no prebuilt build fits, or there is no network, it
 says so and prints the source-build command.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .context import Context
+    from app.cli.context import Context
 
 INTERRUPTED = 130
 
@@ -34,8 +34,8 @@ def engine_command(ctx: Context) -> int:
 
 
 def info(ctx: Context) -> int:
-    from app.core import engine
-    from app.core.engine_install import installed
+    from app.core.engine import locate as engine
+    from app.core.engine.install import installed
 
     engines = installed(ctx.paths.data_dir)
     status = engine.engine_status(ctx.paths, ctx.settings)
@@ -68,7 +68,7 @@ class _Bars:
     """One progress bar per downloaded file, on stderr."""
 
     def __init__(self) -> None:
-        from .pull import ProgressBar
+        from app.cli.pull import ProgressBar
 
         self._make = lambda: ProgressBar(sys.stderr)
         self.current: Any = None
@@ -113,8 +113,8 @@ def _report(result: Any) -> None:
 
 
 def _prebuilt(ctx: Context, run: Callable[[Any, threading.Event], Any], backend: str) -> int:
-    from app.core.engine_install import Cancelled, InstallError
-    from app.core.engine_release import NoBuild, Offline, ReleaseError, source_build_command
+    from app.core.engine.install import Cancelled, InstallError
+    from app.core.engine.release import NoBuild, Offline, ReleaseError, source_build_command
 
     bars = _Bars()
     try:
@@ -145,8 +145,8 @@ def _prebuilt(ctx: Context, run: Callable[[Any, threading.Event], Any], backend:
 
 
 def install(ctx: Context) -> int:
-    from app.core.engine_install import install as do_install
-    from app.core.engine_release import DEFAULT_TAG
+    from app.core.engine.install import install as do_install
+    from app.core.engine.release import DEFAULT_TAG
 
     backend = ctx.args.backend or "auto"
     url = ctx.settings.values.engine_releases_url
@@ -156,8 +156,8 @@ def install(ctx: Context) -> int:
 
 
 def update(ctx: Context) -> int:
-    from app.core.engine_install import installed
-    from app.core.engine_install import update as do_update
+    from app.core.engine.install import installed
+    from app.core.engine.install import update as do_update
 
     url = ctx.settings.values.engine_releases_url
     active = next((e.backend for e in installed(ctx.paths.data_dir) if e.active), "cpu")
@@ -166,8 +166,8 @@ def update(ctx: Context) -> int:
 
 
 def rollback(ctx: Context) -> int:
-    from app.core.engine_install import InstallError
-    from app.core.engine_install import rollback as do_rollback
+    from app.core.engine.install import InstallError
+    from app.core.engine.install import rollback as do_rollback
 
     try:
         e = do_rollback(ctx.paths.data_dir)
@@ -179,9 +179,9 @@ def rollback(ctx: Context) -> int:
 
 
 def build_from_source(ctx: Context) -> int:
-    from app.core import engine
-    from app.core.engine_build import EngineBuildError, build_llama_server
-    from app.core.engine_install import deactivate
+    from app.core.engine import locate as engine
+    from app.core.engine.build import EngineBuildError, build_llama_server
+    from app.core.engine.install import deactivate
 
     gpu = ctx.args.gpu or (ctx.args.backend if ctx.args.backend not in (None, "auto", "metal") else None)
     if gpu is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app import __version__
-from app.core.durations import USE_GLOBAL_WORD
+from app.core.config.durations import USE_GLOBAL_WORD
 
 SETTING_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("host", {"help": "address to listen on (default 127.0.0.1)"}),

@@ -7,11 +7,11 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from .client import ApiClient, NotRunning
-from .table import format_table
+from app.cli.client import ApiClient, NotRunning
+from app.cli.table import format_table
 
 if TYPE_CHECKING:
-    from .context import Context
+    from app.cli.context import Context
 
 
 def ps_command(ctx: Context) -> int:

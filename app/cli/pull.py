@@ -1,6 +1,6 @@
 """``siesta pull ORG/REPO[:QUANT]``: a GGUF model from the Hugging Face Hub into the shared
 cache, with a progress bar (speed and time left), then its recipe; through
-:mod:`app.core.hub_pull` as the tray app's "Download model..." dialog does. Runs in this
+:mod:`app.core.hub.pull` as the tray app's "Download model..." dialog does. Runs in this
 process: no running instance is needed (a running one sees the new recipe at once).
 
 Ctrl-C stops the download and keeps what has arrived; the same command resumes it. A
@@ -18,7 +18,7 @@ from collections import deque
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from .context import Context
+    from app.cli.context import Context
 
 INTERRUPTED = 130
 
@@ -33,7 +33,7 @@ def format_duration(seconds: float) -> str:
 
 def progress_line(done: int, total: int, speed: float | None, width: int = 30) -> str:
     """``[#########.........]  45%  120 MB / 268 MB  12.3 MB/s  0:12 left``."""
-    from app.core.sizes import format_bytes
+    from app.core.config.sizes import format_bytes
 
     fraction = done / total if total else 1.0
     filled = int(width * fraction)
@@ -88,9 +88,9 @@ class ProgressBar:
 
 
 def pull_command(ctx: Context) -> int:
-    from app.core.hub import HubError
-    from app.core.hub_download import DownloadCancelled
-    from app.core.hub_pull import pull
+    from app.core.hub.client import HubError
+    from app.core.hub.download import DownloadCancelled
+    from app.core.hub.pull import pull
 
     if not ctx.args.verbose:  # one line per request would run through the progress bar
         for noisy in ("httpx", "httpx2", "huggingface_hub", "filelock"):

@@ -7,15 +7,15 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from .client import ApiError
-from .table import size_cell
+from app.cli.client import ApiError
+from app.cli.table import size_cell
 
 if TYPE_CHECKING:
-    from .context import Context
+    from app.cli.context import Context
 
 
 def demo_command(ctx: Context) -> int:
-    from app.core.recipes import is_valid_name
+    from app.core.config.recipes import is_valid_name
     from app.demo_model import write_tiny_model
 
     name = ctx.args.name

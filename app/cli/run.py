@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncio
 
-    from app.core.paths import Paths
-    from app.core.settings import LoadedSettings
-
-    from .context import Context
+    from app.cli.context import Context
+    from app.core.config.paths import Paths
+    from app.core.config.settings import LoadedSettings
 
 log = logging.getLogger("siesta")
 

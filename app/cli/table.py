@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from app.core.durations import format_countdown, format_duration
-from app.core.sizes import format_bytes
+from app.core.config.durations import format_countdown, format_duration
+from app.core.config.sizes import format_bytes
 
 __all__ = ["format_table", "size_cell"]
 

@@ -44,8 +44,8 @@ from typing import Any
 
 import tomlkit
 
-from .atomic_write import write_text_atomic
-from .recipes import RecipeError, is_valid_name, parse_recipe, read_recipe, scan_recipe_files
+from app.core.config.atomic_write import write_text_atomic
+from app.core.config.recipes import RecipeError, is_valid_name, parse_recipe, read_recipe, scan_recipe_files
 
 __all__ = [
     "FoundModel", "SOURCES", "SOURCE_LABELS", "MAX_NAME_LENGTH", "MAX_DEPTH", "MAX_ENTRIES",

@@ -1,6 +1,6 @@
 """The model manager: the set of models, the policies between them, and their events.
 
-Each model's lifecycle belongs to its :class:`~app.core.model.ManagedModel`; the manager
+Each model's lifecycle belongs to its :class:`~app.core.models.model.ManagedModel`; the manager
 owns what spans models: which recipes exist (kept in step with the recipe folder by a
 file watcher), admission of a load (group exclusivity and ``max_loaded_models`` LRU
 eviction), the global timeout, persistence of timeout changes, and the event stream that
@@ -18,26 +18,22 @@ from typing import Any
 
 import aiohttp
 
-from .admission import Admission
-from .atomic_write import in_order
-from .backend import BackendProcess, BoundedLog, build_launch, find_llama_server, free_port
-from .clock import Clock
-from .config_watcher import ConfigWatcher
-from .durations import ModelTimeout, Timeout, format_duration
-from .gpu_memory import GpuMemory
-from .memory_limits import MemoryLimit
-from .model import ManagedModel, ModelState, ModelUnavailable, UnloadReason
-from .memory_pressure import PressureWatch
-from .memory_relief import MemoryRelief
-from .model_memory import MemoryBook
-from .paths import Paths, engine_cache_dir
-from .process_reaper import ProcessReaper
-from .remotes import Remote, RemoteSet, parse_remotes
-from .recipes import (
-    UNCHANGED, Recipe, RecipeError, is_valid_name, read_recipe, scan_recipe_files, write_recipe_settings,
+from app.core.config.atomic_write import in_order
+from app.core.config.clock import Clock
+from app.core.config.durations import ModelTimeout, Timeout, format_duration
+from app.core.config.memory_limits import MemoryLimit
+from app.core.config.paths import Paths, engine_cache_dir
+from app.core.config.recipes import (
+    UNCHANGED,
+    Recipe,
+    RecipeError,
+    is_valid_name,
+    read_recipe,
+    scan_recipe_files,
+    write_recipe_settings,
     write_recipe_timeout,
 )
-from .settings import (
+from app.core.config.settings import (
     MEMORY_SETTINGS,
     RUNTIME_SETTABLE,
     LoadedSettings,
@@ -45,7 +41,17 @@ from .settings import (
     read_settings_file,
     validate_setting,
 )
-from .toml_edit import TomlEditError, set_toml_key
+from app.core.config.toml_edit import TomlEditError, set_toml_key
+from app.core.config.watcher import ConfigWatcher
+from app.core.memory.admission import Admission
+from app.core.memory.book import MemoryBook
+from app.core.memory.gpus import GpuMemory
+from app.core.memory.pressure import PressureWatch
+from app.core.memory.relief import MemoryRelief
+from app.core.models.backend import BackendProcess, BoundedLog, build_launch, find_llama_server, free_port
+from app.core.models.model import ManagedModel, ModelState, ModelUnavailable, UnloadReason
+from app.core.models.reaper import ProcessReaper
+from app.core.remotes import Remote, RemoteSet, parse_remotes
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +119,7 @@ class ModelManager:
     # ---- settings ----------------------------------------------------------------------
 
     @property
-    def settings(self):  # noqa: ANN201 - app.core.settings.Settings
+    def settings(self):  # noqa: ANN201 - app.core.config.settings.Settings
         return self.loaded_settings.values
 
     @property
@@ -344,7 +350,7 @@ class ModelManager:
     # ---- admission: groups and max_loaded_models ----------------------------------------
 
     async def admit(self, model: ManagedModel) -> None:
-        """Makes room for ``model`` before its server starts (see :mod:`app.core.admission`)."""
+        """Makes room for ``model`` before its server starts (see :mod:`app.core.memory.admission`)."""
         await self._admission.admit(model)
 
     async def free_memory_for(self, model: ManagedModel) -> bool:

@@ -15,7 +15,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAccessible, QAccessibleAnnouncementEvent, Qt, QTextDocumentFragment
 from PySide6.QtWidgets import QLabel, QWidget
 
-from . import theme
+from app.ui import theme
 
 
 def plain_text(text: str) -> str:

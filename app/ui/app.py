@@ -10,7 +10,7 @@ SIGTERM all resolve that future; the shutdown that follows unloads every model, 
 child process outlives Siesta.
 
 ``siesta --connect URL`` runs the same app with no manager or front door of its own: the
-bridge is built on a :class:`~app.core.siesta_client.ManagerClient` of the Siesta at URL,
+bridge is built on a :class:`~app.core.client.ManagerClient` of the Siesta at URL,
 the menus and dialogs act on it, and Quit leaves its models as they are.
 
 Nothing raised in a callback is lost: the loop's exception handler and ``sys.excepthook``
@@ -36,30 +36,29 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QSystemTrayIcon, QWidget
 
 from app import __version__
-from app.core.endpoint import Endpoint
+from app.core.client import ManagerClient
+from app.core.config.endpoint import Endpoint
+from app.core.config.paths import Paths
+from app.core.config.settings import LoadedSettings
 from app.core.manager import ModelManager
-from app.core.paths import Paths
-from app.core.settings import LoadedSettings
-from app.core.siesta_client import ManagerClient
 from app.runtime import ManagerFactory, PortInUse, SiestaRuntime
-
-from . import icons
-from .bridge import ManagerBridge
-from .event_loop import SiestaEventLoop
-from .single_instance import SingleInstance, instance_name
-from .tray import TrayMenu
+from app.ui import icons
+from app.ui.bridge import ManagerBridge
+from app.ui.event_loop import SiestaEventLoop
+from app.ui.platform.single_instance import SingleInstance, instance_name
+from app.ui.tray.menu import TrayMenu
 
 if TYPE_CHECKING:
     # The windows and dialogs are imported when first opened: a tray app with its menu
     # closed never pays for them (with the Hub's modules and httpx, about 11 MB and 0.1 s).
-    from .discover_dialog import DiscoverDialog
-    from .download_dialog import DownloadDialog
-    from .engine_dialog import InstallEngineDialog
-    from .import_dialog import ImportDialog
-    from .log_viewer import LogViewer
-    from .model_settings_dialog import ModelSettingsDialog
-    from .models_window import ModelsWindow
-    from .settings_dialog import SettingsDialog
+    from app.ui.dialogs.discover import DiscoverDialog
+    from app.ui.dialogs.download import DownloadDialog
+    from app.ui.dialogs.engine import InstallEngineDialog
+    from app.ui.dialogs.import_config import ImportDialog
+    from app.ui.dialogs.model_settings import ModelSettingsDialog
+    from app.ui.dialogs.settings import SettingsDialog
+    from app.ui.windows.log_viewer import LogViewer
+    from app.ui.windows.models import ModelsWindow
 
 log = logging.getLogger("siesta.ui")
 
@@ -214,7 +213,7 @@ class SiestaApp:
             return
         log.debug("showing the Models window")
         if self.window is None:
-            from .models_window import ModelsWindow
+            from app.ui.windows.models import ModelsWindow
 
             self.window = ModelsWindow(self.bridge, self)
             if not self.has_tray:
@@ -228,7 +227,7 @@ class SiestaApp:
             return
         dialog = self.settings_dialog
         if dialog is None or not shiboken6.isValid(dialog):
-            from .settings_dialog import SettingsDialog
+            from app.ui.dialogs.settings import SettingsDialog
 
             dialog = self.settings_dialog = SettingsDialog(self.bridge, shell=self)
         _bring_up(dialog)
@@ -238,7 +237,7 @@ class SiestaApp:
             return
         dialog = self.discover_dialog
         if dialog is None or not shiboken6.isValid(dialog):
-            from .discover_dialog import DiscoverDialog
+            from app.ui.dialogs.discover import DiscoverDialog
 
             dialog = self.discover_dialog = DiscoverDialog(self.bridge)
         _bring_up(dialog)
@@ -248,7 +247,7 @@ class SiestaApp:
             return
         dialog = self.download_dialog
         if dialog is None or not shiboken6.isValid(dialog):
-            from .download_dialog import DownloadDialog
+            from app.ui.dialogs.download import DownloadDialog
 
             dialog = self.download_dialog = DownloadDialog(self.bridge)
         _bring_up(dialog)
@@ -260,7 +259,7 @@ class SiestaApp:
         if dialog is not None and shiboken6.isValid(dialog) and dialog.importing:
             _bring_up(dialog)  # one import at a time
             return
-        from .import_dialog import choose_config
+        from app.ui.dialogs.import_config import choose_config
 
         choose_config(self.bridge, self._import_chosen)
 
@@ -270,7 +269,7 @@ class SiestaApp:
         old = self.import_dialog
         if old is not None and shiboken6.isValid(old) and not old.importing:
             old.close()
-        from .import_dialog import ImportDialog
+        from app.ui.dialogs.import_config import ImportDialog
 
         self.import_dialog = ImportDialog(self.bridge, path)
         _bring_up(self.import_dialog)
@@ -280,7 +279,7 @@ class SiestaApp:
             return
         dialog = self.install_dialog
         if dialog is None or not shiboken6.isValid(dialog):
-            from .engine_dialog import InstallEngineDialog
+            from app.ui.dialogs.engine import InstallEngineDialog
 
             dialog = self.install_dialog = InstallEngineDialog(self.bridge)
         _bring_up(dialog)
@@ -290,7 +289,7 @@ class SiestaApp:
             return
         viewer = self.log_viewers.get(name)
         if viewer is None or not shiboken6.isValid(viewer):
-            from .log_viewer import LogViewer
+            from app.ui.windows.log_viewer import LogViewer
 
             viewer = self.log_viewers[name] = LogViewer(self.bridge, name)
         _bring_up(viewer)
@@ -300,7 +299,7 @@ class SiestaApp:
             return
         dialog = self.model_settings_dialogs.get(name)
         if dialog is None or not shiboken6.isValid(dialog):
-            from .model_settings_dialog import ModelSettingsDialog
+            from app.ui.dialogs.model_settings import ModelSettingsDialog
 
             dialog = self.model_settings_dialogs[name] = ModelSettingsDialog(self.bridge, name)
         _bring_up(dialog)

@@ -12,7 +12,7 @@ that into a message), unless the caller awaits the task and handles errors itsel
 settings dialog does to name the field that failed.
 
 The manager is either this machine's :class:`~app.core.manager.ModelManager` or, for
-``siesta --connect URL``, a :class:`~app.core.siesta_client.ManagerClient` that offers the
+``siesta --connect URL``, a :class:`~app.core.client.ManagerClient` that offers the
 same interface for a Siesta elsewhere. :attr:`ManagerBridge.target` tells them apart, so
 widgets can hide what only means something here (:attr:`ManagerBridge.is_local`), and
 :attr:`ManagerBridge.connection_problem` says when that Siesta cannot be reached.
@@ -22,7 +22,7 @@ writing recipes for them, importing another manager's configuration, and which
 llama-server is used (whether it can run, its version, the command that builds one).
 Blocking work (walking the disk, writing files) runs in a worker thread, never on the
 GUI thread; ``llama-server --version`` runs as an asyncio subprocess and is cached. The
-engine logic itself (which binary, its version, the build) is :mod:`app.core.engine`; the
+engine logic itself (which binary, its version, the build) is :mod:`app.core.engine.locate`; the
 bridge only wraps it.
 """
 
@@ -37,21 +37,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
-from app.core import discovery, engine, importers
+from app.core import discovery, importers
+from app.core.client import ClientError, ManagerClient, Target
+from app.core.config.durations import ModelTimeout
+from app.core.config.paths import Paths
 from app.core.discovery import FoundModel
-from app.core.durations import ModelTimeout
+from app.core.engine import locate as engine
 from app.core.importers import ImportConfigError, ImportResult
 from app.core.manager import ModelManager, PersistError, SettingFixed, UnknownModel
-from app.core.model import ModelUnavailable
-from app.core.paths import Paths
-from app.core.siesta_client import ClientError, ManagerClient, Target
-
-from . import text
-from .text import Snapshot
+from app.core.models.model import ModelUnavailable
+from app.ui import text
+from app.ui.text import Snapshot
 
 if TYPE_CHECKING:  # the Hub's modules (and httpx, 7 MB) load when the Download dialog first needs them
-    from app.core import hub_pull
-    from app.core.hub import HubClient, RepoInfo, RepoSummary
+    from app.core.hub import pull as hub_pull
+    from app.core.hub.client import HubClient, RepoInfo, RepoSummary
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ __all__ = ["ManagerBridge", "EngineStatus", "FoundModel", "ImportResult", "Impor
 
 class EngineStatus(engine.EngineStatus):
     """Which llama-server Siesta would run, and whether it can (the core's
-    :class:`~app.core.engine.EngineStatus`), with what is wrong in the GUI's words."""
+    :class:`~app.core.engine.locate.EngineStatus`), with what is wrong in the GUI's words."""
 
     @property
     def problem(self) -> str | None:
@@ -146,7 +146,7 @@ class ManagerBridge(QObject):
 
     @property
     def settings(self) -> Any:
-        """The settings in force (``app.core.settings.Settings``)."""
+        """The settings in force (``app.core.config.settings.Settings``)."""
         return self.manager.loaded_settings.values
 
     def fixed_by(self, field: str) -> str | None:
@@ -307,7 +307,7 @@ class ManagerBridge(QObject):
         return result
 
     def recipe_of(self, name: str) -> Any:
-        """A local model's recipe as read (``app.core.recipes.Recipe``); None elsewhere or when invalid."""
+        """A local model's recipe as read (``app.core.config.recipes.Recipe``); None elsewhere or when invalid."""
         return self.manager.recipe_of(name)
 
     def _reload_recipes(self) -> None:
@@ -383,7 +383,7 @@ class ManagerBridge(QObject):
     async def hub_client(self) -> HubClient:
         """A client for the Hub at ``$HF_ENDPOINT`` with the token ``$HF_TOKEN`` or ``hf auth
         login`` gives, made in a worker thread (finding the token imports huggingface_hub)."""
-        from app.core.hub import HubClient
+        from app.core.hub.client import HubClient
 
         return await asyncio.to_thread(HubClient)
 
@@ -402,7 +402,7 @@ class ManagerBridge(QObject):
         and ``status`` are called on this loop's thread, never the worker's (progress at most
         once per turn of the loop, with the latest figures). Setting ``cancel``, cancelling
         this task, or the bridge closing stops the download and keeps what has arrived."""
-        from app.core import hub_pull
+        from app.core.hub import pull as hub_pull
 
         loop = asyncio.get_running_loop()
 
@@ -459,7 +459,7 @@ class ManagerBridge(QObject):
     async def engine_latest_tag(self) -> str:
         """llama.cpp's latest release tag (``"b6000"``) from the ``engine_releases_url``
         setting's API, asked in a worker thread."""
-        from app.core import engine_release
+        from app.core.engine import release as engine_release
 
         url = self.settings.engine_releases_url
         return (await asyncio.to_thread(engine_release.fetch_release, url, "latest")).tag
@@ -472,7 +472,7 @@ class ManagerBridge(QObject):
         is called on this loop's thread (at most once per turn, with the latest figures).
         Setting ``cancel``, cancelling this task, or the bridge closing stops it and leaves
         the active engine as it was. Emits :attr:`engineChanged` after a switch."""
-        from app.core import engine_install
+        from app.core.engine import install as engine_install
 
         result = await self._in_worker_with_progress(
             lambda on_progress: engine_install.update(self._here().data_dir, self.settings.engine_releases_url,
@@ -490,7 +490,7 @@ class ManagerBridge(QObject):
         """Writes a model's ``args``, model file and ``memory_estimate`` (None: automatic;
         ``keep_memory_estimate`` leaves it alone) to its recipe through the manager, which
         keeps the recipe's comments; ``reload_now`` restarts a running server with them."""
-        from app.core.recipes import UNCHANGED
+        from app.core.config.recipes import UNCHANGED
 
         estimate = UNCHANGED if keep_memory_estimate else memory_estimate
         return self.run(self.manager.set_model_settings(name, args=args, model=model, memory_estimate=estimate,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtGui import QIcon
 
-from . import text
+from app.ui import text
 
 ICON_FILES = {
     text.ICON_EMPTY: "siesta-empty.svg",

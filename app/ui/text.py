@@ -14,10 +14,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.core import sizes
-from app.core.durations import USE_GLOBAL, format_countdown
-
-from .timeout_scale import short_label
+from app.core.config import sizes
+from app.core.config.durations import USE_GLOBAL, format_countdown
+from app.ui.timeout_scale import short_label
 
 Snapshot = dict[str, Any]
 
@@ -504,7 +503,7 @@ def import_headline(kind: str, created: int, not_imported: int) -> str:
 
 
 def build_progress(line: str) -> tuple[int, str] | None:
-    """A progress line of ``python -m app.core.engine_build`` (``"[ 42%] text"``) as
+    """A progress line of ``python -m app.core.engine.build`` (``"[ 42%] text"``) as
     ``(42, "text")``; None for any other line."""
     line = line.strip()
     if not line.startswith("["):

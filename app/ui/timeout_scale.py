@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from app.core.durations import Timeout, format_duration
+from app.core.config.durations import Timeout, format_duration
 
 STOPS: tuple[Timeout, ...] = (
     0.0, 30.0,

@@ -22,12 +22,11 @@ from typing import Any
 
 import pytest
 
-from app.core.clock import Clock
+from app.core.config.clock import Clock
+from app.core.config.paths import Paths
 from app.core.manager import ModelManager
-from app.core.paths import Paths
 from app.ui.event_loop import SiestaEventLoop
-
-from ui_helpers import FakeShell
+from tests.ui.helpers import FakeShell
 
 
 @pytest.fixture
@@ -94,7 +93,7 @@ def shell() -> FakeShell:
 @pytest.fixture
 def opened(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Records what would be opened in the desktop's programs or copied, instead of doing it."""
-    from app.ui import desktop
+    from app.ui.platform import desktop
 
     calls: list[Any] = []
     monkeypatch.setattr(desktop, "open_file", lambda p: calls.append(("file", p)) or True)

@@ -18,12 +18,11 @@ import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from app.core.backend import free_port
+from app.core.models.backend import free_port
 from app.ui import app as app_module
 from app.ui.app import SiestaApp
-from app.ui.models_window import COL_STATE
-
-from ui_helpers import pid_alive, until
+from app.ui.windows.models import COL_STATE
+from tests.ui.helpers import pid_alive, until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -171,7 +170,7 @@ def test_long_qasync_run_keeps_none_alive(loop) -> None:
 
 
 def test_the_copied_url_reaches_a_wildcard_bind_on_loopback() -> None:
-    from app.core.endpoint import client_url
+    from app.core.config.endpoint import client_url
 
     assert client_url("127.0.0.1", 8777) == "http://127.0.0.1:8777"
     assert client_url("0.0.0.0", 8777) == "http://127.0.0.1:8777"

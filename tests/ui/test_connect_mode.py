@@ -21,14 +21,13 @@ import httpx
 import pytest
 from PySide6.QtCore import QPoint
 
-from app.core.backend import free_port
-from app.core.endpoint import endpoint_for_url
+from app.core.config.endpoint import endpoint_for_url
+from app.core.models.backend import free_port
 from app.ui.app import SiestaApp
-from app.ui.single_instance import SingleInstance, instance_name
+from app.ui.platform.single_instance import SingleInstance, instance_name
 from app.ui.text import ICON_ERROR
 from tests.conftest import fake_command
-
-from ui_helpers import until
+from tests.ui.helpers import until
 
 pytestmark = pytest.mark.timeout(90)
 

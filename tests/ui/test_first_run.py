@@ -10,11 +10,10 @@ from PySide6.QtCore import QPoint
 from PySide6.QtWidgets import QPushButton
 
 from app.ui.bridge import ManagerBridge
-from app.ui.models_window import ModelsWindow
-from app.ui.settings_dialog import SettingsDialog
-from app.ui.tray import TrayMenu
-
-from ui_helpers import FAKE_VERSION, FakeShell, fake_llama_server, gguf, plain, until
+from app.ui.dialogs.settings import SettingsDialog
+from app.ui.tray.menu import TrayMenu
+from app.ui.windows.models import ModelsWindow
+from tests.ui.helpers import FAKE_VERSION, FakeShell, fake_llama_server, gguf, plain, until
 
 
 def visible_menu(tray: TrayMenu) -> list[str]:

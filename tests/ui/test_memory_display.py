@@ -17,16 +17,15 @@ import psutil
 import pytest
 from PySide6.QtCore import QPoint
 
-from app.core.clock import Clock
-from app.core.gpu_memory import GpuDevice
+from app.core.config.clock import Clock
 from app.core.manager import ModelManager
+from app.core.memory.gpus import GpuDevice
 from app.ui import text
 from app.ui.bridge import ManagerBridge
-from app.ui.models_window import COL_MEMORY, ModelsWindow
-from app.ui.settings_dialog import SettingsDialog
-from app.ui.tray import TrayMenu
-
-from ui_helpers import FakeShell, next_event, plain, until
+from app.ui.dialogs.settings import SettingsDialog
+from app.ui.tray.menu import TrayMenu
+from app.ui.windows.models import COL_MEMORY, ModelsWindow
+from tests.ui.helpers import FakeShell, next_event, plain, until
 
 GB = 1024 ** 3
 MB = 1024 ** 2
@@ -34,7 +33,7 @@ SIZE = r"\d+(\.\d)? (B|KB|MB|GB)"
 
 
 class FakeGpus:
-    """Stands in for app.core.gpu_memory.GpuMemory: one 24 GB GPU with 10 GB in use; each
+    """Stands in for app.core.memory.gpus.GpuMemory: one 24 GB GPU with 10 GB in use; each
     model's server uses ``per_process`` bytes on it."""
 
     def __init__(self, per_process: int = 3 * GB) -> None:

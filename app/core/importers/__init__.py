@@ -36,9 +36,9 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from .common import MAX_CONFIG_BYTES, ImportConfigError, ImportResult, parse_yaml, read_text
-from .lemonade import import_lemonade
-from .llama_swap import LLAMA_SWAP_DEFAULT_GROUP, NO_HEALTH_CHECK_PATH, import_llama_swap
+from app.core.importers.common import MAX_CONFIG_BYTES, ImportConfigError, ImportResult, parse_yaml, read_text
+from app.core.importers.lemonade import import_lemonade
+from app.core.importers.llama_swap import LLAMA_SWAP_DEFAULT_GROUP, NO_HEALTH_CHECK_PATH, import_llama_swap
 
 __all__ = [
     "ImportResult", "ImportConfigError", "import_config", "detect_format",

@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..discovery import hf_hub_caches, is_gguf_file
-from ..durations import DurationError, format_duration, parse_duration
-from .common import ImportConfigError, ImportResult, NotImported, load_json
-from .recipe_writer import RecipeWriter
+from app.core.config.durations import DurationError, format_duration, parse_duration
+from app.core.discovery import hf_hub_caches, is_gguf_file
+from app.core.importers.common import ImportConfigError, ImportResult, NotImported, load_json
+from app.core.importers.recipe_writer import RecipeWriter
 
 _USER_MODEL_QUIET = {"checkpoint", "recipe", "mmproj", "labels", "source", "size", "reasoning", "vision",
                      "suggested", "downloaded", "model_name", "name"}

@@ -38,9 +38,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..durations import format_duration
-from .common import ImportConfigError, ImportResult, NotImported, parse_yaml, read_text
-from .recipe_writer import RecipeWriter
+from app.core.config.durations import format_duration
+from app.core.importers.common import ImportConfigError, ImportResult, NotImported, parse_yaml, read_text
+from app.core.importers.recipe_writer import RecipeWriter
 
 LLAMA_SWAP_DEFAULT_GROUP = "llama-swap"
 NO_HEALTH_CHECK_PATH = "/v1/models"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..discovery import recipe_name_for, render_recipe, write_new_recipe
-from ..recipes import RecipeError, is_valid_name
-from .common import ImportResult
+from app.core.config.recipes import RecipeError, is_valid_name
+from app.core.discovery import recipe_name_for, render_recipe, write_new_recipe
+from app.core.importers.common import ImportResult
 
 
 class RecipeWriter:

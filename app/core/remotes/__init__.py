@@ -4,10 +4,10 @@ own models. Each machine keeps its own engine that owns its processes; Siesta ro
 shows and asks. See :mod:`.remote_set` for names, :mod:`.remote` for whose clock unloads
 what."""
 
-from .config import KINDS, RemoteConfig, api_key_env, parse_remotes
-from .engine_api import HOP_HEADER, RemoteRefused, RemoteUnreachable, RemoteUnsupported
-from .remote import Remote, RemoteLease
-from .remote_set import AmbiguousModel, RemoteSet
+from app.core.remotes.config import KINDS, RemoteConfig, api_key_env, parse_remotes
+from app.core.remotes.engine_api import HOP_HEADER, RemoteRefused, RemoteUnreachable, RemoteUnsupported
+from app.core.remotes.remote import Remote, RemoteLease
+from app.core.remotes.remote_set import AmbiguousModel, RemoteSet
 
 __all__ = ["KINDS", "RemoteConfig", "api_key_env", "parse_remotes", "HOP_HEADER", "RemoteRefused",
            "RemoteUnreachable", "RemoteUnsupported", "Remote", "RemoteLease", "AmbiguousModel", "RemoteSet"]

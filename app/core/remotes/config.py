@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..durations import DurationError, Timeout, parse_duration
-from ..endpoint import base_url
-from ..recipes import is_valid_name
+from app.core.config.durations import DurationError, Timeout, parse_duration
+from app.core.config.endpoint import base_url
+from app.core.config.recipes import is_valid_name
 
 KINDS = ("siesta", "ollama", "llama.cpp-router", "lemonade", "openai")
 """Every kind of remote Siesta can route to and (except ``openai``) control."""

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from ..durations import Timeout
-from .config import RemoteConfig
+from app.core.config.durations import Timeout
+from app.core.remotes.config import RemoteConfig
 
 CONNECT_TIMEOUT = 2.0
 """Seconds a remote gets to accept a connection before it counts as unreachable."""

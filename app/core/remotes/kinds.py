@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import aiohttp
 
-from .config import RemoteConfig
-from .engine_api import RemoteEngine
-from .lemonade_engine import LemonadeEngine
-from .ollama_engine import OllamaEngine
-from .openai_engine import OpenAIEngine
-from .router_engine import RouterEngine
-from .siesta_engine import SiestaEngine
+from app.core.remotes.config import RemoteConfig
+from app.core.remotes.engine_api import RemoteEngine
+from app.core.remotes.lemonade_engine import LemonadeEngine
+from app.core.remotes.ollama_engine import OllamaEngine
+from app.core.remotes.openai_engine import OpenAIEngine
+from app.core.remotes.router_engine import RouterEngine
+from app.core.remotes.siesta_engine import SiestaEngine
 
 ENGINES: dict[str, type[RemoteEngine]] = {
     engine.kind: engine for engine in (SiestaEngine, OllamaEngine, RouterEngine, LemonadeEngine, OpenAIEngine)

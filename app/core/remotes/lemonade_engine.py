@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine_api import RemoteEngine, RemoteModelInfo, RemoteRefused
+from app.core.remotes.engine_api import RemoteEngine, RemoteModelInfo, RemoteRefused
 
 
 class LemonadeEngine(RemoteEngine):

@@ -16,8 +16,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from ..durations import MAX_SECONDS, Timeout
-from .engine_api import RemoteEngine, RemoteModelInfo, RemoteRefused
+from app.core.config.durations import MAX_SECONDS, Timeout
+from app.core.remotes.engine_api import RemoteEngine, RemoteModelInfo, RemoteRefused
 
 # Go writes up to nine digits of a second; six are kept, which every datetime parser reads.
 _FRACTION = re.compile(r"(\.\d{6})\d+")

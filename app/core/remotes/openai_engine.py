@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .engine_api import RemoteEngine, RemoteModelInfo, RemoteRefused
+from app.core.remotes.engine_api import RemoteEngine, RemoteModelInfo, RemoteRefused
 
 
 class OpenAIEngine(RemoteEngine):

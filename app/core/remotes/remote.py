@@ -27,10 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clock import Clock, WallDeadline
-from ..durations import NOT_GIVEN, USE_GLOBAL, KeepAlive, ModelTimeout, Timeout
-from .config import RemoteConfig
-from .engine_api import RemoteEngine, RemoteModelInfo, RemoteRefused, RemoteUnreachable, RemoteUnsupported
+from app.core.config.clock import Clock, WallDeadline
+from app.core.config.durations import NOT_GIVEN, USE_GLOBAL, KeepAlive, ModelTimeout, Timeout
+from app.core.remotes.config import RemoteConfig
+from app.core.remotes.engine_api import (
+    RemoteEngine,
+    RemoteModelInfo,
+    RemoteRefused,
+    RemoteUnreachable,
+    RemoteUnsupported,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from typing import Any
 
 import aiohttp
 
-from ..atomic_write import in_order
-from ..clock import Clock
-from ..durations import USE_GLOBAL, ModelTimeout, Timeout, format_duration
-from ..toml_edit import set_toml_nested
-from .config import RemoteConfig
-from .engine_api import CONNECT_TIMEOUT
-from .kinds import engine_for
-from .remote import EmitRemote, Remote
+from app.core.config.atomic_write import in_order
+from app.core.config.clock import Clock
+from app.core.config.durations import USE_GLOBAL, ModelTimeout, Timeout, format_duration
+from app.core.config.toml_edit import set_toml_nested
+from app.core.remotes.config import RemoteConfig
+from app.core.remotes.engine_api import CONNECT_TIMEOUT
+from app.core.remotes.kinds import engine_for
+from app.core.remotes.remote import EmitRemote, Remote
 
 log = logging.getLogger(__name__)
 

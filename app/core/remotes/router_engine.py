@@ -29,8 +29,8 @@ from typing import Any
 
 import aiohttp
 
-from .config import RemoteConfig
-from .engine_api import NoEventStream, RemoteEngine, RemoteModelInfo, RemoteRefused
+from app.core.remotes.config import RemoteConfig
+from app.core.remotes.engine_api import NoEventStream, RemoteEngine, RemoteModelInfo, RemoteRefused
 
 LOAD_WAIT_SECONDS = 300.0
 """How long a load may take on the router before Siesta gives up waiting for it."""

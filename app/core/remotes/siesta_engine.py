@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from ..durations import USE_GLOBAL
-from .engine_api import NoEventStream, RemoteEngine, RemoteModelInfo, RemoteRefused
+from app.core.config.durations import USE_GLOBAL
+from app.core.remotes.engine_api import NoEventStream, RemoteEngine, RemoteModelInfo, RemoteRefused
 
 _SNAPSHOT_KEYS_HERE_ONLY = ("log_file",)  # a path on the other machine means nothing here
 

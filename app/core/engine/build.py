@@ -1,0 +1,144 @@
+"""Builds llama.cpp's ``llama-server`` from the llama.cpp tree in the llama-cpp-python sdist.
+
+PyPI has no binary llama-server, but the ``llama-cpp-python`` sdist carries all of
+llama.cpp. This downloads it with pip, configures with cmake and builds only the server
+target, reporting progress, then installs one self-contained binary. A cached binary that
+answers ``--version`` is reused and nothing is built.
+
+    python3 -m app.core.engine.build [--dest DIR] [--gpu cpu|cuda|vulkan|rocm]
+
+Used by ``siesta engine install`` (into Siesta's data dir) and ``scripts/build-llama-server.sh``
+(into the build cache, for tests and CI). Standard library only, so it runs before install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+SDIST_VERSION = os.environ.get("LLAMA_CPP_PYTHON_VERSION", "0.3.36")
+BASE_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DGGML_NATIVE=OFF", "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF",
+]
+GPU_FLAGS = {"cpu": [], "cuda": ["-DGGML_CUDA=ON"], "vulkan": ["-DGGML_VULKAN=ON"], "rocm": ["-DGGML_HIP=ON"]}
+_PROGRESS = re.compile(r"^\[\s*(\d+)%\]")
+
+Progress = Callable[[int, str], None]
+
+
+class EngineBuildError(Exception):
+    """The build failed; the message ends with the tail of the build log."""
+
+
+def default_cache_dir() -> Path:
+    override = os.environ.get("SIESTA_ENGINE_CACHE")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "siesta" / "engine"
+
+
+def detect_gpu_toolkits() -> list[str]:
+    """GPU toolkits whose compilers are installed: ``cuda`` (nvcc), ``rocm`` (hipcc), ``vulkan`` (glslc)."""
+    found = []
+    if shutil.which("nvcc") or Path("/usr/local/cuda/bin/nvcc").exists():
+        found.append("cuda")
+    if shutil.which("hipcc") or Path("/opt/rocm/bin/hipcc").exists():
+        found.append("rocm")
+    if shutil.which("glslc"):
+        found.append("vulkan")
+    return found
+
+
+def answers_version(binary: Path) -> bool:
+    try:
+        return subprocess.run([str(binary), "--version"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def build_llama_server(dest_dir: Path, *, gpu: str = "cpu", progress: Progress | None = None,
+                       jobs: int | None = None) -> Path:
+    """Builds (or reuses) ``dest_dir/llama-server`` and returns its path."""
+    binary = dest_dir / "llama-server"
+    if binary.is_file() and answers_version(binary):
+        return binary
+    report = progress or (lambda pct, line: None)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    log_path = dest_dir / "build.log"
+    flags = BASE_FLAGS + GPU_FLAGS[gpu] + shlex.split(os.environ.get("CMAKE_ARGS", ""))
+    with tempfile.TemporaryDirectory(prefix="build.", dir=dest_dir) as work_dir, log_path.open("w") as log:
+        work = Path(work_dir)
+
+        def run(cmd: list[str], stage: str) -> None:
+            log.write(f"$ {shlex.join(cmd)}\n")
+            log.flush()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                match = _PROGRESS.match(line)
+                if match:
+                    report(10 + int(match.group(1)) * 89 // 100, line.strip())
+            if proc.wait() != 0:
+                log.flush()
+                tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-25:])
+                raise EngineBuildError(f"{stage} failed (log: {log_path}):\n{tail}")
+
+        report(0, f"downloading llama-cpp-python {SDIST_VERSION} sources")
+        run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+             "-d", str(work), f"llama-cpp-python=={SDIST_VERSION}"], "download")
+        sdist = next(work.glob("llama_cpp_python-*.tar.gz"))
+        report(5, "unpacking")
+        with tarfile.open(sdist) as tar:
+            tar.extractall(work, filter="data")
+        source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
+        report(8, "configuring: " + " ".join(flags))
+        run(["cmake", "-S", str(source), "-B", str(work / "build"), *flags], "cmake configure")
+        run(["cmake", "--build", str(work / "build"), "--target", "llama-server", "-j", str(jobs or os.cpu_count() or 2)],
+            "build")
+        built = work / "build" / "bin" / "llama-server"
+        staged = dest_dir / ".llama-server.new"
+        shutil.copy2(built, staged)
+        os.chmod(staged, 0o755)
+        os.replace(staged, binary)
+    if not answers_version(binary):
+        raise EngineBuildError(f"built {binary} does not answer --version")
+    report(100, f"installed {binary}")
+    return binary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dest", type=Path, help="install dir (default: the build cache)")
+    parser.add_argument("--gpu", choices=sorted(GPU_FLAGS), default="cpu")
+    args = parser.parse_args(argv)
+    dest = args.dest or default_cache_dir() / f"llama-cpp-python-{SDIST_VERSION}"
+
+    last = [-1]
+
+    def progress(pct: int, line: str) -> None:
+        if pct != last[0]:
+            last[0] = pct
+            print(f"[{pct:3d}%] {line}", file=sys.stderr)
+
+    try:
+        print(build_llama_server(dest, gpu=args.gpu, progress=progress))
+    except (EngineBuildError, OSError, StopIteration) as exc:
+        print(f"llama-server build failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

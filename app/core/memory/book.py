@@ -1,0 +1,405 @@
+"""What each model's server uses, and what it is expected to use before it loads.
+
+:class:`MemoryBook` is the manager's one owner of memory figures:
+
+* **Measured use** of a loaded model: resident RAM of its server's process tree, and GPU
+  memory per device (NVML for NVIDIA, the kernel's DRM fdinfo for AMD, Intel and others,
+  see :mod:`app.core.memory.gpus`). The server's process tree is found once it is ready
+  (listing every process in /proc, some milliseconds on a busy desktop) and kept: a reading
+  reads only those pids, and the tree is found again only when one of them has gone, every
+  :data:`TREE_KEPT_FOR` seconds (a server that starts workers later), or for a measurement
+  asked for now. Every read runs in a worker thread, never on the event loop's thread, and
+  a snapshot shows the last figures at once (a figure older than :data:`REFRESH_AFTER`
+  seconds is refreshed in the background).
+* **Estimates** before a load, in this order: the recipe's own ``memory_estimate``; what
+  the same recipe (same backend, model file and arguments) used after an earlier load,
+  remembered in the state dir; else the GGUF header (:mod:`app.core.memory.gguf_estimate`).
+  After a load, what llama-server printed about its buffers (model, KV cache, compute, per
+  device) replaces the estimate; when it printed nothing (this build prints them only at
+  log verbosity 4), the measured use does.
+
+Where a figure cannot be had it is ``None``, never a guess. Sizes are bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from app.core.config.atomic_write import FILES, write_text_atomic
+from app.core.config.recipes import Recipe
+from app.core.memory.fit import DeviceState
+from app.core.memory.gguf_estimate import MemoryEstimate, estimate_llamacpp, parse_buffer_sizes
+from app.core.memory.gpus import GpuDevice, GpuMemory
+from app.core.memory.pressure import read_ram
+from app.core.models.backend import BackendProcess
+
+log = logging.getLogger(__name__)
+
+REFRESH_AFTER = 2.0  # seconds a measured figure is shown before it is read again
+TREE_KEPT_FOR = 60.0  # seconds a server's process tree is used before it is found again
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """One model's measured memory: resident RAM, and GPU bytes per device id."""
+
+    ram: int | None
+    gpu: dict[str, int] | None  # None: GPU memory cannot be measured here
+    at: float = 0.0
+
+    @property
+    def vram(self) -> int | None:
+        return sum(self.gpu.values()) if self.gpu is not None else None
+
+    def by_device(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        if self.ram is not None:
+            out["ram"] = self.ram
+        out.update(self.gpu or {})
+        return out
+
+
+def recipe_fingerprint(recipe: Recipe) -> str | None:
+    """What makes two loads use the same memory: backend, model file (and its size and
+    time), arguments, command. None when the model file cannot be read."""
+    stat: tuple[int, int] | None = None
+    if recipe.model is not None:
+        try:
+            st = recipe.model.stat()
+            stat = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            return None
+    key = json.dumps([recipe.backend, str(recipe.model), stat, list(recipe.args), list(recipe.command)])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _rss_of(pids: Iterable[int]) -> tuple[int | None, bool]:
+    """Resident bytes of these processes (None: none could be read), and whether any has gone."""
+    total, seen, gone = 0, False, False
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+            seen = True
+        except psutil.ZombieProcess:
+            pass  # ended, not yet reaped: still in the tree that would be found again
+        except psutil.NoSuchProcess:
+            gone = True
+        except psutil.Error:
+            pass
+    return (total if seen else None), gone
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """A loaded server's process tree as last found: the pids a reading reads."""
+
+    process: BackendProcess
+    pids: list[int]
+    found_at: float
+
+
+class MemoryBook:
+    """Measured use of loaded models and estimates of every recipe; one per manager."""
+
+    def __init__(self, state_file: Path, gpus_factory: Callable[[], GpuMemory | None] = GpuMemory,
+                 on_measured: Callable[[str], None] = lambda name: None) -> None:
+        self.state_file = state_file
+        self._on_measured = on_measured  # told when a load's first measurement is in
+        self._gpus_factory = gpus_factory
+        self._gpus: GpuMemory | None = None
+        self._gpus_ready = False
+        self._gpu_count: int | None = None
+        self._use: dict[str, MemoryUse] = {}
+        self._trees: dict[str, _Tree] = {}
+        self._estimates: dict[str, MemoryEstimate | None] = {}  # recipe name -> estimate
+        self._estimate_keys: dict[str, tuple[Any, ...]] = {}
+        self._measured: dict[str, dict[str, int]] = self._read_state()
+        self._refreshing: set[str] = set()
+        self._measuring: dict[str, asyncio.Task[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
+
+    # ---- GPUs -------------------------------------------------------------------------------
+
+    def _gpu_memory(self) -> GpuMemory | None:
+        """Created on first use, in a worker thread (NVML's init can take a moment)."""
+        if not self._gpus_ready:
+            self._gpus_ready = True
+            try:
+                self._gpus = self._gpus_factory()
+            except Exception:  # noqa: BLE001 - no GPU figures then, never a crash
+                log.exception("reading GPU memory is not available")
+                self._gpus = None
+        return self._gpus
+
+    def _devices(self) -> list[GpuDevice]:
+        gpus = self._gpu_memory()
+        if gpus is None:
+            return []
+        try:
+            return gpus.devices()
+        except Exception:  # noqa: BLE001
+            log.exception("reading the GPU devices failed")
+            return []
+
+    # ---- measuring ------------------------------------------------------------------------------
+
+    def _measure(self, pids: list[int]) -> tuple[MemoryUse, bool]:
+        """What these pids use now, and whether one of them has gone (in a worker thread)."""
+        gpus = self._gpu_memory()
+        gpu: dict[str, int] | None = None
+        if gpus is not None and self._has_gpus():
+            try:
+                gpu = gpus.usage_of(pids)
+            except Exception:  # noqa: BLE001
+                log.exception("reading GPU memory of %s failed", pids)
+        ram, gone = _rss_of(pids)
+        return MemoryUse(ram=ram, gpu=gpu, at=time.monotonic()), gone
+
+    def _read(self, tree: _Tree, find_again: bool) -> tuple[_Tree, MemoryUse]:
+        """One reading of a server's memory, in a worker thread: the kept tree's pids, after
+        finding the tree again when asked, when it is old, or when one of its pids has gone."""
+        if find_again or time.monotonic() - tree.found_at > TREE_KEPT_FOR:
+            tree = _Tree(tree.process, tree.process.process_tree(), time.monotonic())
+        use, gone = self._measure(tree.pids)
+        if gone:
+            tree = _Tree(tree.process, tree.process.process_tree(), time.monotonic())
+            use, _ = self._measure(tree.pids)
+        return tree, use
+
+    async def _read_now(self, name: str, find_again: bool = False) -> MemoryUse | None:
+        """Reads a loaded model's memory off the loop and keeps the figures (and the tree, as
+        found) unless it was unloaded meanwhile."""
+        tree = self._trees.get(name)
+        if tree is None:
+            return None
+        tree, use = await asyncio.to_thread(self._read, tree, find_again)
+        if self._trees.get(name) is not None and self._trees[name].process is tree.process:
+            self._trees[name] = tree
+            self._use[name] = use
+        return use
+
+    def _has_gpus(self) -> bool:
+        """Whether this machine has GPUs to measure (asked once: a GPU is not added at run time
+        often enough to pay for asking at every reading)."""
+        if self._gpu_count is None:
+            self._gpu_count = len(self._devices())
+        return self._gpu_count > 0
+
+    async def loaded(self, name: str, recipe: Recipe, process: BackendProcess) -> None:
+        """A model became ready: finds its process tree (kept for the readings after), measures
+        it, and records what this recipe uses (what llama-server printed, else the measurement)."""
+        await process.output_caught_up()
+        lines = process.end_load_output()
+        self._trees[name] = _Tree(process, [process.pid], time.monotonic())
+        use = await self._read_now(name, find_again=True)
+        assert use is not None  # its tree is kept just above
+        printed = parse_buffer_sizes(lines) if recipe.backend == "llamacpp" else None
+        self._remember(recipe, printed or use.by_device())
+        self._on_measured(name)
+
+    def measure_load(self, name: str, recipe: Recipe, process: BackendProcess) -> None:
+        """Starts :meth:`loaded` in the background; :meth:`measured` waits for it."""
+        task = self._spawn(self.loaded(name, recipe, process))
+        if task is not None:
+            self._measuring[name] = task
+            task.add_done_callback(lambda t: self._measuring.get(name) is t and self._measuring.pop(name))
+
+    async def measured(self, name: str) -> None:
+        """Waits until the first measurement of a model that just loaded is in."""
+        task = self._measuring.get(name)
+        if task is not None:
+            await asyncio.wait({task})
+
+    def unloaded(self, name: str) -> None:
+        self._use.pop(name, None)
+        self._trees.pop(name, None)
+
+    def use_of(self, name: str) -> MemoryUse | None:
+        """The last measured use of a loaded model (refreshed in the background when old)."""
+        use = self._use.get(name)
+        if use is not None and time.monotonic() - use.at > REFRESH_AFTER and name in self._trees:
+            self._refresh(name)
+        return use
+
+    def _refresh(self, name: str) -> None:
+        if name in self._refreshing or self.closed:
+            return
+        self._refreshing.add(name)
+
+        async def refresh() -> None:
+            try:
+                await self._read_now(name)
+            finally:
+                self._refreshing.discard(name)
+
+        if self._spawn(refresh()) is None:
+            self._refreshing.discard(name)
+
+    async def measure_now(self, name: str) -> MemoryUse | None:
+        """A loaded model's memory read now, its process tree found again first."""
+        return await self._read_now(name, find_again=True)
+
+    # ---- estimates ----------------------------------------------------------------------------
+
+    def estimate_of(self, recipe: Recipe | None) -> MemoryEstimate | None:
+        """The estimate of a recipe now (None until computed, or when unknown)."""
+        if recipe is None:
+            return None
+        if recipe.memory_estimate is not None:
+            return MemoryEstimate(total=recipe.memory_estimate, by_device={}, source="recipe")
+        key = (recipe.launch_key,)
+        if self._estimate_keys.get(recipe.name) != key:
+            self._estimates.pop(recipe.name, None)
+            if self._spawn(self._estimate(recipe, key)) is not None:
+                self._estimate_keys[recipe.name] = key  # else asked again next time
+        return self._estimates.get(recipe.name)
+
+    async def _estimate(self, recipe: Recipe, key: tuple[Any, ...]) -> None:
+        estimate = await asyncio.to_thread(self._compute_estimate, recipe)
+        if self._estimate_keys.get(recipe.name) == key:
+            self._estimates[recipe.name] = estimate
+
+    def _compute_estimate(self, recipe: Recipe) -> MemoryEstimate | None:
+        fingerprint = recipe_fingerprint(recipe)
+        measured = self._measured.get(fingerprint) if fingerprint else None
+        if measured:
+            return MemoryEstimate(total=sum(measured.values()), by_device=dict(measured), source="measured")
+        if recipe.backend != "llamacpp" or recipe.model is None:
+            return None
+        free = {d.id: d.free for d in self._devices()}
+        try:
+            return estimate_llamacpp(recipe.model, recipe.args, free)
+        except Exception as exc:  # noqa: BLE001 - a file that cannot be read has no estimate
+            log.info("no memory estimate for %s: %s", recipe.name, exc)
+            return None
+
+    def _remember(self, recipe: Recipe, by_device: dict[str, int]) -> None:
+        fingerprint = recipe_fingerprint(recipe)
+        if not fingerprint or not by_device:
+            return
+        self._measured[fingerprint] = dict(by_device)
+        if recipe.memory_estimate is None:
+            self._estimate_keys[recipe.name] = (recipe.launch_key,)
+            self._estimates[recipe.name] = MemoryEstimate(total=sum(by_device.values()),
+                                                          by_device=dict(by_device), source="measured")
+        self._save_state()
+
+    async def estimate_now(self, recipe: Recipe | None) -> MemoryEstimate | None:
+        """The estimate of a recipe, computed now if it is not known yet (admission needs it)."""
+        estimate = self.estimate_of(recipe)
+        if estimate is not None or recipe is None:
+            return estimate
+        key = (recipe.launch_key,)
+        estimate = await asyncio.to_thread(self._compute_estimate, recipe)
+        if self._estimate_keys.get(recipe.name) == key:
+            self._estimates[recipe.name] = estimate
+        return estimate
+
+    async def device_states(self) -> dict[str, DeviceState]:
+        """Every device's total and free memory now: RAM (what the kernel says is available
+        without swapping) and each GPU."""
+
+        def read() -> dict[str, DeviceState]:
+            ram = read_ram()
+            states = {"ram": DeviceState(total=ram.total, free=ram.free)}
+            devices = self._devices() if self._gpu_count != 0 else []
+            if self._gpu_count is None:
+                self._gpu_count = len(devices)
+            for device in devices:
+                states[device.id] = DeviceState(total=device.total, free=device.free)
+            return states
+
+        if self._gpu_count == 0:
+            # No GPU: /proc/meminfo alone is a 30 us read, far cheaper than a thread hop
+            # (this runs every 1.5 s while models are loaded, for memory pressure).
+            return read()
+        return await asyncio.to_thread(read)
+
+    # ---- the state file ------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, dict[str, int]]:
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("%s: cannot read the remembered memory figures (%s); starting afresh", self.state_file, exc)
+            return {}
+        measured = data.get("measured") if isinstance(data, dict) else None
+        if not isinstance(measured, dict):
+            return {}
+        return {k: {d: int(b) for d, b in v.items() if isinstance(b, int)}
+                for k, v in measured.items() if isinstance(v, dict)}
+
+    def _save_state(self) -> None:
+        """Writes what loads measured to the state file, off the loop and after the writes
+        asked before (a copy: the loop goes on changing the figures meanwhile)."""
+        FILES.submit(self._write_state, dict(self._measured))
+
+    def _write_state(self, measured: dict[str, dict[str, int]]) -> None:
+        try:
+            write_text_atomic(self.state_file, json.dumps({"measured": measured}, indent=1, sort_keys=True))
+        except OSError as exc:
+            log.warning("cannot remember the measured memory in %s: %s", self.state_file, exc)
+
+    # ---- the machine ----------------------------------------------------------------------------
+
+    async def system(self, models_use: dict[str, MemoryUse]) -> dict[str, Any]:
+        """RAM and every GPU: total, used, free, and what Siesta's models use there."""
+
+        def read() -> tuple[Any, list[GpuDevice]]:
+            return psutil.virtual_memory(), self._devices()
+
+        ram, devices = await asyncio.to_thread(read)
+        ram_models = sum(u.ram or 0 for u in models_use.values())
+        out_devices = []
+        for device in devices:
+            known = [u.gpu for u in models_use.values() if u.gpu is not None]
+            models = sum(g.get(device.id, 0) for g in known) if known or not models_use else None
+            out_devices.append({"id": device.id, "name": device.name, "kind": device.kind, "total": device.total,
+                                "used": device.used, "free": device.free, "models": models})
+        return {"memory": {"ram": {"total": ram.total, "available": ram.available, "models": ram_models},
+                           "devices": out_devices}}
+
+    # ---- tasks -------------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any] | None:
+        """Runs ``coro`` in the background; nothing (None) when closed or when no event loop
+        runs (a snapshot read from a Qt callback while the loop is stopped, at shutdown)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self.closed or loop is None:
+            coro.close()
+            return None
+        task = loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a memory reading failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        self.closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        gpus = self._gpus
+        if gpus is not None:
+            await asyncio.to_thread(gpus.close)
