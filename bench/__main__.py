@@ -38,7 +38,7 @@ def _find_llama_server(given: str | None) -> Path | None:
     if os.environ.get("SIESTA_LLAMA_SERVER"):
         return Path(os.environ["SIESTA_LLAMA_SERVER"])
     from app.core.config.paths import Paths, engine_cache_dir
-    from app.core.models.backend import find_llama_server
+    from app.core.engine.locate import find_llama_server
 
     return find_llama_server(None, Paths.resolve().data_dir, engine_cache_dir())
 

@@ -43,12 +43,14 @@ from app.core.config.settings import (
 )
 from app.core.config.toml_edit import TomlEditError, set_toml_key
 from app.core.config.watcher import ConfigWatcher
+from app.core.engine.locate import find_llama_server
+from app.core.errors import PersistError, SettingFixed, UnknownModel
 from app.core.memory.admission import Admission
 from app.core.memory.book import MemoryBook
 from app.core.memory.gpus import GpuMemory
 from app.core.memory.pressure import PressureWatch
 from app.core.memory.relief import MemoryRelief
-from app.core.models.backend import BackendProcess, BoundedLog, build_launch, find_llama_server, free_port
+from app.core.models.backend import BackendProcess, BoundedLog, build_launch, free_port
 from app.core.models.model import ManagedModel, ModelState, ModelUnavailable, UnloadReason
 from app.core.models.reaper import ProcessReaper
 from app.core.remotes import Remote, RemoteSet, parse_remotes
@@ -56,27 +58,6 @@ from app.core.remotes import Remote, RemoteSet, parse_remotes
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
-
-
-class UnknownModel(KeyError):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-    def __str__(self) -> str:
-        return f"model {self.name!r} not found: no recipe of that name"
-
-
-class SettingFixed(Exception):
-    """A run-time change to a setting that a flag or an environment variable pins."""
-
-
-class PersistError(Exception):
-    """A change that could not be written; ``kind`` is ``invalid`` (bad file) or ``io``."""
-
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class ModelManager:

@@ -29,15 +29,14 @@ from typing import TYPE_CHECKING
 
 from app.core.config.paths import engine_cache_dir
 from app.core.engine import build as engine_build
-from app.core.engine.install import InstalledEngine, installed
-from app.core.models.backend import find_llama_server
+from app.core.engine.install import InstalledEngine, active_binary, installed
 
 if TYPE_CHECKING:
     from app.core.config.paths import Paths
     from app.core.config.settings import LoadedSettings
 
 __all__ = [
-    "EngineStatus", "EngineVersion", "VERSION_TIMEOUT", "engine_status", "engine_dir", "version_line",
+    "EngineStatus", "EngineVersion", "VERSION_TIMEOUT", "engine_status", "engine_dir", "find_llama_server", "version_line",
     "llama_server_version", "llama_server_version_sync", "build_command", "build_env",
     "build_tools_missing", "gpu_choices", "gpu_toolkits",
 ]
@@ -100,6 +99,23 @@ class EngineVersion:
 def engine_dir(paths: Paths) -> Path:
     """Where an installed llama-server goes: Siesta's data dir, where loads look for it."""
     return paths.data_dir / "engine"
+
+
+def find_llama_server(configured: Path | None, data_dir: Path, cache_dir: Path) -> Path | None:
+    """The llama-server to use: the setting, else the active engine installed by ``siesta
+    engine install`` (``engines/state.json``), else Siesta's data dir ``engine/`` (the source
+    build), else the build cache, else PATH."""
+    if configured is not None:
+        return configured.expanduser()
+    active = active_binary(data_dir)
+    candidates = ([active] if active is not None else []) + [data_dir / "engine" / "llama-server"]
+    if cache_dir.is_dir():
+        candidates += sorted(cache_dir.glob("*/llama-server"), reverse=True)
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
 
 
 def engine_status(paths: Paths, settings: LoadedSettings) -> EngineStatus:

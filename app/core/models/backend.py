@@ -30,7 +30,7 @@ from app.core.models.reaper import ProcessReaper
 from app.core.models.server_log import LOG_MAX_BYTES, LOG_TAIL_LINES, LOG_WRITER, BoundedLog, safe_note
 
 __all__ = ["BackendError", "BackendProcess", "BoundedLog", "LaunchSpec", "LOG_MAX_BYTES", "LOG_TAIL_LINES",
-           "LOG_WRITER", "build_launch", "find_llama_server", "free_port", "looks_out_of_memory"]
+           "LOG_WRITER", "build_launch", "free_port", "looks_out_of_memory"]
 
 _log = logging.getLogger(__name__)
 
@@ -75,25 +75,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def find_llama_server(configured: Path | None, data_dir: Path, cache_dir: Path) -> Path | None:
-    """The llama-server to use: the setting, else the active engine installed by ``siesta
-    engine install`` (``engines/state.json``), else Siesta's data dir ``engine/`` (the source
-    build), else the build cache, else PATH."""
-    from app.core.engine.install import active_binary
-
-    if configured is not None:
-        return configured.expanduser()
-    installed = active_binary(data_dir)
-    candidates = ([installed] if installed is not None else []) + [data_dir / "engine" / "llama-server"]
-    if cache_dir.is_dir():
-        candidates += sorted(cache_dir.glob("*/llama-server"), reverse=True)
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    found = shutil.which("llama-server")
-    return Path(found) if found else None
 
 
 def build_launch(recipe: Recipe, llama_server: Path | None, port: int) -> LaunchSpec:

@@ -21,7 +21,7 @@ from app.core.engine import install as ei
 from app.core.engine import release as er
 from app.core.engine.install import InstallError, active_binary, install, installed, rollback, update
 from app.core.engine.release import Gpu, NoBuild, Platform, ReleaseError
-from app.core.models.backend import find_llama_server
+from app.core.engine.locate import find_llama_server
 from tests.conftest import LLAMA_SERVER
 from tests.fakes.releases import FakeReleases
 
