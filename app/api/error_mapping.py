@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from app.api.errors import ApiError, error_response, unavailable_response
-from app.core.manager import PersistError, SettingFixed, UnknownModel
+from app.core.errors import PersistError, SettingFixed, UnknownModel
 from app.core.models.model import ModelUnavailable
 from app.core.remotes import AmbiguousModel, RemoteRefused, RemoteUnreachable, RemoteUnsupported
 

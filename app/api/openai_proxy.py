@@ -26,7 +26,8 @@ from aiohttp import web
 from app.api.error_mapping import remote_answer
 from app.api.errors import error_response, unavailable_response
 from app.core.config.durations import NOT_GIVEN, DurationError, KeepAlive, parse_duration
-from app.core.manager import ModelManager, UnknownModel
+from app.core.errors import UnknownModel
+from app.core.manager import ModelManager
 from app.core.models.model import ModelUnavailable
 from app.core.remotes import HOP_HEADER, AmbiguousModel, RemoteLease, RemoteUnreachable
 from app.core.remotes.engine_api import CONNECT_TIMEOUT, PROBE_AFTER, connection_failure_reason

@@ -53,7 +53,7 @@ from app.core.config.clock import Clock
 from app.core.config.durations import ModelTimeout, format_model_timeout
 from app.core.config.endpoint import base_url
 from app.core.config.settings import FIELD_NAMES, RUNTIME_SETTABLE, Settings, validate_setting
-from app.core.manager import PersistError, SettingFixed, UnknownModel
+from app.core.errors import PersistError, SettingFixed, UnknownModel
 from app.core.models.model import ModelUnavailable
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from app.core.client import ManagerClient, Unreachable
 from app.core.config.clock import Clock
 from app.core.config.durations import USE_GLOBAL
 from app.core.config.recipes import read_recipe
-from app.core.manager import PersistError, SettingFixed, UnknownModel
+from app.core.errors import PersistError, SettingFixed, UnknownModel
 from app.core.models.model import ModelUnavailable
 
 pytestmark = pytest.mark.timeout(60)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.core.config.recipes import read_recipe, write_recipe_settings
-from app.core.manager import PersistError
+from app.core.errors import PersistError
 from app.core.models.llama_args import LlamaArgs, with_value
 from app.core.models.model import ModelState
 

@@ -66,7 +66,8 @@ from app.core.config.durations import NOT_GIVEN, USE_GLOBAL, format_model_timeou
 from app.core.config.paths import Paths
 from app.core.config.recipes import Recipe
 from app.core.config.settings import load_settings
-from app.core.manager import ModelManager, PersistError, UnknownModel
+from app.core.errors import PersistError, UnknownModel
+from app.core.manager import ModelManager
 from app.core.models.backend import BackendError
 from app.core.models.lease import Lease
 from app.core.models.model import ManagedModel, ModelState, ModelUnavailable
