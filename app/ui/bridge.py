@@ -43,8 +43,9 @@ from app.core.config.durations import ModelTimeout
 from app.core.config.paths import Paths
 from app.core.discovery import FoundModel
 from app.core.engine import locate as engine
+from app.core.errors import PersistError, SettingFixed, UnknownModel
 from app.core.importers import ImportConfigError, ImportResult
-from app.core.manager import ModelManager, PersistError, SettingFixed, UnknownModel
+from app.core.manager import ModelManager
 from app.core.models.model import ModelUnavailable
 from app.ui import text
 from app.ui.text import Snapshot
@@ -481,6 +482,24 @@ class ManagerBridge(QObject):
         if result is not None:
             self.engine_changed()
         return result
+
+    async def install_engine(self, *, cancel: threading.Event,
+                             progress: Callable[[int, int, str], None] | None = None) -> Any:
+        """``siesta engine install`` (``engine_install.install``, llama.cpp's prebuilt release
+        for this machine) in a worker thread; returns its Result. ``progress(done, total, what)``
+        is called from the worker thread."""
+        from app.core.engine import install as engine_install
+
+        return await asyncio.to_thread(engine_install.install, self._here().data_dir,
+                                       self.settings.engine_releases_url, backend="auto",
+                                       progress=progress, cancel=cancel)
+
+    async def use_source_build(self) -> None:
+        """Lets the source build in the data dir take over from an installed engine (in a worker
+        thread: it writes the engines' state file)."""
+        from app.core.engine import install as engine_install
+
+        await asyncio.to_thread(engine_install.deactivate, self._here().data_dir)
 
     # ---- a model's load settings: "Model settings..." -------------------------------------------
 

@@ -1,4 +1,4 @@
-""""Install llama-server...": llama.cpp's prebuilt release (the default: ``engine_install.install``
+""""Install llama-server...": llama.cpp's prebuilt release (the default: ``bridge.install_engine``
 in a thread, ``--backend auto``, Cancel sets its cancel event) or a build from source.
 
 The build is ``python -m app.core.engine.build --dest DIR --gpu X`` run as a subprocess
@@ -43,7 +43,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.engine import install as engine_install
 from app.ui import a11y, icons, text, theme
 from app.ui.bridge import ManagerBridge
 
@@ -308,9 +307,7 @@ class InstallEngineDialog(QDialog):
         def progress(done: int, total: int, what: str) -> None:
             loop.call_soon_threadsafe(self._on_progress, done * 100 // max(total, 1), f"Downloading {what}")
 
-        result = await asyncio.to_thread(engine_install.install, self.bridge.paths.data_dir,
-                                         self.bridge.settings.engine_releases_url, backend="auto",
-                                         progress=progress, cancel=cancel)
+        result = await self.bridge.install_engine(cancel=cancel, progress=progress)
         e = result.engine
         return e.binary, f"{e.version} (llama.cpp {e.tag}, {e.backend}: {result.reason})"
 
@@ -322,8 +319,7 @@ class InstallEngineDialog(QDialog):
         printed = [line.strip() for line in build.stdout.splitlines() if line.strip()]
         binary = Path(printed[-1]) if printed else self.dest / "llama-server"
         version = await self.bridge.engine_version(binary)
-        # the source build takes over (in a worker thread: it writes the engines' state file)
-        await asyncio.to_thread(engine_install.deactivate, self.bridge.paths.data_dir)
+        await self.bridge.use_source_build()  # the source build takes over
         return binary, version
 
     def _on_progress(self, pct: int, message: str) -> None:
