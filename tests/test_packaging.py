@@ -77,6 +77,19 @@ def png_info(path: Path) -> tuple[int, int, bool]:
     return width, height, visible
 
 
+# ---- the wheel's packages -------------------------------------------------------------
+
+
+def test_pyproject_lists_every_package_under_app() -> None:
+    """pyproject.toml lists the packages by hand (app.resources maps to resources/, which
+    setuptools' discovery cannot combine): a package left out would be missing from a built
+    wheel, and ``siesta serve`` from it would die on ModuleNotFoundError."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "app").rglob("__init__.py")}
+    on_disk |= {"app.resources", "app.resources.icons"}
+    assert listed == on_disk
+
+
 # ---- the desktop entry ---------------------------------------------------------------
 
 def test_desktop_entry_has_the_required_keys() -> None:
