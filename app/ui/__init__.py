@@ -1,12 +1,10 @@
 """Siesta's desktop app: a Qt system-tray icon (or, without a tray, a Models window) and a
 Settings dialog over the core model manager, on one qasync event loop.
 
-Entry point: :func:`app.ui.app.run_tray_app`. Module map: ``app`` (start-up, single
-instance, quit), ``bridge`` (the only place the GUI meets the core), ``tray``,
-``models_window``, ``settings_dialog``, ``timeout_scale`` and ``text`` (pure, no Qt),
-``ticker`` (1 Hz only while visible), ``menu_watch`` (whether the tray menu is open, also
-when a D-Bus tray draws it), ``icons``, ``autostart``, ``single_instance``,
-``desktop`` (open files, clipboard, file pickers). First run: ``discover_dialog`` (GGUF
-models on this computer become recipes), ``import_dialog`` (llama-swap or Lemonade
-configurations), ``engine_dialog`` (build and install llama-server).
+Entry point: :func:`app.ui.app.run_tray_app`. At the root: ``app`` (start-up, quit),
+``bridge`` (the only place the GUI asks the core to act, off the GUI thread), ``text`` and
+``timeout_scale`` (pure, no Qt), ``theme``, ``a11y``, ``icons``, ``ticker`` (1 Hz only while
+visible), ``event_loop``. The parts: ``tray/`` (the icon, its menu and its model entries),
+``windows/`` (Models, Try it, the log viewer), ``dialogs/`` (Settings and the rest),
+``platform/`` (start at login, single instance, desktop hand-offs).
 """

@@ -1,6 +1,6 @@
 """A small OpenAI-compatible server for fast lifecycle tests: a real process on a real port.
 
-Started by ``backend = "command"`` recipes: ``python fake_backend.py --port {port} [options]``.
+Started by ``backend = "command"`` recipes: ``python tests/fakes/backend.py --port {port} [options]``.
 Options make it misbehave on purpose: start slowly, never become healthy, crash after N
 requests, ignore SIGTERM, answer slowly.
 """

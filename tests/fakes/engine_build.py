@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-VERSION = "9.9.9 (build 42, commit fake)"  # ui_helpers.FAKE_VERSION (not imported: start fast)
+VERSION = "9.9.9 (build 42, commit fake)"  # tests.ui.helpers.FAKE_VERSION (not imported: start fast)
 
 
 def say(line: str) -> None:
