@@ -180,7 +180,8 @@ def rollback(ctx: Context) -> int:
 
 def build_from_source(ctx: Context) -> int:
     from app.core.engine import locate as engine
-    from app.core.engine.build import EngineBuildError, build_llama_server
+    from app.core.engine.build import EngineBuildError, build_llama_server, copy_cached_build
+    from app.core.engine.build import default_cache_dir as build_cache_dir
     from app.core.engine.install import deactivate
 
     gpu = ctx.args.gpu or (ctx.args.backend if ctx.args.backend not in (None, "auto", "metal") else None)
@@ -199,7 +200,11 @@ def build_from_source(ctx: Context) -> int:
         sys.stderr.flush()
 
     try:
-        binary = build_llama_server(dest, gpu=gpu, progress=progress)
+        copied = copy_cached_build(dest) if gpu == "cpu" else None
+        if copied is not None:
+            print(f"copied the llama-server already built for the tests ({build_cache_dir()}): nothing to compile",
+                  file=sys.stderr)
+        binary = copied or build_llama_server(dest, gpu=gpu, progress=progress)
     except EngineBuildError as exc:
         print(f"\nsiesta: {exc}", file=sys.stderr)
         return 1

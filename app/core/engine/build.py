@@ -9,11 +9,17 @@ answers ``--version`` is reused and nothing is built.
 
 Used by ``siesta engine install`` (into Siesta's data dir) and ``scripts/build-llama-server.sh``
 (into the build cache, for tests and CI). Standard library only, so it runs before install.
+
+Without ``--dest``, a llama-server Siesta itself would run is reused before anything is built:
+the build cache's, else the active engine ``siesta engine install`` put in Siesta's data dir,
+else the source build there. So the README's two commands compile llama-server at most once,
+whichever runs first.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -46,6 +52,43 @@ def default_cache_dir() -> Path:
         return Path(override)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "siesta" / "engine"
+
+
+def default_data_dir() -> Path:
+    """Siesta's data dir by the platform's rule, without platformdirs (not installed yet when
+    this runs): what ``platformdirs.user_data_dir("siesta")`` gives, which is what
+    :class:`app.core.config.paths.Paths` uses (tests/core/engine/test_build.py checks that they
+    agree on Linux, macOS and Windows)."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "siesta" / "siesta"
+    xdg = os.environ.get("XDG_DATA_HOME", "").strip()  # current platformdirs reads it on macOS too
+    if xdg:
+        return Path(xdg) / "siesta"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "siesta"
+    return Path.home() / ".local" / "share" / "siesta"
+
+
+def engines_in_data_dir(data_dir: Path) -> list[Path]:
+    """The llama-servers Siesta would run from its data dir, in its order: the active engine of
+    ``engines/state.json`` (its ``engine.json`` names the binary, kept inside the engine's
+    folder), then the source build ``engine/llama-server``. Only those that are files."""
+    found = []
+    engines = data_dir / "engines"
+    try:
+        active = json.loads((engines / "state.json").read_text(encoding="utf-8")).get("active")
+        if isinstance(active, str) and active and "/" not in active and "\\" not in active and not active.startswith("."):
+            folder = (engines / active).resolve()
+            binary = (folder / json.loads((folder / "engine.json").read_text(encoding="utf-8"))["binary"]).resolve()
+            if binary.is_relative_to(folder) and binary.is_file():
+                found.append(binary)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    source_build = data_dir / "engine" / "llama-server"
+    if source_build.is_file():
+        found.append(source_build)
+    return found
 
 
 def detect_gpu_toolkits() -> list[str]:
@@ -118,6 +161,28 @@ def build_llama_server(dest_dir: Path, *, gpu: str = "cpu", progress: Progress |
     return binary
 
 
+def copy_cached_build(dest_dir: Path) -> Path | None:
+    """Copies the CPU build that ``scripts/build-llama-server.sh`` cached for the tests (one
+    self-contained file, built from the same sources and flags) into ``dest_dir`` instead of
+    compiling it again; None when there is none that answers ``--version``, when
+    ``CMAKE_ARGS`` asks for other flags, or when ``dest_dir`` already has one."""
+    cached = default_cache_dir() / f"llama-cpp-python-{SDIST_VERSION}" / "llama-server"
+    binary = dest_dir / "llama-server"
+    if os.environ.get("CMAKE_ARGS", "").strip() or binary.exists() or not cached.is_file():
+        return None
+    if not answers_version(cached):
+        return None
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        staged = dest_dir / ".llama-server.new"
+        shutil.copy2(cached, staged)
+        os.chmod(staged, 0o755)
+        os.replace(staged, binary)
+    except OSError:
+        return None  # then it is built
+    return binary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dest", type=Path, help="install dir (default: the build cache)")
@@ -132,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
             last[0] = pct
             print(f"[{pct:3d}%] {line}", file=sys.stderr)
 
+    cached = dest / "llama-server"
+    if args.dest is None and not (cached.is_file() and answers_version(cached)):
+        for binary in engines_in_data_dir(default_data_dir()):
+            if answers_version(binary):
+                print(f"reusing the llama-server Siesta runs: {binary}", file=sys.stderr)
+                print(binary)
+                return 0
     try:
         print(build_llama_server(dest, gpu=args.gpu, progress=progress))
     except (EngineBuildError, OSError, StopIteration) as exc:
