@@ -91,9 +91,32 @@ def _sub_command(sub: Any, name: str, help: str, settings: Iterable[str] = (), *
     return parser
 
 
+def version_text(data_dir: Path | None = None) -> str:
+    """Siesta's version, and the active engine as ``siesta engine install`` recorded it (its
+    llama.cpp tag and backend): never by running ``llama-server --version``, which takes
+    seconds on CUDA builds."""
+    from app.core.config.paths import Paths
+    from app.core.engine.install import installed
+
+    active = next((e for e in installed(data_dir or Paths.resolve().data_dir) if e.active), None)
+    engine = (f"llama.cpp {active.tag}, {active.backend} (siesta engine install)" if active else
+              "none installed by `siesta engine install` (`siesta engine info` shows the llama-server in use)")
+    return f"siesta {__version__}\nengine: {engine}"
+
+
+class _ShowVersion(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.exit(message=version_text() + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siesta", description="Runs local model servers on demand and unloads them when idle.")
-    parser.add_argument("--version", action="version", version=f"siesta {__version__}")
+    parser.add_argument("--version", action=_ShowVersion,
+                        help="show Siesta's version and the llama.cpp engine it runs, and exit")
     _add_common(parser, sub=False)
     _add_setting_flags(parser)
     _add_connect(parser, sub=False)
