@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("siesta")
 
+QT_MODULES = {"PySide6", "shiboken6", "qasync"}  # without them only the tray app is missing
+
 
 def serve_command(ctx: Context) -> int:
     import asyncio
@@ -59,7 +61,10 @@ def tray_command(ctx: Context) -> int:
     settings = ctx.settings if connect is None else None
     try:
         from app.ui.app import run_tray_app
-    except ImportError:
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in QT_MODULES:
+            raise  # a part of Siesta itself is missing: a broken install, not a machine without Qt
+        print(f"siesta: the tray app needs Qt ({exc}); `siesta serve` runs without it", file=sys.stderr)
         ctx.parser.print_help()
         return 0
     return run_tray_app(ctx.paths, settings, connect=connect)
