@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Siesta's one-folder PyInstaller bundle (packaging/siesta.spec) and smoke-tests it.
-# Takes a minute or two on 2 cores (plus a first `pip install pyinstaller`); not part of CI.
+# Takes a minute or two on 2 cores (plus a first `pip install pyinstaller`); .ci/run runs it.
 #
 #   packaging/build-bundle.sh                # build into build/bundle/, then smoke-test
 #   packaging/build-bundle.sh --smoke-only   # smoke-test the bundle already built
@@ -172,8 +172,9 @@ write_fake_recipe() {  # CONFIG_DIR
 step "smoke: --version"
 expected="siesta $("$PYTHON" -c 'import app; print(app.__version__)')"
 got="$("$bin" --version 2>&1)" || fail "$bin --version exited non-zero: $got"
-[[ "$got" == "$expected" ]] || fail "--version printed '$got', expected '$expected'"
-echo "ok: $got"
+[[ "${got%%$'\n'*}" == "$expected" ]] || fail "--version printed '$got', expected '$expected' first"
+[[ "$got" == *$'\n'"engine: "* ]] || fail "--version names no engine: '$got'"
+echo "ok: ${got//$'\n'/; }"
 
 step "smoke: the bundle's Qt loads Siesta's SVG icons"
 # `siesta -c CODE` runs CODE with the bundle's Python (packaging/siesta_entry.py).
