@@ -124,7 +124,7 @@ config=$work/config
 mkdir -p "$config/recipes"
 if [[ $mode != first-run ]]; then
 # ---- Siesta with two models loaded ----------------------------------------------------------
-fake=("$python" "$repo/tests/fake_backend.py" --port "{port}")
+fake=("$python" "$repo/tests/fakes/backend.py" --port "{port}")
 toml_list() { local sep="" item; printf '['; for item in "$@"; do printf '%s"%s"' "$sep" "$item"; sep=", "; done; printf ']'; }
 cat >"$config/recipes/tiny.toml" <<EOF
 # A small model for quick questions.

@@ -67,7 +67,7 @@ def write_config(work: Path, llama_server: Path | None) -> Path:
     recipes = config / "recipes"
     recipes.mkdir(parents=True)
     settings = f"port = {free_port()}\nhost = \"127.0.0.1\"\n"
-    fake = toml_list([sys.executable, str(REPO / "tests" / "fake_backend.py"), "--port", "{port}"])
+    fake = toml_list([sys.executable, str(REPO / "tests" / "fakes" / "backend.py"), "--port", "{port}"])
     if llama_server is not None:
         settings += f'llama_server = "{llama_server}"\n'
         model = write_tiny_model(work / "models" / "tiny-llama-q8_0.gguf")
