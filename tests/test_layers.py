@@ -23,7 +23,7 @@ LAYERS = ["app.__main__", "app.cli", "app.ui", "app.runtime", "app.api", "app.co
 MAX_LINES = 700
 MAX_MODULES = 15
 
-CORE_PACKAGES = ["models", "memory", "config", "hub", "engine", "remotes", "importers"]
+CORE_PACKAGES = ["models", "memory", "config", "hub", "engine", "remotes", "importers", "doctor"]
 # What each part must never import (a part: a package of app.core or app.ui, or a module at
 # their root). Everything in app.core is also kept from app.ui, app.api and app.cli by LAYERS.
 NEVER = {
@@ -41,6 +41,8 @@ NEVER = {
                          "app.core.importers", "app.core.manager", "app.core.client"],
     "app.core.importers": ["app.core.models", "app.core.memory", "app.core.hub", "app.core.engine",
                            "app.core.remotes", "app.core.manager", "app.core.client"],
+    # `siesta doctor` reads files and asks (llama-server, the GPUs, the port, remotes): no manager runs
+    "app.core.doctor": ["app.core.manager", "app.core.client"],
     "app.core.errors": ["app.core"],
     "app.core.client": ["app.core.manager"],  # a Siesta elsewhere, shaped as a manager, not one
     "app.ui.platform": ["app.ui.tray", "app.ui.windows", "app.ui.dialogs", "app.ui.bridge", "app.ui.app"],

@@ -7,7 +7,7 @@ command runs with: arguments, paths, settings and the client, read on demand),
 ``client`` (the HTTP client of the running instance), ``table`` (the model table), and
 the commands: ``run`` (``serve`` and the bare tray-app form), ``ps`` (ps, ps --watch),
 ``control`` (load, unload, timeout), ``recipes`` (demo, discover, import), ``pull``,
-``engine``.
+``engine``, ``doctor``.
 
 ``siesta ps`` must stay fast (about 0.15 s): importing this package reads only argparse,
 the durations and the endpoint; each command's module is imported when it runs, and
@@ -50,6 +50,7 @@ COMMANDS: dict[str | None, tuple[str, str]] = {
     "import": ("recipes", "import_command"),
     "pull": ("pull", "pull_command"),
     "engine": ("engine", "engine_command"),
+    "doctor": ("doctor", "doctor_command"),
 }
 
 

@@ -9,7 +9,8 @@ Every option is accepted before or after the sub-command where it means somethin
   ``load``, ``unload``, ``timeout``; its API key comes from the environment only);
 * ``--connect URL`` and ``--api-key KEY`` on those commands and on the bare form: they
   act on a Siesta elsewhere (the bare form starts the tray app as its client);
-* ``--llama-server`` on ``engine`` and its sub-commands.
+* ``--llama-server`` on ``engine`` and its sub-commands;
+* ``--host``, ``--port`` and ``--llama-server`` on ``doctor`` (the Siesta it describes).
 
 The top-level parser gives each option its default; a sub-parser's options default to
 :data:`argparse.SUPPRESS`, so a sub-command never overwrites a flag given before it.
@@ -49,6 +50,7 @@ CLIENT_SETTINGS = ("host", "port")  # where the running instance listens
 CLIENT_HELP = {"host": "address of the running Siesta (default: as its settings say)",
                "port": "port of the running Siesta (default: as its settings say)"}
 ENGINE_SETTINGS = ("llama_server", "engine_releases_url")
+DOCTOR_SETTINGS = ("host", "port", "llama_server")
 CONNECT_COMMANDS = (None, "ps", "load", "unload", "timeout")
 """The bare form (the tray app) and the client commands: what ``--connect`` can drive."""
 
@@ -177,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "and switch to it", ENGINE_SETTINGS)
     update.add_argument("--no-verify", action="store_true", help="install an asset with no known sha256 digest")
     _sub_command(engine_sub, "rollback", "switch back to the previous engine", ENGINE_SETTINGS)
+
+    doctor = _sub_command(sub, "doctor", "what a bug report needs: versions, llama-server, GPUs, tray, folders, "
+                          "port, remotes, recipes (secrets hidden)", DOCTOR_SETTINGS)
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON, for tools")
     return parser
 
 

@@ -19,7 +19,8 @@ widgets can hide what only means something here (:attr:`ManagerBridge.is_local`)
 
 It also carries what the first-run dialogs need from the core: finding GGUF models and
 writing recipes for them, importing another manager's configuration, and which
-llama-server is used (whether it can run, its version, the command that builds one).
+llama-server is used (whether it can run, its version, the command that builds one), and
+``siesta doctor``'s report for Settings' "Copy diagnostics".
 Blocking work (walking the disk, writing files) runs in a worker thread, never on the
 GUI thread; ``llama-server --version`` runs as an asyncio subprocess and is cached. The
 engine logic itself (which binary, its version, the build) is :mod:`app.core.engine.locate`; the
@@ -500,6 +501,19 @@ class ManagerBridge(QObject):
         from app.core.engine import install as engine_install
 
         await asyncio.to_thread(engine_install.deactivate, self._here().data_dir)
+
+    # ---- Settings' "Copy diagnostics": ``siesta doctor``'s report ---------------------------------
+
+    async def diagnostics(self) -> str:
+        """``siesta doctor``'s report in plain text (secrets never shown) for this machine's
+        Siesta, with the settings in force, built in a worker thread: it asks llama-server, the
+        GPUs, the desktop's tray, the port and the remotes. ValueError for a Siesta elsewhere."""
+        from app.core.doctor import build_report
+
+        paths = self._here()
+        settings = self.manager.loaded_settings
+        report = await asyncio.to_thread(build_report, paths, settings=settings)
+        return report.text()
 
     # ---- a model's load settings: "Model settings..." -------------------------------------------
 

@@ -143,7 +143,8 @@ def test_the_tray_shows_and_drives_the_served_siesta(loop, paths, served: Served
         dialog = siesta.settings_dialog
         assert served.url in dialog.windowTitle() and dialog.windowTitle().startswith("Siesta settings — ")
         assert "host" not in dialog.fields and "port" not in dialog.fields
-        for widget in (dialog.host_edit, dialog.port_spin, dialog.autostart_check, dialog.engine_box):
+        for widget in (dialog.host_edit, dialog.port_spin, dialog.autostart_check, dialog.engine_box,
+                       dialog.diagnostics):
             assert not widget.isVisibleTo(dialog), widget.objectName()
         assert dialog.max_spin.isVisibleTo(dialog) and dialog.global_edit.isVisibleTo(dialog)
         dialog.fields["global_unload_timeout"].put(600.0)

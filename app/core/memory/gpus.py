@@ -160,7 +160,8 @@ class GpuMemory:
     ``nvml`` is the ``pynvml`` module or a fake with the same functions; by default it is
     imported on first use, and an ImportError or an NVMLError from ``nvmlInit`` means no
     NVIDIA figures. ``root`` is where /proc and /sys are read (tests pass a temporary tree).
-    Safe to call from several threads.
+    Safe to call from several threads. Once the devices were read, :attr:`nvml_unavailable`
+    says why NVML is not used (None when it is), for ``siesta doctor``.
     """
 
     def __init__(self, *, nvml: Any | None = _IMPORT, root: Path = Path("/")) -> None:
@@ -171,6 +172,7 @@ class GpuMemory:
         self._nvidia: list[_Nvidia] | None = None
         self._cards: list[_Card] = []
         self._wsl: bool | None = None
+        self.nvml_unavailable: str | None = None  # why there are no NVML figures (None: NVML is used)
 
     # ---- discovery (once) ---------------------------------------------------------------------
 
@@ -192,16 +194,20 @@ class GpuMemory:
                 import pynvml as nvml  # type: ignore[import-not-found, no-redef]
             except ImportError:
                 log.debug("no NVML: nvidia-ml-py is not installed")
+                self.nvml_unavailable = "nvidia-ml-py is not installed (the pynvml module)"
                 return []
             self._nvml_arg = nvml
         if nvml is None:
+            self.nvml_unavailable = "NVML is turned off"
             return []
         error = self._nvml_error()
         try:
             nvml.nvmlInit()
         except (error, OSError) as exc:
             log.debug("no NVML: %s", exc)
+            self.nvml_unavailable = f"nvmlInit failed: {exc}"
             return []
+        self.nvml_unavailable = None
         self._nvml = nvml
         found: list[_Nvidia] = []
         try:

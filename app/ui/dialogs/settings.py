@@ -3,7 +3,8 @@ memory budget and floor, and which llama-server is used.
 
 The dialog also shows which llama-server loads use, its version, backend and llama.cpp
 release, with Update, or that none was found, with a way to install one
-(:mod:`app.ui.dialogs.engine_box`).
+(:mod:`app.ui.dialogs.engine_box`). "Copy diagnostics" puts ``siesta doctor``'s report on the
+clipboard for a bug report (:mod:`app.ui.dialogs.diagnostics`).
 
 Timeouts are set with sliders (:mod:`app.ui.dialogs.timeout_slider`: 0, 30 s, 1 min ... 8 h,
 never), with the value beside each slider; the global one also has a field that takes
@@ -31,7 +32,8 @@ save or cancel. A recipe added or removed on disk adds or removes its row.
 
 For a Siesta elsewhere (``siesta --connect URL``) the title names it, and only what its
 API can change at run time is shown: host, port and llama-server are set on that machine,
-and Start at login belongs to this one.
+and Start at login belongs to this one; Copy diagnostics, which describes this machine's
+Siesta, is hidden (``siesta doctor`` on that machine says what it needs).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from app.core.config.durations import USE_GLOBAL, DurationError, Timeout, format
 from app.core.config.settings import RUNTIME_SETTABLE, validate_setting
 from app.ui import icons, theme
 from app.ui.bridge import ManagerBridge
+from app.ui.dialogs.diagnostics import DiagnosticsRow
 from app.ui.dialogs.engine_box import EngineBox
 from app.ui.dialogs.memory_box import MemoryBox
 from app.ui.dialogs.timeout_rows import TimeoutList, TimeoutRow
@@ -246,16 +249,22 @@ class SettingsDialog(QDialog):
         self.engine_version_label = self.engine_box.version_label
         self.install_engine_button = self.engine_box.install_button
 
+        # ---- Copy diagnostics: `siesta doctor`'s report on the clipboard, for a bug report ----
+        self.diagnostics = DiagnosticsRow(bridge)
+
         lower = QHBoxLayout()
         lower.addWidget(server_box, 1)
         lower.addWidget(desktop_box, 1)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.diagnostics, 1)
+        bottom.addWidget(self.buttons)
         layout = QVBoxLayout(self)
         layout.addWidget(idle_box, 1)
         layout.addLayout(lower)
         layout.addWidget(self.memory_box)
         layout.addWidget(self.engine_box)
         layout.addWidget(self.error_label)
-        layout.addWidget(self.buttons)
+        layout.addLayout(bottom)
         self.resize(800, 0)
 
         if bridge.target is not None:
@@ -281,7 +290,8 @@ class SettingsDialog(QDialog):
         after: list[QWidget] = [
             self.host_edit, self.port_spin, self.max_spin,
             self.notify_idle_check, self.notify_crash_check, self.notify_pressure_check, self.autostart_check,
-            self.budget_edit, self.floor_edit, self.install_engine_button, self.engine_box.update_button]
+            self.budget_edit, self.floor_edit, self.install_engine_button, self.engine_box.update_button,
+            self.diagnostics.button]
         box = self.buttons.layout()
         after += [w for i in range(box.count()) if isinstance(w := box.itemAt(i).widget(), QAbstractButton)]
         return [self.global_slider.slider, self.global_edit], after
@@ -289,7 +299,7 @@ class SettingsDialog(QDialog):
     def focus_chain(self) -> list[QWidget]:
         """The widgets that take keyboard focus, in the visual order (top to bottom, left to
         right within a row): the timeouts (of the rows built now), Server, Desktop, Memory,
-        llama-server, the buttons."""
+        llama-server, Copy diagnostics, the buttons."""
         before, after = self._chain_ends()
         return before + self.models_scroll.built_chain() + after
 
@@ -346,6 +356,7 @@ class SettingsDialog(QDialog):
         set_row_visible(restart_note, False)
         self.autostart_check.hide()
         self.engine_box.hide()
+        self.diagnostics.hide()  # it describes this machine's Siesta: `siesta doctor` there
 
     def _add_field(self, name: str, label: str, widget: QWidget, get: Callable[[], Any],
                    put: Callable[[Any], None]) -> None:
@@ -597,6 +608,7 @@ class SettingsDialog(QDialog):
     def done(self, result: int) -> None:
         self.ticker.stop()
         self.engine_box.detach()
+        self.diagnostics.detach()
         for signal, slot in ((self.bridge.modelEvent, self._on_event), (self.bridge.systemChanged, self._show_memory)):
             try:
                 signal.disconnect(slot)

@@ -38,7 +38,8 @@ def buttons_left_to_right(dialog: SettingsDialog) -> list[QAbstractButton]:
 
 def expected_order(dialog: SettingsDialog) -> list[QWidget]:
     """Top to bottom, left to right: the global timeout, each model's slider (unless it
-    follows the global one) and toggle, Server, Desktop, Memory, llama-server, the buttons."""
+    follows the global one) and toggle, Server, Desktop, Memory, llama-server, Copy
+    diagnostics, the buttons."""
     rows = dialog.rows
     order: list[QWidget] = [dialog.global_slider.slider, dialog.global_edit,
                             rows["alpha"].slider.slider, rows["alpha"].use_global,
@@ -47,7 +48,7 @@ def expected_order(dialog: SettingsDialog) -> list[QWidget]:
                             dialog.host_edit, dialog.port_spin, dialog.max_spin,
                             dialog.notify_idle_check, dialog.notify_crash_check, dialog.notify_pressure_check,
                             dialog.autostart_check, dialog.budget_edit, dialog.floor_edit]
-    order += [b for b in (dialog.install_engine_button, dialog.engine_box.update_button)
+    order += [b for b in (dialog.install_engine_button, dialog.engine_box.update_button, dialog.diagnostics.button)
               if b.isVisible() and b.isEnabled()]
     order += [b for b in buttons_left_to_right(dialog) if b.isEnabled()]
     return order
