@@ -44,6 +44,7 @@ NEVER = {
     # `siesta doctor` reads files and asks (llama-server, the GPUs, the port, remotes): no manager runs
     "app.core.doctor": ["app.core.manager", "app.core.client"],
     "app.core.errors": ["app.core"],
+    "app.core.spawn": ["app"],  # standard library only: the engine build runs it before install
     "app.core.client": ["app.core.manager"],  # a Siesta elsewhere, shaped as a manager, not one
     "app.ui.platform": ["app.ui.tray", "app.ui.windows", "app.ui.dialogs", "app.ui.bridge", "app.ui.app"],
     "app.ui.tray": ["app.ui.windows", "app.ui.dialogs", "app.ui.app"],
@@ -60,6 +61,7 @@ UI_VOCABULARY = {
     "app.core.memory.fit": "*",
     "app.core.memory.gguf_estimate": "*",  # reads a GGUF's header: a few KB
     "app.core.hub.choice": "*",
+    "app.core.spawn": {"child_options"},  # the keyword arguments a child process gets on this OS
     "app.core.config.settings": {"RUNTIME_SETTABLE", "validate_setting"},
     "app.core.config.recipes": {"is_valid_name"},
     "app.core.config.atomic_write": {"in_order"},  # hands a write to the file writer's thread

@@ -8,7 +8,9 @@ answers ``--version`` is reused and nothing is built.
     python3 -m app.core.engine.build [--dest DIR] [--gpu cpu|cuda|vulkan|rocm]
 
 Used by ``siesta engine install`` (into Siesta's data dir) and ``scripts/build-llama-server.sh``
-(into the build cache, for tests and CI). Standard library only, so it runs before install.
+(into the build cache, for tests and CI). Standard library only, so it runs before install
+(``app.core.spawn``, the one module of Siesta it imports, is too). On Windows no step opens a
+console window.
 
 Without ``--dest``, a llama-server Siesta itself would run is reused before anything is built:
 the build cache's, else the active engine ``siesta engine install`` put in Siesta's data dir,
@@ -30,6 +32,8 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from app.core.spawn import child_options
 
 SDIST_VERSION = os.environ.get("LLAMA_CPP_PYTHON_VERSION", "0.3.36")
 BASE_FLAGS = [
@@ -105,7 +109,8 @@ def detect_gpu_toolkits() -> list[str]:
 
 def answers_version(binary: Path) -> bool:
     try:
-        return subprocess.run([str(binary), "--version"], capture_output=True, timeout=30).returncode == 0
+        return subprocess.run([str(binary), "--version"], capture_output=True, timeout=30,
+                              **child_options()).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -126,7 +131,8 @@ def build_llama_server(dest_dir: Path, *, gpu: str = "cpu", progress: Progress |
         def run(cmd: list[str], stage: str) -> None:
             log.write(f"$ {shlex.join(cmd)}\n")
             log.flush()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    **child_options())
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)

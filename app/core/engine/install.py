@@ -53,6 +53,7 @@ from app.core.engine.release import (
     source_build_command,
     tag_number,
 )
+from app.core.spawn import child_options
 
 __all__ = [
     "InstallError", "Cancelled", "InstalledEngine", "engines_dir", "active_binary", "installed",
@@ -262,7 +263,8 @@ def _smoke_test(binary: Path) -> str:
     """What ``llama-server --version`` says, in one line; InstallError if it fails."""
     try:
         done = subprocess.run([str(binary), "--version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=SMOKE_TIMEOUT, cwd=binary.parent)
+                              stderr=subprocess.STDOUT, timeout=SMOKE_TIMEOUT, cwd=binary.parent,
+                              **child_options())
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InstallError(f"the unpacked llama-server does not run: {exc}") from None
     text = done.stdout.decode("utf-8", "replace")

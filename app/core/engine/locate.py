@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from app.core.config.paths import engine_cache_dir
 from app.core.engine import build as engine_build
 from app.core.engine.install import InstalledEngine, active_binary, installed
+from app.core.spawn import child_options
 
 if TYPE_CHECKING:
     from app.core.config.paths import Paths
@@ -191,7 +192,7 @@ async def _run_version(path: Path, timeout: float) -> EngineVersion:
     try:
         proc = await asyncio.create_subprocess_exec(
             str(path), "--version", stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, **child_options())
     except OSError as exc:
         return _cannot_run(exc)
     try:
@@ -216,7 +217,7 @@ def llama_server_version_sync(path: Path, timeout: float = VERSION_TIMEOUT) -> E
         return _versions[key]
     try:
         done = subprocess.run([str(path), "--version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout)
+                              stderr=subprocess.STDOUT, timeout=timeout, **child_options())
     except OSError as exc:
         return _cannot_run(exc)
     except subprocess.TimeoutExpired:

@@ -1,10 +1,10 @@
 """One running model server: how it is started, watched, logged and stopped.
 
-Each server runs in its own process group (its own session on POSIX), so stopping it
-stops everything it started, and whatever is left in the group when it exits is killed.
-The group is signalled by its id (the server's pid) only while that id is known to name
-the server's group: never once the pid may belong to another process. Its output goes to
-its log (:mod:`app.core.models.server_log`). It is healthy when its
+Each server runs in a process tree that this OS's process layer holds
+(:mod:`app.core.models.processes`: a process group on Linux and macOS, a kill-on-close job
+object on Windows), so stopping it stops everything it started, and whatever is left of the
+tree when it exits is ended. A server the OS will not let Siesta hold that way is not run.
+Its output goes to its log (:mod:`app.core.models.server_log`). It is healthy when its
 health path answers 200 from a socket that one of its own processes listens on, not
 another program that took the port first.
 """
@@ -16,16 +16,17 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import psutil
 
 from app.core.config.recipes import Recipe
+from app.core.models.processes import PLATFORM, Platform, ProcessSetupError, ServerTree
 from app.core.models.reaper import ProcessReaper
 from app.core.models.server_log import LOG_MAX_BYTES, LOG_TAIL_LINES, LOG_WRITER, BoundedLog, safe_note
 
@@ -34,8 +35,6 @@ __all__ = ["BackendError", "BackendProcess", "BoundedLog", "LaunchSpec", "LOG_MA
 
 _log = logging.getLogger(__name__)
 
-# Windows has no SIGKILL; there "kill" means TerminateProcess, which _kill_group does.
-KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
 LOAD_OUTPUT_MAX_BYTES = 256 * 1024  # a loading llama-server prints some 10-20 KB at verbosity 4
 HEALTH_POLL_INTERVAL = 0.01
 HEALTH_PROBE_TIMEOUT = 2.0
@@ -104,55 +103,89 @@ def build_launch(recipe: Recipe, llama_server: Path | None, port: int) -> Launch
 
 
 class BackendProcess:
-    """A started model server process; :meth:`stop` ends its whole process group."""
+    """A started model server process; :meth:`stop` ends its whole process tree."""
 
     def __init__(self, proc: asyncio.subprocess.Process, spec: LaunchSpec, log: BoundedLog,
-                 reaper: ProcessReaper | None) -> None:
+                 reaper: ProcessReaper | None, tree: ServerTree) -> None:
         self._proc = proc
         self.spec = spec
         self.log = log
         self._reaper = reaper
+        self._tree = tree  # what holds the server and everything it starts (see app.core.models.processes)
         self._log_broken = False  # set once writing the model's log failed: output is then dropped
         self.stopping = False
         self.base_url = f"http://127.0.0.1:{spec.port}"
         self._output = asyncio.Event()  # set on each chunk of output: a moment worth probing health
         self._foreign_listener = False  # the port answered, but from a socket none of its processes owns
-        # The server's identity beside its pid: its start time tells it from a later process
-        # that gets the same pid once the server has been reaped.
-        self._ps: psutil.Process | None = None
+        self._ps: psutil.Process | None = None  # its memory and children (process_tree, memory)
         self._load_output: list[bytes] | None = []  # what it prints until loaded (see load_output)
-        self._started_at: float | None = None
         try:
             self._ps = psutil.Process(proc.pid)
-            self._started_at = self._ps.create_time()
         except psutil.Error:  # already gone and reaped
             self._ps = None
         self._pump = asyncio.create_task(self._pump_output(), name=f"log-pump-{proc.pid}")
         self._exit = asyncio.create_task(self._wait_exit(), name=f"exit-watch-{proc.pid}")
 
     @classmethod
-    async def start(cls, spec: LaunchSpec, log: BoundedLog, reaper: ProcessReaper | None) -> "BackendProcess":
+    async def start(cls, spec: LaunchSpec, log: BoundedLog, reaper: ProcessReaper | None,
+                    platform: Platform | None = None) -> "BackendProcess":
+        """Starts the server in a tree of its own (``platform``: this OS's process layer).
+
+        The tree is made first, so a tree the OS refuses starts nothing; the server is taken
+        into it right after it starts, and one the OS will not let into it is ended at once:
+        either way BackendError says why, and nothing is left running."""
+        platform = platform or PLATFORM
         log.write_off_the_loop()
         log_error = safe_note(log, "starting: " + " ".join(spec.argv))
         try:
-            proc = await asyncio.create_subprocess_exec(
+            tree = platform.new_tree()
+        except ProcessSetupError as exc:
+            safe_note(log, f"could not start: {exc}")
+            log.close()
+            raise BackendError(f"could not start {spec.argv[0]!r}: {exc}") from exc
+        try:
+            proc = await platform.spawn(
                 *spec.argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=spec.env,
-                start_new_session=(os.name == "posix"),
+                **tree.spawn_options(),
             )
         except OSError as exc:
+            tree.release()
             safe_note(log, f"could not start: {exc}")
             log.close()
             raise BackendError(f"could not start {spec.argv[0]!r}: {exc.strerror or exc}") from exc
+        except BaseException:  # cancelled: asyncio has ended the process it started, if any
+            tree.release()
+            log.close()
+            raise
+        try:
+            tree.adopt(proc.pid)
+        except ProcessSetupError as exc:
+            backend = cls(proc, spec, log, None, tree)
+            await backend._end_outside_the_tree(exc)  # raises BackendError
         if reaper is not None:
             reaper.add(proc.pid)
-        backend = cls(proc, spec, log, reaper)
+        backend = cls(proc, spec, log, reaper, tree)
         if log_error is not None:
             backend._log_failed(log_error)
         return backend
+
+    async def _end_outside_the_tree(self, reason: ProcessSetupError) -> NoReturn:
+        """The server started, but the OS would not let it into its tree: nothing could stop
+        what it starts, or end it if Siesta dies. Ends it at once (the server alone: the
+        tree never held it), waits for its exit and its last output, and raises BackendError."""
+        self.stopping = True
+        self._note(f"{reason}; stopping it")
+        try:
+            self._proc.kill()
+        except ProcessLookupError:  # it has exited already
+            pass
+        code = await self.wait_exit()
+        raise BackendError(f"could not run {self.spec.argv[0]!r}: {reason}; it was stopped (exit code {code})",
+                           self.log.tail_text())
 
     @property
     def pid(self) -> int:
@@ -214,8 +247,7 @@ class BackendProcess:
             pass
         except Exception:  # noqa: BLE001 - the pump does not raise; never let its end hide the exit code
             _log.exception("output pump of server %s failed", self._proc.pid)
-        if os.name == "posix":
-            self._kill_group(KILL)  # anything it left behind in its group (with or without the watchdog)
+        self._tree.release()  # anything it left behind in its tree (with or without the watchdog)
         if self._reaper is not None:
             self._reaper.remove(self._proc.pid)
         self._note(f"exited with code {code}")
@@ -310,50 +342,18 @@ class BackendProcess:
         finally:
             writer.close()
 
-    def _group_is_ours(self) -> bool:
-        """Whether the process group id (the server's pid) still names the server's group.
-
-        While a process group has members the kernel gives its id to no new process, so the
-        id can only name another group once the server has been reaped, its group is empty
-        and its pid has gone to a new process. So: a process with that pid that is not the
-        server (another start time) means the id is someone else's now; no process with that
-        pid means only the server's own leftovers can still carry the id.
-        """
-        try:
-            holder = psutil.Process(self._proc.pid)
-        except psutil.NoSuchProcess:
-            return True
-        except psutil.Error:
-            return False
-        try:
-            return self._started_at is not None and holder.create_time() == self._started_at
-        except psutil.Error:
-            return False
-
-    def _kill_group(self, sig: int) -> None:
-        try:
-            if os.name == "posix":
-                if not self._group_is_ours():
-                    return
-                os.killpg(self._proc.pid, sig)
-            elif sig == KILL:
-                self._proc.kill()
-            else:
-                self._proc.terminate()
-        except (ProcessLookupError, PermissionError):
-            pass
-
     async def stop(self, timeout: float) -> int:
-        """Asks the server to stop (SIGTERM to its group), kills it after ``timeout``; returns the exit code."""
+        """Asks the server to stop (SIGTERM to its group; on Windows the end of its job), kills
+        its tree after ``timeout``; returns the exit code."""
         self.stopping = True
         if not self._exit.done():
-            self._kill_group(signal.SIGTERM)
+            self._tree.terminate()
             try:
                 async with asyncio.timeout(timeout):
                     await asyncio.shield(self._exit)
             except TimeoutError:
                 self._note(f"did not stop within {timeout:g} s; killing")
-                self._kill_group(KILL)
+                self._tree.kill()
         return await asyncio.shield(self._exit)
 
     def _keep_load_output(self, chunk: bytes) -> None:

@@ -43,6 +43,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.spawn import child_options
 from app.ui import a11y, icons, text, theme
 from app.ui.bridge import ManagerBridge
 
@@ -92,7 +93,7 @@ class BuildProcess:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=self.env, limit=STREAM_LIMIT,
-            start_new_session=(os.name == "posix"))
+            **child_options(own_session=True))
         try:
             out, _ = await asyncio.gather(self._stdout(), self._stderr())
             self.stdout = out

@@ -62,13 +62,15 @@ def config_dir_argument(config_dir: Path) -> Path | None:
 
 
 def launch_command(config_dir: Path | None = None, platform: str | None = None) -> list[str]:
-    """How the login session should start Siesta: a bundle's own executable; on Windows
-    ``pythonw.exe -m app`` (pip's ``siesta.exe`` is a console program and would keep a
+    """How the login session should start Siesta: a bundle's own executable (on Windows its
+    windowless ``siestaw.exe``, beside the console ``siesta.exe``: packaging/siesta.spec); on
+    Windows ``pythonw.exe -m app`` (pip's ``siesta.exe`` is a console program and would keep a
     console window open); elsewhere the ``siesta`` script when it is on PATH, else this
     Python running ``-m app``. With ``--config-dir`` when one was chosen."""
     platform = sys.platform if platform is None else platform
     if getattr(sys, "frozen", False):  # a PyInstaller bundle: sys.executable is Siesta itself
-        command = [sys.executable]
+        windowless = Path(sys.executable).with_name("siestaw.exe")
+        command = [str(windowless) if platform == "win32" and windowless.is_file() else sys.executable]
     elif platform == "win32":
         windowless = Path(sys.executable).with_name("pythonw.exe")
         command = [str(windowless) if windowless.is_file() else sys.executable, "-m", "app"]

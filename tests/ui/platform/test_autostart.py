@@ -139,6 +139,20 @@ def test_on_windows_the_run_key_is_written_and_read_back(tmp_path: Path, on_plat
     assert [w[0] for w in registry.writes] == ["set", "delete", "set", "delete", "delete", "delete"]
 
 
+def test_a_windows_bundle_starts_its_windowless_executable_at_login(tmp_path: Path, monkeypatch) -> None:
+    """The bundle has siesta.exe (console, the CLI) and siestaw.exe (windowless, the tray app:
+    packaging/siesta.spec); the login entry runs siestaw.exe, so no console window opens."""
+    bundle = tmp_path / "siesta"
+    bundle.mkdir()
+    (bundle / "siesta.exe").write_text("")
+    monkeypatch.setattr(autostart.sys, "executable", str(bundle / "siesta.exe"))
+    monkeypatch.setattr(autostart.sys, "frozen", True, raising=False)
+    assert autostart.launch_command(platform="win32") == [str(bundle / "siesta.exe")]  # an older bundle: no siestaw
+    (bundle / "siestaw.exe").write_text("")
+    assert autostart.launch_command(platform="win32") == [str(bundle / "siestaw.exe")]
+    assert autostart.launch_command(platform="linux") == [str(bundle / "siesta.exe")]
+
+
 def test_the_windows_registry_is_only_touched_on_windows() -> None:
     if sys.platform == "win32":
         pytest.skip("on Windows the real registry would be written")
