@@ -8,6 +8,10 @@ while the front door still answers (its requests in flight end with the models),
 listening socket closes. If the front door cannot start (the port is taken), the manager
 is closed again before the error leaves, so no child process or task outlives it.
 
+Before either kind builds one, it takes its port with :func:`hold_port` and holds it for the
+life of the process: one Siesta per port on every OS, so a second one, of either kind, says
+"Siesta is already running on 127.0.0.1:8777 (pid N)" and exits 1 before it starts anything.
+
 The UI builds one of these and never imports :mod:`app.api` itself.
 """
 
@@ -19,6 +23,7 @@ from types import TracebackType
 
 from app import __version__
 from app.api.server import ApiServer, PortInUse
+from app.core.config.instance_lock import AlreadyRunning, InstanceLock
 from app.core.config.paths import Paths
 from app.core.config.settings import LoadedSettings
 from app.core.manager import ModelManager
@@ -27,7 +32,23 @@ log = logging.getLogger(__name__)
 
 ManagerFactory = Callable[[Paths, LoadedSettings], ModelManager]
 
-__all__ = ["SiestaRuntime", "PortInUse", "ManagerFactory"]
+__all__ = ["SiestaRuntime", "PortInUse", "ManagerFactory", "hold_port"]
+
+
+def hold_port(paths: Paths, settings: LoadedSettings, kind: str) -> InstanceLock | None:
+    """Takes the lock on the settings' port for ``kind`` (``"serve"`` or ``"tray"``), to be held
+    until the process ends. Raises :class:`PortInUse` naming the Siesta that holds it, in the
+    words of the bind's own refusal; None (and a warning) when no lock file can be written."""
+    values = settings.values
+    try:
+        return InstanceLock(values.port).acquire(kind=kind, host=values.host, config_dir=paths.config_dir)
+    except AlreadyRunning as exc:
+        source = settings.sources.get("port", "default")
+        raise PortInUse(f"{exc}; stop it, or choose another port with --port or SIESTA_PORT "
+                        f"(setting 'port', from {source})") from exc
+    except OSError as exc:  # no runtime or state dir to write in: the bind alone decides, as before
+        log.warning("cannot take the lock on port %d (%s); starting without it", values.port, exc)
+        return None
 
 
 class SiestaRuntime:

@@ -1,7 +1,12 @@
 """Shared fixtures: an isolated home for every test, recipe writers, a running manager and API.
 
-Tests never touch the real home: every ``XDG_*`` dir and ``SIESTA_*`` variable points into
-the test's own temporary folder.
+Tests never touch the real home, on any OS: platformdirs' ``user_*_dir`` functions (which
+Siesta's ``Paths.resolve``, ``engine_cache_dir`` and the instance lock's folder use) are
+patched to the test's own temporary folder, and the variables that send them there in a
+child process (``HOME``, ``XDG_*``; on Windows ``USERPROFILE``, ``APPDATA``, ``LOCALAPPDATA``
+and platformdirs' ``WIN_PD_OVERRIDE_*``: see :func:`tests.portable.home_environment`) are
+set, so every ``python -m app`` a test starts inherits them. ``SIESTA_*`` variables are
+removed.
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 import pytest
 
 from app.core.config.clock import Clock
 from app.core.config.paths import Paths
 from app.core.config.settings import LoadedSettings, load_settings
 from app.core.manager import ModelManager
+from tests.portable import PLATFORMDIRS_UNDER_HOME, home_environment, pid_alive
+
+__all__ = ["LLAMA_SERVER", "pid_alive"]  # pid_alive: many tests import it from here
 
 TESTS_DIR = Path(__file__).parent
 FAKE_BACKEND = TESTS_DIR / "fakes" / "backend.py"
@@ -60,16 +69,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Points every user dir Siesta could touch into the test's temporary folder."""
     home = tmp_path / "home"
-    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share"),
-                     ("XDG_STATE_HOME", ".local/state"), ("XDG_CACHE_HOME", ".cache")):
-        (home / sub).mkdir(parents=True, exist_ok=True)
-        monkeypatch.setenv(var, str(home / sub))
-    monkeypatch.setenv("HOME", str(home))
+    for var, value in home_environment(home).items():
+        Path(value).mkdir(mode=0o700, parents=True, exist_ok=True)  # XDG_RUNTIME_DIR must be 0700
+        monkeypatch.setenv(var, value)
+    for name, under in PLATFORMDIRS_UNDER_HOME.items():
+        monkeypatch.setattr(platformdirs, name, _under_home(home, under))
     for var in list(os.environ):
         if var.startswith("SIESTA_") and var != "SIESTA_TEST_LLAMA_SERVER":
             monkeypatch.delenv(var)
     monkeypatch.delenv("LEMONADE_GLOBAL_AUTO_UNLOAD_TIMER", raising=False)
     return home
+
+
+def _under_home(home: Path, under: str) -> Callable[..., str]:
+    def user_dir(appname: str | None = None, *_args: Any, **_kwargs: Any) -> str:
+        return str(home / under.format(app=appname or "app"))
+
+    return user_dir
 
 
 @pytest.fixture
@@ -180,20 +196,6 @@ class EventLog:
 @pytest.fixture
 def event_log() -> Callable[[ModelManager], EventLog]:
     return EventLog
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 @pytest.fixture

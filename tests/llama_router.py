@@ -2,7 +2,8 @@
 no model) or, for contrast, a one-model server.
 
 The router starts one child ``llama-server`` per loaded model in its own process group;
-:meth:`LlamaProcess.stop` ends the whole group, so no child outlives a test.
+:meth:`LlamaProcess.stop` ends the whole group, so no child outlives a test. (Windows has no
+process groups: there its children are the router's descendants, ended with it.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
+
+from tests.portable import POSIX
 
 START_SECONDS = 20.0
 
@@ -77,21 +81,35 @@ class LlamaProcess:
             await asyncio.sleep(0.1)
 
     def children(self) -> list[int]:
-        """The live processes of the router's group other than the router (its models' servers)."""
+        """The live processes of the router's group other than the router (its models' servers);
+        on Windows, the router's live descendants."""
+        if not POSIX:
+            try:
+                return [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True) if _live(c)]
+            except psutil.NoSuchProcess:
+                return []
         found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == self.proc.pid:
+        for proc in psutil.process_iter():
+            if proc.pid == self.proc.pid or not _live(proc):
                 continue
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if os.getpgid(proc.pid) == self.pgid:
+                    found.append(proc.pid)
             except OSError:
                 continue
-            if fields[0] != "Z" and int(fields[2]) == self.pgid:
-                found.append(int(entry.name))
         return found
 
     def stop(self) -> None:
         """Ends the server and every child it started (the whole process group)."""
+        if not POSIX:  # no groups: the router's descendants, then the router
+            for pid in self.children():
+                try:
+                    psutil.Process(pid).kill()
+                except psutil.NoSuchProcess:
+                    pass
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            return
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(self.pgid, sig)
@@ -103,3 +121,10 @@ class LlamaProcess:
             if self.proc.poll() is not None and not self.children():
                 break
         self.proc.wait(timeout=5)
+
+
+def _live(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 from app.core.models.model import ModelState
 from app.demo_model import write_tiny_model
 from tests.conftest import LLAMA_SERVER, pid_alive
+from tests.portable import KILLED_RETURNCODE, kill_hard
 
 pytestmark = [pytest.mark.llama, pytest.mark.timeout(90)]
 
@@ -132,9 +132,9 @@ async def test_killed_backend_is_noticed_and_next_request_reloads(front_door, ll
     events = event_log(manager)
     await http.post(f"{url}/api/v1/load", json={"model": "tiny"})
     pid = manager.get("tiny").pid
-    os.kill(pid, signal.SIGKILL)
+    kill_hard(pid)
     event = await events.wait_for("tiny", "crashed", timeout=5)
-    assert event["model"]["state"] == "failed" and "exit -9" in event["model"]["error"]
+    assert event["model"]["state"] == "failed" and f"exit {KILLED_RETURNCODE}" in event["model"]["error"]
     async with http.post(f"{url}/v1/chat/completions", json={"model": "tiny", **CHAT}) as resp:
         assert resp.status == 200
     assert manager.get("tiny").pid != pid

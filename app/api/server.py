@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import errno
+import asyncio
 import logging
+import socket
 
 from aiohttp import web
 
 from app.api.error_mapping import management_errors
 from app.api.guard import make_guard
+from app.api.listen import bind_listeners, port_taken
 from app.api.management import ManagementApi
 from app.api.openai_proxy import OpenAIProxy
 from app.core.config.endpoint import client_url
@@ -53,19 +55,26 @@ class ApiServer:
         self._runner = slow_clients.HeaderTimeoutRunner(build_app(self.manager), handler_cancellation=True,
                                                         access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=512)
+        # The sockets are made here, not by aiohttp's TCPSite, for their options: one
+        # listener per port on every OS (see app/api/listen.py).
+        sockets: list[socket.socket] = []
         try:
-            await site.start()
-        except OSError as exc:
+            addresses = await asyncio.get_running_loop().getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            sockets = bind_listeners(addresses)
+            for sock in sockets:
+                await web.SockSite(self._runner, sock, backlog=512).start()
+        except BaseException as exc:
             await self._runner.cleanup()
-            if exc.errno == errno.EADDRINUSE:
+            for sock in sockets:
+                sock.close()  # those no site had taken over yet (closing twice is harmless)
+            if isinstance(exc, OSError) and port_taken(exc):
                 source = self.manager.loaded_settings.sources.get("port", "default")
                 raise PortInUse(
                     f"port {port} on {host} is already in use (setting 'port', from {source}); "
                     f"is another Siesta running? Choose another with --port or SIESTA_PORT"
                 ) from exc
             raise
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         self.host = host
         self.port = sockets[0].getsockname()[1] if sockets else port
         if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:

@@ -23,16 +23,21 @@ QT_MODULES = {"PySide6", "shiboken6", "qasync"}  # without them only the tray ap
 def serve_command(ctx: Context) -> int:
     import asyncio
 
-    from app.runtime import PortInUse
+    from app.runtime import PortInUse, hold_port
 
     settings = ctx.settings  # read before the loop starts: a bad setting exits 2
+    port_lock = None
     try:
+        port_lock = hold_port(ctx.paths, settings, "serve")  # one Siesta per port, held until we exit
         return asyncio.run(serve(ctx.paths, settings))
     except PortInUse as exc:
         print(f"siesta: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        if port_lock is not None:
+            port_lock.release()
 
 
 async def serve(paths: Paths, settings: LoadedSettings, stop: asyncio.Event | None = None) -> int:

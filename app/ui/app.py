@@ -1,8 +1,10 @@
 """The desktop app: :func:`run_tray_app` runs the model manager, its HTTP front door and
 the tray on one qasync event loop, in one process.
 
-Start-up: a QApplication, the single-instance check (a second launch shows the first
-one's window and exits; during start-up, once the tray or window exists), then
+Start-up: a QApplication, the single-instance check (a second launch for the same config
+dir shows the first one's window and exits; during start-up, once the tray or window
+exists), the port's lock (:func:`app.runtime.hold_port`: any other Siesta on the port, a
+``siesta serve`` or a tray app of another config dir, and this one says so and exits 1), then
 ``asyncio.Runner(loop_factory=SiestaEventLoop)`` (qasync's loop) runs :meth:`SiestaApp.run`,
 which starts the manager and the API, builds the tray icon (or, without a system tray,
 the Models window) and awaits a quit future. Quit, SIGINT and
@@ -41,7 +43,7 @@ from app.core.config.endpoint import Endpoint
 from app.core.config.paths import Paths
 from app.core.config.settings import LoadedSettings
 from app.core.manager import ModelManager
-from app.runtime import ManagerFactory, PortInUse, SiestaRuntime
+from app.runtime import ManagerFactory, PortInUse, SiestaRuntime, hold_port
 from app.ui import icons
 from app.ui.bridge import ManagerBridge
 from app.ui.event_loop import SiestaEventLoop
@@ -86,6 +88,12 @@ def run_tray_app(paths: Paths, settings: LoadedSettings | None, *, connect: Endp
             return 0
         print(f"siesta: another Siesta holds the lock for {what} but does not answer", file=sys.stderr)
         return 1
+    try:  # the Qt lock above only finds a tray of this config dir; this finds any Siesta on the port
+        port_lock = hold_port(paths, settings, "tray") if settings is not None else None
+    except PortInUse as exc:
+        instance.release()
+        print(f"siesta: {exc}", file=sys.stderr)
+        return EXIT_PORT_IN_USE
     # A client's own log: not the file the local Siesta (maybe running too) rotates.
     file_log = _log_to_file(paths, f"connect-{instance.name}.log" if url else "siesta.log")
     siesta = SiestaApp(paths, settings, instance, connect=connect)
@@ -107,6 +115,8 @@ def run_tray_app(paths: Paths, settings: LoadedSettings | None, *, connect: Endp
     finally:
         sys.excepthook = previous_hook
         instance.release()
+        if port_lock is not None:
+            port_lock.release()
         if file_log is not None:
             logging.getLogger().removeHandler(file_log)
             file_log.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -24,6 +23,12 @@ from aiohttp import web
 
 from app.api import slow_clients
 from app.api.slow_clients import HeaderTimeoutRunner
+from tests.portable import POSIX, posix_only
+
+try:
+    import resource
+except ImportError:  # Windows: no open-files limit to raise
+    resource = None  # type: ignore[assignment]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -125,6 +130,7 @@ async def test_front_door_closes_half_requests(front_door, monkeypatch):
         assert resp.status == 200
 
 
+@posix_only
 def test_open_files_limit_is_raised_to_the_hard_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -140,7 +146,7 @@ def test_open_files_limit_is_raised_to_the_hard_limit():
 
 
 SERVER_SCRIPT = textwrap.dedent("""
-    import asyncio, resource, sys
+    import asyncio, sys
     from pathlib import Path
     from app.api.server import ApiServer
     from app.core.manager import ModelManager
@@ -155,7 +161,12 @@ SERVER_SCRIPT = textwrap.dedent("""
         await manager.start()
         server = ApiServer(manager)
         await server.start(port=0)
-        print(server.port, resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)
+        try:
+            import resource
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except ImportError:  # Windows: no such limit
+            limit = -1
+        print(server.port, limit, flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -165,25 +176,29 @@ CONNECTIONS = 1000
 DESKTOP_SOFT_LIMIT = 256
 
 
-def _desktop_limit() -> None:  # runs in the child before exec
-    resource.setrlimit(resource.RLIMIT_NOFILE, (DESKTOP_SOFT_LIMIT, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+def _desktop_limit() -> None:  # runs in the child before exec (preexec_fn: POSIX only)
+    if POSIX:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (DESKTOP_SOFT_LIMIT, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 
 async def test_a_thousand_half_requests_do_not_stop_a_normal_request(tmp_path):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < CONNECTIONS + 200:
-        pytest.skip(f"hard open-files limit {hard} is too low for {CONNECTIONS} connections")
-    if soft != resource.RLIM_INFINITY and soft < CONNECTIONS + 200:  # the test's own end of the connections
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    desktop_limit = {}
+    if POSIX:  # Windows has no open-files limit: the child starts as it is
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < CONNECTIONS + 200:
+            pytest.skip(f"hard open-files limit {hard} is too low for {CONNECTIONS} connections")
+        if soft != resource.RLIM_INFINITY and soft < CONNECTIONS + 200:  # the test's own end of the connections
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+        desktop_limit["preexec_fn"] = _desktop_limit
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     server = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE,
-                              env=env, cwd=REPO, preexec_fn=_desktop_limit)
+                              env=env, cwd=REPO, **desktop_limit)
     socks: list[socket.socket] = []
     try:
         loop = asyncio.get_running_loop()
         line = await asyncio.wait_for(loop.run_in_executor(None, server.stdout.readline), 20)  # type: ignore[union-attr]
         port, server_limit = (int(v) for v in line.split())
-        assert server_limit > DESKTOP_SOFT_LIMIT  # Siesta raised its own limit at start-up
+        assert server_limit > DESKTOP_SOFT_LIMIT or not POSIX  # Siesta raised its own limit at start-up
 
         async def half_request() -> None:
             sock = socket.socket()

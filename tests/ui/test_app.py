@@ -112,7 +112,8 @@ def test_errors_nobody_caught_are_logged_and_kept(paths, make_settings, caplog) 
 
 def test_siesta_command_end_to_end_single_instance_and_sigterm(paths, write_recipe, tmp_path) -> None:
     """`python -m app` with no sub-command: a real process with a real loop; a second launch
-    asks the first to show its window and exits; SIGTERM unloads everything."""
+    asks the first to show its window and exits; a `siesta serve` on its port is refused;
+    SIGTERM unloads everything."""
     write_recipe("tiny", fake=[])
     port = free_port()
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(REPO)}
@@ -138,6 +139,11 @@ def test_siesta_command_end_to_end_single_instance_and_sigterm(paths, write_reci
         second = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
         assert second.returncode == 0, second.stderr
         assert "already running" in second.stderr
+        # a `siesta serve` on its port (of another config dir: the port decides) says who runs there
+        serve = subprocess.run([sys.executable, "-m", "app", "serve", "--config-dir", str(tmp_path / "other"),
+                                "--port", str(port)], env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert serve.returncode == 1, serve.stderr
+        assert f"Siesta is already running on 127.0.0.1:{port} (pid {first.pid}), as the tray app" in serve.stderr
         assert httpx.get(base + "/api/v1/health", timeout=2).status_code == 200  # still the first one
 
         first.send_signal(signal.SIGTERM)

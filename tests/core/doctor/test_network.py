@@ -16,6 +16,7 @@ import pytest
 
 from app.core.doctor.network import bind_problem, port_item, remote_items
 from app.core.models.backend import free_port
+from tests.portable import posix_only
 
 HOLDER = """
 import socket, sys
@@ -72,6 +73,7 @@ async def test_a_port_held_by_a_running_siesta(front_door) -> None:  # noqa: ANN
     assert f"pid {os.getpid()}" in other.shown()
 
 
+@posix_only  # ports below 1024 are privileged on POSIX only; root may use them all
 def test_a_port_one_may_not_use() -> None:
     if os.geteuid() == 0:
         pytest.skip("root may listen on any port")

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 
 from app.core.engine import install as ei
@@ -509,4 +510,4 @@ async def test_a_chat_through_siesta_on_the_installed_engine(releases, paths, wr
         answer = await resp.json()
     assert resp.status == 200 and isinstance(answer["choices"][0]["message"]["content"], str)
     pid = manager.get("tiny").pid
-    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() == str(engine.binary)
+    assert psutil.Process(pid).cmdline()[0] == str(engine.binary)

@@ -168,11 +168,11 @@ async def test_a_load_that_runs_out_of_memory_evicts_the_idle_others_and_retries
         if role == "a":
             open(pidfile, "w").write(str(os.getpid()))
         elif os.path.exists(pidfile):
+            import psutil  # never os.kill(pid, 0): on Windows that is CTRL_C_EVENT
             pid = int(open(pidfile).read())
             try:
-                os.kill(pid, 0)
-                alive = open(f"/proc/{{pid}}/stat").read().split(")")[-1].split()[0] != "Z"
-            except (OSError, IndexError):
+                alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
                 alive = False
             if alive:
                 print("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 6144 MiB on device 0: "

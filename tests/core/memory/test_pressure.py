@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.core.memory.pressure import DeviceFree, PressureWatch, read_ram, wait_until_freed
+from tests.portable import LINUX
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -59,12 +60,22 @@ class Checks:
 
 
 def psi_usable() -> bool:
+    if not LINUX:
+        return False  # PSI is Linux's
     try:
         fd = os.open(PSI, os.O_RDWR | os.O_NONBLOCK)
     except OSError:
         return False
     os.close(fd)
     return hasattr(select, "epoll")
+
+
+def open_fds() -> set[str]:
+    """The descriptors this process has open, as /proc lists them; none elsewhere (the checks
+    on them are then empty)."""
+    if not LINUX:
+        return set()
+    return set(os.listdir("/proc/self/fd"))
 
 
 # ---- read_ram ---------------------------------------------------------------------------------
@@ -86,7 +97,7 @@ def test_read_ram_without_memavailable_or_file_gives_none(tmp_path: Path) -> Non
 
 
 def test_read_ram_of_this_machine() -> None:
-    if not Path("/proc/meminfo").exists():
+    if not LINUX or not Path("/proc/meminfo").exists():
         pytest.skip("no /proc/meminfo")
     ram = read_ram()
     assert ram.total and ram.free is not None and 0 < ram.free <= ram.total
@@ -177,7 +188,7 @@ async def test_stop_cancels_the_timer_the_running_check_and_the_psi_fd() -> None
     checks = Checks()
     checks.gate = asyncio.Event()  # never set: the check runs until cancelled
     watch = PressureWatch(checks, lambda: True, interval=TICK)
-    fds_before = set(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").exists() else set()
+    fds_before = open_fds()
     watch.start()
     await until(lambda: checks.calls == 1)
     await watch.stop()
@@ -186,7 +197,7 @@ async def test_stop_cancels_the_timer_the_running_check_and_the_psi_fd() -> None
     await asyncio.sleep(6 * TICK)
     assert checks.calls == 1
     if fds_before:
-        assert set(os.listdir("/proc/self/fd")) <= fds_before | {"0", "1", "2"}
+        assert open_fds() <= fds_before | {"0", "1", "2"}
     watch.wake()  # after stop: nothing
     assert not watch.polling
 
@@ -215,7 +226,7 @@ async def test_wait_until_freed_sees_memory_reported_late() -> None:
 # ---- the kernel's pressure notifications -------------------------------------------------------
 
 
-@pytest.mark.skipif(not psi_usable(), reason="/proc/pressure/memory missing or not writable here")
+@pytest.mark.skipif(not LINUX or not psi_usable(), reason="/proc/pressure/memory missing or not writable here")
 async def test_psi_trigger_registers_on_this_machine() -> None:
     checks = Checks()
     active = True
@@ -262,14 +273,14 @@ async def test_no_psi_file_falls_back_to_polling_logged_once(tmp_path: Path,
 async def test_a_file_that_is_not_psi_falls_back_to_polling(tmp_path: Path) -> None:
     fake = tmp_path / "memory"
     fake.write_text("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
-    fds_before = set(os.listdir("/proc/self/fd"))
+    fds_before = open_fds()
     checks = Checks()
     watch = PressureWatch(checks, lambda: True, interval=TICK, psi_path=fake)
     watch.start()
     try:
         # writing the trigger into a regular file works, but epoll refuses a regular file (EPERM)
         assert not watch.psi_registered and watch.psi_unavailable is not None
-        assert set(os.listdir("/proc/self/fd")) == fds_before  # the refused fd was closed
+        assert open_fds() == fds_before  # the refused fd was closed
         await until(lambda: checks.calls >= 3)
     finally:
         await watch.stop()

@@ -15,6 +15,7 @@ import pytest
 from app.core.config.clock import Clock
 from app.core.models.model import ModelState, ModelUnavailable
 from tests.conftest import pid_alive
+from tests.portable import KILLED_RETURNCODE, kill_hard
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -195,12 +196,10 @@ async def test_crash_is_noticed_at_once_and_next_request_reloads(manager_factory
     model = manager.get("a")
     pid = await _serve_one_request(model)
     assert model.unload_at is not None
-    import os
-    import signal
-    os.kill(pid, signal.SIGKILL)
+    kill_hard(pid)
     event = await events.wait_for("a", "crashed", timeout=5)
     assert event["model"]["state"] == "failed"
-    assert event["model"]["exit_code"] == -9
+    assert event["model"]["exit_code"] == KILLED_RETURNCODE
     assert model.unload_at is None
     lease = await model.acquire()
     assert lease.process.pid != pid

@@ -385,13 +385,18 @@ class Watchdog:
                 self.failure = (f"the event loop was stuck for {stuck:.2f} s (limit {self.limit:g} s); "
                                 f"the main thread was at:\n{stack}")
             self.beat = time.monotonic()  # interrupt again only if it stays stuck
-            _thread.interrupt_main(signal.SIGUSR1)
+            _thread.interrupt_main(STUCK_SIGNAL)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(1.0)
         if self._handle is not None:
             self._handle.cancel()
+
+
+# The signal the loop watchdog interrupts the main thread with (interrupt_main only simulates
+# its arrival): SIGUSR1 where it exists, else SIGBREAK (Windows has no SIGUSR1).
+STUCK_SIGNAL = signal.SIGUSR1 if hasattr(signal, "SIGUSR1") else signal.SIGBREAK
 
 
 def _raise_loop_stuck(signum: int, frame: Any) -> None:
@@ -1037,13 +1042,13 @@ def machine(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
         # test_saving_a_timeout_does_not_block_the_loop_on_a_slow_disk: until the writes
         # leave the loop's thread, a slow flush here must not fail the 100 ms watchdog
         monkeypatch.setattr(os, "fsync", lambda fd: None)
-    old_handler = signal.signal(signal.SIGUSR1, _raise_loop_stuck)
+    old_handler = signal.signal(STUCK_SIGNAL, _raise_loop_stuck)
     machine = type("LifecycleRun", (LifecycleMachine,),
                    {"watchdog_limit": 0.1 if soak else 1.0, "base_dir": tmp_path})
     try:
         yield machine
     finally:
-        signal.signal(signal.SIGUSR1, old_handler)
+        signal.signal(STUCK_SIGNAL, old_handler)
 
 
 def _settings(examples: int, steps: int) -> settings:

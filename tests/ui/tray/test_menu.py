@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 from pathlib import Path
 
 from PySide6.QtCore import QPoint, QTimer
@@ -13,6 +11,7 @@ from PySide6.QtCore import QPoint, QTimer
 from app.ui import text
 from app.ui.bridge import ManagerBridge
 from app.ui.tray.menu import TrayMenu
+from tests.portable import kill_hard
 from tests.ui.helpers import FakeShell, next_event, plain, until
 
 COUNTDOWN = re.compile(r"tiny \(\d+(\.\d)? MB\): idle, unloads in (5:00|4:5\d)")
@@ -156,7 +155,7 @@ def test_a_crash_shows_its_exit_code_log_and_notification(loop, start_manager, w
     manager = start_manager()
     bridge, tray = make_tray(manager, shell)
     loop.run_until_complete(manager.load("tiny"))
-    os.kill(manager.get("tiny").pid, signal.SIGKILL)
+    kill_hard(manager.get("tiny").pid)  # exit 137 on every OS (tests/portable.py)
     loop.run_until_complete(next_event(manager, "tiny", "crashed"))
     assert tray.icon_state == text.ICON_ERROR
     assert tray.last_message == ("tiny crashed", "crashed: exit 137. See its log for details.")

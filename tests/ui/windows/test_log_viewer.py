@@ -5,7 +5,6 @@ are told."""
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
 import shiboken6
@@ -18,6 +17,7 @@ from app.ui.tray.menu import TrayMenu
 from app.ui.windows import log_viewer
 from app.ui.windows.log_viewer import LogViewer
 from app.ui.windows.models import ModelsWindow
+from tests.portable import kill_hard
 from tests.ui.access import accessible, activate, assert_mnemonics, names, press_alt, tab_walk
 from tests.ui.helpers import FakeShell, next_event, until
 
@@ -136,7 +136,7 @@ def test_log_view_opens_from_the_tray_submenu_window_and_crash_notification(loop
     window.rows["tiny"].log_button.click()
     assert shell.calls == ["log tiny", "log tiny"]
 
-    os.kill(manager.get("tiny").pid, signal.SIGKILL)
+    kill_hard(manager.get("tiny").pid)
     loop.run_until_complete(next_event(manager, "tiny", "crashed"))
     assert tray.last_message is not None and tray.last_message[0] == "tiny crashed"
     tray.icon.messageClicked.emit()
