@@ -8,48 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import os
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from app.core.doctor.tray import tray_items
 from app.core.doctor.tray_unix import _libx11, session_bus_address
-from tests.ui.tray.sni_host import TrayHost, session_bus
-
-
-def needs(program: str, package: str) -> None:
-    if shutil.which(program) is None:
-        reason = f"{program} is not installed (apt-get install {package})"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-@pytest.fixture
-def display() -> Iterator[str]:
-    needs("Xvfb", "xvfb")
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert xvfb.stdout is not None
-        number = xvfb.stdout.readline().strip()  # printed once it accepts connections
-        assert number, "Xvfb did not start"
-        yield f":{number}"
-    finally:
-        xvfb.terminate()
-        xvfb.wait(10)
-
-
-@pytest.fixture
-def bus(tmp_path: Path) -> Iterator[str]:
-    needs("dbus-daemon", "dbus")
-    with session_bus(tmp_path / "bus") as address:
-        yield address
+from tests.desktop import bus, display  # noqa: F401 - fixtures
+from tests.ui.tray.sni_host import TrayHost
 
 
 class XTrayOwner:

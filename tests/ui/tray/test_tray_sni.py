@@ -25,55 +25,22 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from app.core.models.backend import free_port
-from tests.ui.tray.sni_host import DBusMenu, TrayHost, session_bus
+from tests.desktop import bus, display  # noqa: F401 - fixtures
+from tests.ui.tray.sni_host import DBusMenu, TrayHost
 
 REPO = Path(__file__).resolve().parents[3]
 HARNESS = Path(__file__).with_name("sni_app.py")
 UNSEEN_LIMIT = 3.0  # the app's "never said closed" limit, turned down from a minute
 COUNTDOWN = re.compile(r"tiny \(\d+(\.\d)? MB\): idle, unloads in (5:00|4:[0-5]\d)")
 STOPPED_LINE = "no sign of the tray menu"
-
-
-def _missing(program: str, package: str) -> None:
-    if shutil.which(program) is None:
-        reason = f"{program} is not installed (apt-get install {package}): the D-Bus tray test needs it"
-        if os.environ.get("CI"):
-            pytest.fail(reason)  # .ci/run installs it: missing there is a failure
-        pytest.skip(reason)
-
-
-@pytest.fixture
-def display() -> Iterator[str]:
-    """An X server of its own (Xvfb, which picks a free display number and says it when ready)."""
-    _missing("Xvfb", "xvfb")
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert xvfb.stdout is not None
-        number = xvfb.stdout.readline().strip()
-        assert number, "Xvfb did not start"
-        yield f":{number}"
-    finally:
-        xvfb.terminate()
-        xvfb.wait(10)
-
-
-@pytest.fixture
-def bus(tmp_path: Path) -> Iterator[str]:
-    _missing("dbus-daemon", "dbus")
-    with session_bus(tmp_path / "bus") as address:
-        yield address
 
 
 async def _label(menu: DBusMenu, prefix: str) -> str:
