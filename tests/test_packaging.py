@@ -90,6 +90,15 @@ def test_pyproject_lists_every_package_under_app() -> None:
     assert listed == on_disk
 
 
+def test_the_psutil_requirement_has_net_connections() -> None:
+    """Process.net_connections (backend.py's listener check off Linux) is new in psutil 6.0:
+    with 5.9 every load would fail on Windows and macOS."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    (psutil,) = [d for d in deps if d.split(">")[0].split("=")[0].strip() == "psutil"]
+    minimum = psutil.split(">=", 1)[1].split(",")[0].split(";")[0].strip()
+    assert int(minimum.split(".")[0]) >= 6, psutil
+
+
 # ---- the desktop entry ---------------------------------------------------------------
 
 def test_desktop_entry_has_the_required_keys() -> None:

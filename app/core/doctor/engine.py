@@ -33,7 +33,7 @@ def found_by(path: Path, status: locate.EngineStatus, paths: Paths, cache_dir: P
         return f"the llama_server setting ({status.configured_by})"
     if status.engine is not None and status.engine.active:
         return f"the active engine of `siesta engine install` ({paths.data_dir / 'engines' / 'state.json'})"
-    if path == paths.data_dir / "engine" / "llama-server":
+    if path == locate.source_build_binary(paths.data_dir):
         return f"the source build in Siesta's data dir ({paths.data_dir / 'engine'})"
     try:
         path.relative_to(cache_dir)

@@ -7,6 +7,11 @@ answers ``--version`` is reused and nothing is built.
 
     python3 -m app.core.engine.build [--dest DIR] [--gpu cpu|cuda|vulkan|rocm]
 
+The built binary is found where the CMake generator puts it: ``build/bin/llama-server``
+(Makefiles, Ninja), ``build/bin/Release/llama-server.exe`` (Visual Studio and the other
+multi-config generators, built with ``--config Release``); on Windows every name ends in
+``.exe`` (:func:`binary_name`).
+
 Used by ``siesta engine install`` (into Siesta's data dir) and ``scripts/build-llama-server.sh``
 (into the build cache, for tests and CI). Standard library only, so it runs before install
 (``app.core.spawn``, the one module of Siesta it imports, is too). On Windows no step opens a
@@ -50,6 +55,33 @@ class EngineBuildError(Exception):
     """The build failed; the message ends with the tail of the build log."""
 
 
+def binary_name(platform: str | None = None) -> str:
+    """``llama-server``, or ``llama-server.exe`` on Windows (``platform``: ``sys.platform``)."""
+    return "llama-server.exe" if (platform or sys.platform) == "win32" else "llama-server"
+
+
+# Where each kind of CMake generator puts a target's binary under the build tree, with
+# CMAKE_RUNTIME_OUTPUT_DIRECTORY = bin as llama.cpp sets it: single-config (Unix Makefiles,
+# Ninja) directly in bin/, multi-config (Visual Studio, Ninja Multi-Config, Xcode) in
+# bin/<config>/, the build being asked for Release.
+BUILT_BINARY_DIRS = (Path("bin"), Path("bin") / "Release")
+
+
+def find_built_binary(build_dir: Path, name: str | None = None) -> Path:
+    """The binary ``name`` (:func:`binary_name`) a build wrote under ``build_dir``, by the
+    generators' layouts (:data:`BUILT_BINARY_DIRS`), else anywhere under ``bin/``;
+    EngineBuildError when there is none."""
+    name = name or binary_name()
+    for folder in BUILT_BINARY_DIRS:
+        candidate = build_dir / folder / name
+        if candidate.is_file():
+            return candidate
+    found = sorted(p for p in (build_dir / "bin").rglob(name) if p.is_file())
+    if found:
+        return found[0]
+    raise EngineBuildError(f"the build finished, but no {name} is under {build_dir / 'bin'}")
+
+
 def default_cache_dir() -> Path:
     override = os.environ.get("SIESTA_ENGINE_CACHE")
     if override:
@@ -89,7 +121,7 @@ def engines_in_data_dir(data_dir: Path) -> list[Path]:
                 found.append(binary)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
-    source_build = data_dir / "engine" / "llama-server"
+    source_build = data_dir / "engine" / binary_name()
     if source_build.is_file():
         found.append(source_build)
     return found
@@ -117,8 +149,8 @@ def answers_version(binary: Path) -> bool:
 
 def build_llama_server(dest_dir: Path, *, gpu: str = "cpu", progress: Progress | None = None,
                        jobs: int | None = None) -> Path:
-    """Builds (or reuses) ``dest_dir/llama-server`` and returns its path."""
-    binary = dest_dir / "llama-server"
+    """Builds (or reuses) ``dest_dir/llama-server`` (``.exe`` on Windows) and returns its path."""
+    binary = dest_dir / binary_name()
     if binary.is_file() and answers_version(binary):
         return binary
     report = progress or (lambda pct, line: None)
@@ -154,9 +186,11 @@ def build_llama_server(dest_dir: Path, *, gpu: str = "cpu", progress: Progress |
         source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
         report(8, "configuring: " + " ".join(flags))
         run(["cmake", "-S", str(source), "-B", str(work / "build"), *flags], "cmake configure")
-        run(["cmake", "--build", str(work / "build"), "--target", "llama-server", "-j", str(jobs or os.cpu_count() or 2)],
-            "build")
-        built = work / "build" / "bin" / "llama-server"
+        # --config Release: a multi-config generator (Visual Studio) ignores CMAKE_BUILD_TYPE
+        # and builds Debug unless told; a single-config one ignores --config
+        run(["cmake", "--build", str(work / "build"), "--config", "Release", "--target", "llama-server",
+             "-j", str(jobs or os.cpu_count() or 2)], "build")
+        built = find_built_binary(work / "build")
         staged = dest_dir / ".llama-server.new"
         shutil.copy2(built, staged)
         os.chmod(staged, 0o755)
@@ -172,8 +206,8 @@ def copy_cached_build(dest_dir: Path) -> Path | None:
     self-contained file, built from the same sources and flags) into ``dest_dir`` instead of
     compiling it again; None when there is none that answers ``--version``, when
     ``CMAKE_ARGS`` asks for other flags, or when ``dest_dir`` already has one."""
-    cached = default_cache_dir() / f"llama-cpp-python-{SDIST_VERSION}" / "llama-server"
-    binary = dest_dir / "llama-server"
+    cached = default_cache_dir() / f"llama-cpp-python-{SDIST_VERSION}" / binary_name()
+    binary = dest_dir / binary_name()
     if os.environ.get("CMAKE_ARGS", "").strip() or binary.exists() or not cached.is_file():
         return None
     if not answers_version(cached):
@@ -203,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             last[0] = pct
             print(f"[{pct:3d}%] {line}", file=sys.stderr)
 
-    cached = dest / "llama-server"
+    cached = dest / binary_name()
     if args.dest is None and not (cached.is_file() and answers_version(cached)):
         for binary in engines_in_data_dir(default_data_dir()):
             if answers_version(binary):

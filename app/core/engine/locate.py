@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from app.core.config.settings import LoadedSettings
 
 __all__ = [
-    "EngineStatus", "EngineVersion", "VERSION_TIMEOUT", "engine_status", "engine_dir", "find_llama_server", "version_line",
+    "EngineStatus", "EngineVersion", "VERSION_TIMEOUT", "engine_status", "engine_dir", "find_llama_server",
+    "source_build_binary", "version_line",
     "llama_server_version", "llama_server_version_sync", "build_command", "build_env",
     "build_tools_missing", "gpu_choices", "gpu_toolkits",
 ]
@@ -102,6 +103,11 @@ def engine_dir(paths: Paths) -> Path:
     return paths.data_dir / "engine"
 
 
+def source_build_binary(data_dir: Path) -> Path:
+    """Where ``siesta engine install --from-source`` puts its llama-server (``.exe`` on Windows)."""
+    return data_dir / "engine" / engine_build.binary_name()
+
+
 def find_llama_server(configured: Path | None, data_dir: Path, cache_dir: Path) -> Path | None:
     """The llama-server to use: the setting, else the active engine installed by ``siesta
     engine install`` (``engines/state.json``), else Siesta's data dir ``engine/`` (the source
@@ -109,9 +115,10 @@ def find_llama_server(configured: Path | None, data_dir: Path, cache_dir: Path) 
     if configured is not None:
         return configured.expanduser()
     active = active_binary(data_dir)
-    candidates = ([active] if active is not None else []) + [data_dir / "engine" / "llama-server"]
+    name = engine_build.binary_name()  # llama-server.exe on Windows
+    candidates = ([active] if active is not None else []) + [source_build_binary(data_dir)]
     if cache_dir.is_dir():
-        candidates += sorted(cache_dir.glob("*/llama-server"), reverse=True)
+        candidates += sorted(cache_dir.glob(f"*/{name}"), reverse=True)
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate

@@ -3,15 +3,17 @@ into the cache layout ``huggingface_hub`` and llama.cpp's ``-hf`` share, so each
 stored once and every tool finds it.
 
 Layout under :func:`hub_cache_dir`: ``models--ORG--NAME/blobs/<sha256>`` holds the bytes,
-``snapshots/<commit>/<file>`` is a relative symlink into ``blobs``, ``refs/main`` names the
-commit. While a file comes in it is ``blobs/<sha256>.incomplete``; a later run sends
-``Range: bytes=N-`` and carries on from there (``huggingface_hub`` itself does not resume
-across runs). A ``206`` must start where asked (its ``Content-Range``), a ``200`` to a
-Range request means the server ignored it and the file starts over. The sha256 the Hub
-gives is checked before the file is renamed into ``blobs``: a mismatch is refused and the
-bad bytes removed, so a partial or wrong file never sits where a complete one is expected.
-The same lock file as ``huggingface_hub`` (``.locks/models--ORG--NAME/<sha256>.lock``) keeps
-two downloads of one file apart.
+``snapshots/<commit>/<file>`` is a relative symlink into ``blobs`` (where symlinks are not
+allowed, as on Windows without the privilege, a hard link to the blob; only where neither
+works, a copy, which the disk check counts), ``refs/main`` names the commit. While a file
+comes in it is ``blobs/<sha256>.incomplete``; a later run sends ``Range: bytes=N-`` and
+carries on from there (``huggingface_hub`` itself does not resume across runs). A ``206``
+must start where asked (its ``Content-Range``), a ``200`` to a Range request means the
+server ignored it and the file starts over. The sha256 the Hub gives is checked before the
+file is renamed into ``blobs``: a mismatch is refused and the bad bytes removed, so a
+partial or wrong file never sits where a complete one is expected. The same lock file as
+``huggingface_hub`` (``.locks/models--ORG--NAME/<sha256>.lock``) keeps two downloads of one
+file apart.
 
 Redirects are followed here, not by httpx, so the token goes to the Hub's own host only and
 never to the host a download is redirected to. Cancel (a ``threading.Event``) raises
@@ -27,7 +29,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,8 @@ from app.core.hub.client import (
 )
 
 __all__ = ["hub_cache_dir", "repo_dir", "snapshot_path", "partial_path", "blob_path", "is_cached",
-           "download_file", "check_disk_space", "free_space", "DownloadCancelled", "DownloadFailed",
+           "download_file", "check_disk_space", "free_space", "links_work", "snapshot_copy_bytes",
+           "DownloadCancelled", "DownloadFailed",
            "IntegrityError", "NotEnoughDiskSpace", "CHUNK", "RETRY_DELAYS"]
 
 log = logging.getLogger(__name__)
@@ -83,10 +86,10 @@ class IntegrityError(HubError):
 class NotEnoughDiskSpace(HubError):
     """Too little free space for the download; nothing was fetched."""
 
-    def __init__(self, path: Path, needed: int, free: int) -> None:
-        super().__init__(f"not enough free disk space in {path}: the download needs {format_bytes(needed)}, "
-                         f"and {format_bytes(free)} is free. Free up {format_bytes(needed - free)} or more, or "
-                         "set HF_HUB_CACHE to a disk with room.")
+    def __init__(self, path: Path, needed: int, free: int, why: str = "") -> None:
+        super().__init__(f"not enough free disk space in {path}: the download needs {format_bytes(needed)}"
+                         f"{f' ({why})' if why else ''}, and {format_bytes(free)} is free. Free up "
+                         f"{format_bytes(needed - free)} or more, or set HF_HUB_CACHE to a disk with room.")
         self.path, self.needed, self.free = path, needed, free
 
 
@@ -147,13 +150,52 @@ def free_space(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def check_disk_space(path: Path, needed: int) -> None:
-    """NotEnoughDiskSpace, with the figures, when ``path``'s disk has less than ``needed`` free."""
+def check_disk_space(path: Path, needed: int, why: str = "") -> None:
+    """NotEnoughDiskSpace, with the figures (and ``why``, what the figure counts), when
+    ``path``'s disk has less than ``needed`` free."""
     if needed <= 0:
         return
     free = free_space(path)
     if free < needed:
-        raise NotEnoughDiskSpace(Path(path), needed, free)
+        raise NotEnoughDiskSpace(Path(path), needed, free, why)
+
+
+def links_work(folder: Path) -> bool:
+    """Whether a snapshot entry in ``folder`` can point at its blob without a second copy:
+    a symlink, else a hard link (on Windows a symlink needs a privilege most users lack, a
+    hard link on NTFS none; FAT32 and exFAT have neither). Tried on an empty file of its
+    own, removed after; a folder that cannot be written counts as linking (the download
+    then says what is wrong)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".link-probe.{os.getpid()}.{threading.get_ident()}"
+        probe.write_bytes(b"")
+    except OSError:
+        return True
+    link = probe.with_name(probe.name + ".link")
+    try:
+        for make in (lambda: os.symlink(probe.name, link), lambda: os.link(probe, link)):
+            try:
+                make()
+                return True
+            except OSError:
+                continue
+        return False
+    finally:
+        for path in (link, probe):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+def snapshot_copy_bytes(cache_dir: Path, repo: str, commit: str, files: Iterable[HubFile]) -> int:
+    """The bytes the snapshot entries of ``files`` will take beyond their blobs: 0 where they
+    can be links (:func:`links_work`), else the size of each one not yet in place (a copy)."""
+    missing = [f for f in files if not _snapshot_in_place(cache_dir, repo, commit, f)]
+    if not missing or links_work(repo_dir(cache_dir, repo)):
+        return 0
+    return sum(f.size for f in missing)
 
 
 # --------------------------------------------------------------------------- the download
@@ -377,13 +419,25 @@ def _check_content_range(response: httpx.Response, offset: int, file: HubFile) -
 # --------------------------------------------------------------------------- snapshot and ref
 
 
+def _snapshot_in_place(cache_dir: Path, repo: str, commit: str, file: HubFile) -> bool:
+    """Whether ``snapshots/<commit>/<file>`` already holds the file: a symlink to its blob,
+    or a hard link or copy of the right size."""
+    link = snapshot_path(cache_dir, repo, commit, file)
+    try:
+        return link.is_file() and link.stat().st_size == file.size and (
+            not link.is_symlink() or link.resolve() == blob_path(cache_dir, repo, file).resolve())
+    except OSError:
+        return False
+
+
 def _link_snapshot(cache_dir: Path, repo: str, commit: str, file: HubFile) -> Path:
-    """``snapshots/<commit>/<file>`` as a relative symlink to the blob (a copy where symlinks
-    are not allowed)."""
+    """``snapshots/<commit>/<file>`` as a relative symlink to the blob, as huggingface_hub
+    makes it; where symlinks are not allowed (Windows without the privilege or Developer
+    Mode: ERROR_PRIVILEGE_NOT_HELD) a hard link to the blob, which needs no privilege on
+    NTFS and takes no second copy of the bytes; a copy only where neither works."""
     link = snapshot_path(cache_dir, repo, commit, file)
     blob = blob_path(cache_dir, repo, file)
-    if link.is_file() and link.stat().st_size == file.size and (not link.is_symlink()
-                                                                or link.resolve() == blob.resolve()):
+    if _snapshot_in_place(cache_dir, repo, commit, file):
         return link
     link.parent.mkdir(parents=True, exist_ok=True)
     target = os.path.relpath(blob, link.parent)
@@ -391,8 +445,12 @@ def _link_snapshot(cache_dir: Path, repo: str, commit: str, file: HubFile) -> Pa
     tmp.unlink(missing_ok=True)
     try:
         os.symlink(target, tmp)
-    except OSError:  # no symlinks here (Windows without the privilege): keep a copy
-        shutil.copyfile(blob, tmp)
+    except OSError:
+        try:
+            os.link(blob, tmp)
+        except OSError:  # a disk without hard links either (FAT32, exFAT): keep a copy
+            log.info("%s: neither a symlink nor a hard link to its blob could be made; copying it", link)
+            shutil.copyfile(blob, tmp)
     os.replace(tmp, link)
     return link
 

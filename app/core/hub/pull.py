@@ -4,8 +4,10 @@ shared cache, and a recipe for it.
 :func:`pull` reads the reference (``ORG/REPO[:QUANT]`` or ``ORG/REPO/FILE.gguf``), asks the
 Hub for the repo's files, chooses the way llama.cpp's ``-hf`` does
 (:mod:`app.core.hub.choice`), checks the disk has room for everything not yet in the cache
-before any byte is fetched, downloads each file (every split part, and the ``mmproj`` of a
-vision model) with :mod:`app.core.hub.download`, and writes ``recipes/<name>.toml``.
+(and for a copy of each file where the cache can neither symlink nor hard-link it, see
+:func:`~app.core.hub.download.snapshot_copy_bytes`) before any byte is fetched, downloads
+each file (every split part, and the ``mmproj`` of a vision model) with
+:mod:`app.core.hub.download`, and writes ``recipes/<name>.toml``.
 
 A recipe is never overwritten. The name is the repo's name without its org and without a
 ``-GGUF`` suffix, lower-cased, plus the quant (``acme/Tiny-GGUF:Q8_0`` -> ``tiny-q8_0``);
@@ -37,6 +39,7 @@ from app.core.hub.download import (
     is_cached,
     partial_path,
     repo_dir,
+    snapshot_copy_bytes,
     snapshot_path,
 )
 
@@ -127,7 +130,10 @@ def pull(ref_text: str, *, recipes_dir: Path, name: str | None = None, client: H
     files = ", ".join(f.name for f in choice.files)
     say(f"{repo} at {commit[:12]}: {files} ({format_bytes(choice.size)})")
 
-    check_disk_space(repo_dir(cache_dir, repo), p.to_fetch)
+    copies = snapshot_copy_bytes(cache_dir, repo, commit, choice.files)
+    check_disk_space(repo_dir(cache_dir, repo), p.to_fetch + copies,
+                     f"{format_bytes(copies)} of it for copies: this disk cannot link a file to its blob" if copies
+                     else "")
     total = choice.size
     finished = 0
     lock = threading.Lock()

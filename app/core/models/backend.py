@@ -38,6 +38,13 @@ _log = logging.getLogger(__name__)
 LOAD_OUTPUT_MAX_BYTES = 256 * 1024  # a loading llama-server prints some 10-20 KB at verbosity 4
 HEALTH_POLL_INTERVAL = 0.01
 HEALTH_PROBE_TIMEOUT = 2.0
+# A probe still connecting does not hold up the next: on Windows a connection to a loopback
+# port nobody listens on is refused only after some 2 s (the SYN is retried), so probes
+# overlap, one started every HEALTH_OVERLAP_INTERVAL while others wait, at most
+# HEALTH_PROBES_IN_FLIGHT at once; the first healthy answer cancels the rest. Where a refusal
+# is immediate (Linux, macOS) they seldom overlap: one every HEALTH_POLL_INTERVAL, as before.
+HEALTH_OVERLAP_INTERVAL = 0.1
+HEALTH_PROBES_IN_FLIGHT = 25
 LOG_CLOSE_WAIT = 1.0  # seconds an exited server waits for its log's last lines to reach the disk
 
 
@@ -118,6 +125,7 @@ class BackendProcess:
         self._output = asyncio.Event()  # set on each chunk of output: a moment worth probing health
         self._foreign_listener = False  # the port answered, but from a socket none of its processes owns
         self._ps: psutil.Process | None = None  # its memory and children (process_tree, memory)
+        self.open_connection = asyncio.open_connection  # how a health probe connects (a test's fake: Windows)
         self._load_output: list[bytes] | None = []  # what it prints until loaded (see load_output)
         try:
             self._ps = psutil.Process(proc.pid)
@@ -266,30 +274,56 @@ class BackendProcess:
         return await asyncio.shield(self._exit)
 
     async def wait_healthy(self, timeout: float) -> None:
-        """Polls the health endpoint until it answers 200; BackendError on exit or time-out."""
+        """Probes the health endpoint until it answers 200; BackendError on exit or time-out.
+
+        A probe starts every HEALTH_POLL_INTERVAL, or at once when the server prints something
+        (it logs as it becomes ready); while earlier probes are still connecting, one starts
+        every HEALTH_OVERLAP_INTERVAL instead, HEALTH_PROBES_IN_FLIGHT at most. The first
+        that answers 200 from the server's own socket ends the wait and the others are
+        cancelled, as they are on exit, time-out or cancellation."""
         deadline = time.monotonic() + timeout
-        while True:
-            self._output.clear()  # before the probe: a line printed during it triggers the next one
-            if self._exit.done():
-                code = self._exit.result()
-                raise BackendError(f"server exited with code {code} while loading{self._foreign_note()}",
-                                   self.log.tail_text())
-            if await self._probe_health():
-                if await asyncio.to_thread(self._listener_is_ours):  # it reads /proc
-                    return
-                self._foreign_listener = True
-            if time.monotonic() >= deadline:
-                raise BackendError(
-                    f"server did not become healthy at {self.spec.health_path} within {timeout:g} s"
-                    f"{self._foreign_note()}",
-                    self.log.tail_text(),
-                )
-            # Probe again after the poll interval, or at once when the server prints
-            # something (it logs as it becomes ready) or exits.
-            output = asyncio.ensure_future(self._output.wait())
-            await asyncio.wait({self._exit, output}, timeout=HEALTH_POLL_INTERVAL,
-                               return_when=asyncio.FIRST_COMPLETED)
-            output.cancel()
+        probes: set[asyncio.Task[bool]] = set()
+        next_probe = time.monotonic()
+        try:
+            while True:
+                for probe in [p for p in probes if p.done()]:
+                    probes.discard(probe)
+                    if probe.result():
+                        if await asyncio.to_thread(self._listener_is_ours):  # it reads /proc
+                            return
+                        self._foreign_listener = True
+                if self._exit.done():
+                    code = self._exit.result()
+                    raise BackendError(f"server exited with code {code} while loading{self._foreign_note()}",
+                                       self.log.tail_text())
+                now = time.monotonic()
+                if now >= deadline:
+                    raise BackendError(
+                        f"server did not become healthy at {self.spec.health_path} within {timeout:g} s"
+                        f"{self._foreign_note()}",
+                        self.log.tail_text(),
+                    )
+                if not probes:  # none waiting: the next a poll interval after the last, or at output
+                    next_probe = min(next_probe, now + HEALTH_POLL_INTERVAL)
+                room = len(probes) < HEALTH_PROBES_IN_FLIGHT
+                if room and (now >= next_probe or (not probes and self._output.is_set())):
+                    self._output.clear()  # before the probe: a line printed during it triggers the next one
+                    probes.add(asyncio.create_task(self._probe_health(), name=f"health-probe-{self.pid}"))
+                    next_probe = now + (HEALTH_OVERLAP_INTERVAL if len(probes) > 1 else HEALTH_POLL_INTERVAL)
+                    room = len(probes) < HEALTH_PROBES_IN_FLIGHT
+                # Wait until a probe answers, the next one is due, the server exits or (while
+                # no probe is in flight) prints something.
+                output = None if probes else asyncio.ensure_future(self._output.wait())
+                wake: set[asyncio.Future[object]] = {self._exit, *probes, *([output] if output else [])}
+                until = min(deadline, next_probe) if room else deadline
+                await asyncio.wait(wake, timeout=max(until - now, 0), return_when=asyncio.FIRST_COMPLETED)
+                if output is not None:
+                    output.cancel()
+        finally:
+            for probe in probes:
+                probe.cancel()
+            if probes:
+                await asyncio.wait(probes)  # their sockets closed before the load goes on
 
     def _foreign_note(self) -> str:
         if not self._foreign_listener:
@@ -327,7 +361,7 @@ class BackendProcess:
         # and a load cancelled by its last client then went on to the end.
         try:
             async with asyncio.timeout(HEALTH_PROBE_TIMEOUT):
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.spec.port)
+                reader, writer = await self.open_connection("127.0.0.1", self.spec.port)
         except (OSError, TimeoutError):
             return False
         try:

@@ -1,6 +1,11 @@
 """A model server's log: its output appended to a size-bounded file per model, written by a
 thread of its own (never on the event loop's), with the last lines kept in memory for
-error messages, and Siesta's own notes ("started", "exited with 1") between them."""
+error messages, and Siesta's own notes ("started", "exited with 1") between them.
+
+Past its bound the file is moved to ``<name>.log.1`` and a new one starts. Windows refuses
+to move a file another program holds open (the log viewer while it reads, an editor:
+PermissionError, a sharing violation): the log is then copied there and emptied in place,
+so it goes on being written instead of being dropped."""
 
 from __future__ import annotations
 
@@ -8,12 +13,16 @@ import asyncio
 import collections
 import concurrent.futures
 import io
+import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
 
 from app.core.config.atomic_write import SerialWriter
+
+log = logging.getLogger(__name__)
 
 LOG_MAX_BYTES = 2 * 1024 * 1024
 LOG_TAIL_LINES = 40
@@ -76,9 +85,32 @@ class BoundedLog:
 
     def _rotate_if_large(self) -> None:
         try:
-            if self.path.stat().st_size > self.max_bytes:
-                os.replace(self.path, self.path.with_suffix(self.path.suffix + ".1"))
+            large = self.path.stat().st_size > self.max_bytes
         except FileNotFoundError:
+            return
+        if large:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """Moves the (closed) log to ``<name>.log.1``. Where another program holds either file
+        open and the OS refuses the move (Windows: PermissionError), copies the log there and
+        empties it in place instead; should even the copy fail, the log is only emptied, its
+        older lines lost rather than every later one."""
+        rotated = self.path.with_suffix(self.path.suffix + ".1")
+        try:
+            try:
+                os.replace(self.path, rotated)
+                return
+            except PermissionError as exc:
+                refused = exc
+            try:
+                shutil.copyfile(self.path, rotated)
+            except OSError as exc:
+                log.warning("%s could not be moved (%s) nor copied (%s) to %s; its older lines are dropped",
+                            self.path, refused, exc, rotated.name)
+            with self.path.open("r+b") as fh:
+                fh.truncate(0)
+        except FileNotFoundError:  # removed meanwhile: nothing to rotate
             pass
 
     def _append(self, data: bytes) -> None:
@@ -87,7 +119,7 @@ class BoundedLog:
         if self._written + len(data) > self.max_bytes:
             self._fh = None
             fh.close()
-            os.replace(self.path, self.path.with_suffix(self.path.suffix + ".1"))
+            self._rotate()
             fh = self._open()
             self._written = 0
         fh.write(data)

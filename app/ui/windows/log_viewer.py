@@ -4,10 +4,13 @@ The log is the file a model's snapshot names (``log_file``). The first read take
 last :data:`TAIL_BYTES`; after that a timer reads from the last offset every
 :data:`POLL_MS` while the window is open, at most :data:`READ_BYTES` at a time and
 :data:`READS_PER_TICK` reads a tick, so a fast-growing log never blocks the GUI thread.
-The backend rotates the log to ``<name>.log.1`` past 2 MB and starts a new file: a new
-inode (or a file shorter than what was read) makes the viewer finish the old file and
-reopen the new one from its start. The view keeps a bounded number of lines
-(:data:`MAX_LINES`) and stays at the bottom unless the user has scrolled up.
+The file is opened for each read and closed at once, never held between ticks: Windows
+refuses to move a file someone holds open, and the backend rotates the log by moving it to
+``<name>.log.1`` past 2 MB (where the move is refused anyway, it copies the log there and
+empties it). A new file at the path (another file id) makes the viewer finish the old one
+where the rotation put it, ``<name>.log.1``, then go on with the new one from its start; a
+file shorter than what was read is read again from its start. The view keeps a bounded
+number of lines (:data:`MAX_LINES`) and stays at the bottom unless the user has scrolled up.
 
 From the keyboard: Alt+L the log, Alt+O opens it in an editor, Alt+C or Ctrl+W closes.
 """
@@ -17,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import IO
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QFontDatabase, QHideEvent, QKeySequence, QShortcut, QShowEvent
@@ -38,79 +40,101 @@ MAX_LINES = 5000
 
 class LogFollower:
     """Reads a growing, rotating log file in bounded pieces; :meth:`read` returns the
-    complete new lines since the last call (a line still being written waits for its end)."""
+    complete new lines since the last call (a line still being written waits for its end).
+    No file is held open between calls."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fh: IO[bytes] | None = None
-        self._inode: tuple[int, int] | None = None
+        self.rotated = path.with_suffix(path.suffix + ".1")  # where the backend moves a full log
+        self._inode: tuple[int, int] | None = None  # the file followed: (device, file id)
         self.offset = 0
         self._partial = b""
         self._opened = False
         self.restarts = 0  # how many times the file was rotated or truncated under us
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        """Nothing to close: each read opens the file and closes it (kept for the window)."""
 
-    def _open(self, *, tail: bool) -> bool:
-        self.close()
+    @staticmethod
+    def _identity(path: Path) -> tuple[tuple[int, int], int] | None:
+        """(file id, size) of ``path``, or None when there is none."""
         try:
-            fh = self.path.open("rb")
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino), st.st_size
+
+    def _start(self, *, tail: bool) -> bool:
+        """Follows the file now at :attr:`path`, from its start, or from its last
+        :data:`TAIL_BYTES` (at a whole line) with ``tail``."""
+        try:
+            with self.path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                offset = 0
+                if tail and st.st_size > TAIL_BYTES:
+                    fh.seek(st.st_size - TAIL_BYTES)
+                    fh.readline()  # start at a whole line
+                    offset = fh.tell()
         except OSError:
             return False
-        st = os.fstat(fh.fileno())
-        self._fh, self._inode = fh, (st.st_dev, st.st_ino)
-        self._partial = b""
-        self.offset = 0
-        if tail and st.st_size > TAIL_BYTES:
-            fh.seek(st.st_size - TAIL_BYTES)
-            fh.readline()  # start at a whole line
-            self.offset = fh.tell()
+        self._inode, self.offset, self._partial = (st.st_dev, st.st_ino), offset, b""
         return True
 
-    def _read_some(self, limit: int) -> bytes:
-        assert self._fh is not None
-        self._fh.seek(self.offset)
-        data = self._fh.read(limit)
+    def _read_some(self, path: Path, limit: int) -> bytes | None:
+        """Up to ``limit`` bytes from :attr:`offset` of ``path`` if it is still the file
+        followed (opened and closed here); None if it is not, or cannot be read."""
+        try:
+            with path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                if (st.st_dev, st.st_ino) != self._inode:
+                    return None
+                fh.seek(self.offset)
+                data = fh.read(limit)
+        except OSError:
+            return None
         self.offset += len(data)
         return data
 
     def read(self) -> list[str]:
         """New complete lines (at most READS_PER_TICK x READ_BYTES of the file)."""
         chunks: list[bytes] = []
-        if self._fh is None:
-            if not self._open(tail=not self._opened):
+        if self._inode is None:
+            if not self._start(tail=not self._opened):
                 return []
             self._opened = True
         budget = READS_PER_TICK
         while budget > 0:
-            try:
-                st = self.path.stat()
-                current: tuple[int, int] | None = (st.st_dev, st.st_ino)
-                size = st.st_size
-            except OSError:
-                current, size = None, 0
-            if current is not None and current == self._inode and size < self.offset:
-                # Truncated in place: start again from its beginning.
-                chunks.append(self._flush_partial())
-                self.restarts += 1
-                self.offset = 0
-                self._partial = b""
-            data = self._read_some(READ_BYTES)
             budget -= 1
-            if data:
-                chunks.append(data)
-                continue
-            if current is not None and current != self._inode:
-                # Rotated: the old file is read to its end; go on with the new one.
-                chunks.append(self._flush_partial())
-                self.restarts += 1
-                if not self._open(tail=False):
-                    break
-                continue
-            break
+            now = self._identity(self.path)
+            if now is not None and now[0] == self._inode:
+                if now[1] < self.offset:
+                    # Truncated in place: start again from its beginning.
+                    chunks.append(self._flush_partial())
+                    self.restarts += 1
+                    self.offset = 0
+                data = self._read_some(self.path, READ_BYTES)
+                if data is None:  # replaced between the look and the read: look again
+                    continue
+                if data:
+                    chunks.append(data)
+                    continue
+                break
+            # Not the file followed any more: rotated (or removed). Finish the old file
+            # where the rotation put it, then go on with the new one from its start.
+            old = self._identity(self.rotated)
+            if old is not None and old[0] == self._inode and old[1] > self.offset:
+                data = self._read_some(self.rotated, READ_BYTES)
+                if data:
+                    chunks.append(data)
+                    continue
+            chunks.append(self._flush_partial())
+            if now is None:  # nothing at the path now: the next file is read from its start
+                self._inode = None
+                break
+            self.restarts += 1
+            if not self._start(tail=False):
+                self._inode = None
+                break
         return self._lines(b"".join(chunks))
 
     def _flush_partial(self) -> bytes:

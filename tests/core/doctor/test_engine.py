@@ -13,6 +13,7 @@ import pytest
 
 from app.core.config.settings import load_settings
 from app.core.doctor.engine import engine_items, list_devices
+from app.core.engine import locate
 
 CPU = "Available devices:\n  (none)"
 CUDA = ("ggml_cuda_init: found 2 CUDA devices:\nAvailable devices:\n"
@@ -115,5 +116,5 @@ def test_found_in_the_build_cache(paths, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_the_source_build_in_the_data_dir(paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    llama_server(paths.data_dir / "engine" / "llama-server")
+    llama_server(locate.source_build_binary(paths.data_dir))
     assert items(paths)["path"].source == f"the source build in Siesta's data dir ({paths.data_dir / 'engine'})"

@@ -22,7 +22,7 @@ from app.core.engine import install as ei
 from app.core.engine import release as er
 from app.core.engine.install import InstallError, active_binary, install, installed, rollback, update
 from app.core.engine.release import Gpu, NoBuild, Platform, ReleaseError
-from app.core.engine.locate import find_llama_server
+from app.core.engine.locate import find_llama_server, source_build_binary
 from tests.conftest import LLAMA_SERVER
 from tests.fakes.releases import FakeReleases
 
@@ -213,7 +213,7 @@ def test_auto_falls_back_when_the_release_has_no_build_for_the_gpu(releases, dat
 
 def test_install_switches_and_find_llama_server_prefers_it(releases, data_dir, tmp_path) -> None:
     add_cpu(releases, "b1")
-    old = data_dir / "engine" / "llama-server"  # a source build in the old place
+    old = source_build_binary(data_dir)  # a source build in the old place
     old.parent.mkdir(parents=True)
     old.write_bytes(script("0.0.1"))
     old.chmod(0o755)
@@ -476,15 +476,15 @@ def test_a_source_build_takes_over_from_the_installed_engine(cli_releases, capsy
     def fake_build(dest: Path, *, gpu: str, progress: Any) -> Path:
         built.append(gpu)
         dest.mkdir(parents=True, exist_ok=True)
-        (dest / "llama-server").write_bytes(script("9.9"))
-        (dest / "llama-server").chmod(0o755)
-        return dest / "llama-server"
+        (dest / engine_build.binary_name()).write_bytes(script("9.9"))
+        (dest / engine_build.binary_name()).chmod(0o755)
+        return dest / engine_build.binary_name()
 
     monkeypatch.setattr(engine_build, "build_llama_server", fake_build)
     assert cli("engine", "install", "--gpu", "vulkan") == 0
     assert built == ["vulkan"] and "back to it: siesta engine rollback" in capsys.readouterr().out
     data = cli_data_dir()
-    assert find_llama_server(None, data, tmp_path / "c") == data / "engine" / "llama-server"
+    assert find_llama_server(None, data, tmp_path / "c") == source_build_binary(data)
     assert cli("engine", "rollback") == 0
     assert find_llama_server(None, data, tmp_path / "c") == active_binary(data) is not None
 

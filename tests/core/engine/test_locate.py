@@ -93,12 +93,31 @@ def test_a_setting_naming_an_installed_engine_reports_it(releases, paths) -> Non
 
 
 def test_a_source_build_is_no_installed_engine(paths) -> None:
-    built = paths.data_dir / "engine" / "llama-server"
+    built = engine.source_build_binary(paths.data_dir)
     built.parent.mkdir(parents=True)
     built.write_bytes(script("0.0.1"))
     built.chmod(0o755)
     s = status(paths)
     assert s.path == built and s.usable and s.engine is None and s.tag is None
+
+
+def test_on_windows_the_source_build_and_the_cache_are_found_by_their_exe(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows the source build and the tests' build cache hold llama-server.exe (what
+    build.py installs there): that is what is looked for, never a bare llama-server."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    cached = cache / "llama-cpp-python-0.3.36" / "llama-server.exe"
+    for path in (cached, data / "engine" / "llama-server", cache / "llama-cpp-python-0.3.36" / "llama-server"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(script("0.0.1"))
+        path.chmod(0o755)
+    assert engine.find_llama_server(None, data, cache) == cached  # the bare names are not Windows' binaries
+    built = engine.source_build_binary(data)
+    assert built == data / "engine" / "llama-server.exe"
+    built.write_bytes(script("0.0.2"))
+    built.chmod(0o755)
+    assert engine.find_llama_server(None, data, cache) == built
 
 
 def test_a_broken_installed_engine_is_not_reported(releases, paths) -> None:

@@ -6,6 +6,7 @@ token, the CLI end to end with Ctrl-C, and the pulled model answering through Si
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import signal
@@ -29,6 +30,7 @@ from app.core.hub.download import DownloadCancelled, DownloadFailed, IntegrityEr
 from app.core.hub.pull import RecipeExists, default_model_name, pull
 from app.demo_model import write_tiny_model
 from tests.fakes.hub import FakeHub
+from tests.fakes.windows_fs import refuse_symlinks
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = "acme/Tiny-GGUF"
@@ -364,6 +366,53 @@ def test_too_little_disk_is_refused_before_any_byte(hub, paths, monkeypatch, mod
     assert "618 KB" in str(info.value) and "1000 B is free" in str(info.value)
     assert info.value.needed == len(model_bytes[1]) and asked
     assert not hub.body_requests() and not paths.recipe_file("tiny-q8_0").exists()
+
+
+def test_without_symlink_rights_the_snapshot_is_a_hard_link_to_the_blob(hub, paths, hf_env, model_bytes,
+                                                                       monkeypatch) -> None:
+    """Windows without the symlink privilege (os.symlink raises ERROR_PRIVILEGE_NOT_HELD, as
+    tests/fakes/windows_fs.py has it): the snapshot entry is a hard link to the blob, which
+    NTFS allows any user, so the bytes are on disk once, and the disk check asks for no more
+    than the download itself."""
+    monkeypatch.setattr(os, "symlink", refuse_symlinks)
+    size = len(model_bytes[1])
+    monkeypatch.setattr(hub_download, "free_space", lambda path: size)  # room for one copy, not two
+    result = pull(f"{TINY}:Q8_0", recipes_dir=paths.recipes_dir)
+    blob = blobs(hf_env) / hashlib.sha256(model_bytes[1]).hexdigest()
+    link = result.model_path
+    assert not link.is_symlink() and os.path.samefile(link, blob) and blob.stat().st_nlink == 2
+    assert link.read_bytes() == model_bytes[1] and read_recipe(result.recipe_path).model == link
+    assert huggingface_hub.try_to_load_from_cache(TINY, "tiny-Q8_0.gguf", cache_dir=hf_env) == str(link)
+    bodies = len(hub.body_requests())
+    again = pull(f"{TINY}:Q8_0", recipes_dir=paths.recipes_dir)
+    assert not again.created and len(hub.body_requests()) == bodies and os.path.samefile(link, blob)
+
+
+def no_hard_links(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    """An ``os.link`` on a disk without hard links (FAT32, exFAT; Linux's vfat says EPERM)."""
+    raise OSError(errno.EPERM, "Operation not permitted", str(args[0]) if args else None)
+
+
+def test_where_nothing_can_be_linked_the_copy_is_counted_in_the_disk_check(hub, paths, hf_env, model_bytes,
+                                                                          monkeypatch) -> None:
+    """Neither a symlink nor a hard link can be made (Windows without the privilege, on a FAT32
+    or exFAT disk): each snapshot entry is a copy of its blob, and the disk check counts that
+    copy before any byte is fetched."""
+    monkeypatch.setattr(os, "symlink", refuse_symlinks)
+    monkeypatch.setattr(os, "link", no_hard_links)
+    size = len(model_bytes[1])
+    monkeypatch.setattr(hub_download, "free_space", lambda path: 2 * size - 1)
+    with pytest.raises(NotEnoughDiskSpace) as info:
+        pull(f"{TINY}:Q8_0", recipes_dir=paths.recipes_dir)
+    assert info.value.needed == 2 * size and "for copies" in str(info.value)
+    assert not hub.body_requests() and not list(blobs(hf_env).parent.glob(".link-probe*"))
+    monkeypatch.setattr(hub_download, "free_space", lambda path: 2 * size)
+    result = pull(f"{TINY}:Q8_0", recipes_dir=paths.recipes_dir)
+    blob = blobs(hf_env) / hashlib.sha256(model_bytes[1]).hexdigest()
+    assert not result.model_path.is_symlink() and not os.path.samefile(result.model_path, blob)
+    assert result.model_path.read_bytes() == blob.read_bytes() == model_bytes[1]
+    monkeypatch.setattr(hub_download, "free_space", lambda path: 0)  # the copy is in place: nothing more needed
+    assert not pull(f"{TINY}:Q8_0", recipes_dir=paths.recipes_dir).created
 
 
 def test_cancel_keeps_the_partial_file_for_the_next_run(hub, paths, hf_env, model_bytes) -> None:

@@ -329,6 +329,109 @@ async def test_health_from_the_servers_own_process_tree_is_believed(tmp_path, so
         await proc.stop(2)
 
 
+# ---- health probes overlap where a refused connect is slow (Windows) ------------------------------
+
+# The health server, once the test says so (the file argv[2] exists): until then nothing listens.
+GATED_HEALTH_SERVER = r"""
+import os, sys, time
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.005)
+""" + HEALTH_SERVER
+
+
+class SlowRefusals:
+    """``asyncio.open_connection`` as on Windows, where a connection to a loopback port nobody
+    listens on is refused only after some 2 s (the SYN is retried before the RST is believed):
+    a real connection, whose refusal is held back ``delay`` seconds (``None``: a connect that
+    never ends). Counts the attempts in flight, the most at once, those cancelled, and how
+    many refusals were still being held back when one connected."""
+
+    def __init__(self, delay: float | None = 2.0, full_at: int = 0) -> None:
+        self.delay, self.full_at = delay, full_at
+        self.started = self.in_flight = self.most = self.cancelled = self.refusing = 0
+        self.refusing_at_connect: list[int] = []
+        self.refused = asyncio.Event()  # an attempt met the closed port
+        self.full = asyncio.Event()  # full_at attempts in flight at once
+
+    async def __call__(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self.started += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight == self.full_at:
+            self.full.set()
+        try:
+            if self.delay is None:
+                await asyncio.Event().wait()
+            try:
+                connection = await asyncio.open_connection(host, port)
+            except ConnectionRefusedError:
+                self.refused.set()
+                self.refusing += 1
+                try:
+                    await asyncio.sleep(self.delay)  # the refusal as late as Windows reports it
+                finally:
+                    self.refusing -= 1
+                raise
+            self.refusing_at_connect.append(self.refusing)
+            return connection
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_connect_refused_after_2_s_does_not_hold_up_the_health_check(tmp_path):
+    """While a probe waits out a slow refusal, later probes start: the server is found healthy
+    as soon as it listens, and the probes still waiting are cancelled."""
+    from app.core.models import backend
+
+    port, go = backend.free_port(), tmp_path / "go"
+    spec = LaunchSpec(argv=(sys.executable, "-c", GATED_HEALTH_SERVER, str(port), str(go)), env=dict(os.environ),
+                      port=port, health_path="/health")
+    proc = await BackendProcess.start(spec, BoundedLog(tmp_path / "m.log"), reaper=None)
+    slow = SlowRefusals(delay=2.0)
+    proc.open_connection = slow
+    try:
+        healthy = asyncio.create_task(proc.wait_healthy(20))
+        await asyncio.wait_for(slow.refused.wait(), 10)
+        go.touch()  # it listens from now on
+        await asyncio.wait_for(healthy, 10)
+        assert slow.refusing_at_connect and slow.refusing_at_connect[0] > 0, \
+            "the probe that connected waited for the slow refusals before it"
+        assert slow.in_flight == 0 and slow.refusing == 0 and 1 < slow.most <= backend.HEALTH_PROBES_IN_FLIGHT
+    finally:
+        await proc.stop(2)
+
+
+async def test_probes_in_flight_are_bounded_and_cancelled_with_the_wait(tmp_path, monkeypatch):
+    """Connects that never end: no more than HEALTH_PROBES_IN_FLIGHT at once, and every one is
+    cancelled when the wait ends, by its time-out or by its own cancellation (a load given up)."""
+    from app.core.models import backend
+
+    monkeypatch.setattr(backend, "HEALTH_PROBES_IN_FLIGHT", 3)
+    monkeypatch.setattr(backend, "HEALTH_OVERLAP_INTERVAL", 0.01)
+    proc = await BackendProcess.start(python_spec("import time; time.sleep(60)", port=backend.free_port()),
+                                      BoundedLog(tmp_path / "m.log"), reaper=None)
+    try:
+        hanging = SlowRefusals(delay=None, full_at=3)
+        proc.open_connection = hanging
+        with pytest.raises(BackendError, match="did not become healthy"):
+            await proc.wait_healthy(0.3)
+        assert hanging.most == 3 and hanging.in_flight == 0 and hanging.cancelled == hanging.started
+
+        hanging = SlowRefusals(delay=None, full_at=3)
+        proc.open_connection = hanging
+        waiting = asyncio.create_task(proc.wait_healthy(30))
+        await asyncio.wait_for(hanging.full.wait(), 10)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert hanging.most == 3 and hanging.in_flight == 0 and hanging.cancelled == hanging.started == 3
+    finally:
+        await proc.stop(2)
+
+
 async def test_a_log_that_cannot_even_be_opened_does_not_stop_the_server(tmp_path, caplog):
     """The log folder cannot be created (a file is in the way): the server still runs, its
     output is drained and kept for error messages, and Siesta's own log says so once."""

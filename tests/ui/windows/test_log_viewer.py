@@ -7,16 +7,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psutil
+import pytest
 import shiboken6
 from PySide6.QtCore import QPoint
 from PySide6.QtWidgets import QApplication
 
+from app.core.models.server_log import BoundedLog
 from app.ui.app import SiestaApp
 from app.ui.bridge import ManagerBridge
 from app.ui.tray.menu import TrayMenu
 from app.ui.windows import log_viewer
 from app.ui.windows.log_viewer import LogViewer
 from app.ui.windows.models import ModelsWindow
+from tests.fakes.windows_fs import ReplaceRefusedWhileOpen
 from tests.portable import kill_hard
 from tests.ui.access import accessible, activate, assert_mnemonics, names, press_alt, tab_walk
 from tests.ui.helpers import FakeShell, next_event, until
@@ -113,6 +117,34 @@ def test_log_view_survives_rotation_and_truncation(loop, start_manager, write_re
     viewer.poll()
     log.write_text("a brand new log\n", encoding="utf-8")
     loop.run_until_complete(until(lambda: "a brand new log" in viewer.text(), 5, "the new file"))
+
+
+def held_open(path: Path) -> bool:
+    return any(os.path.realpath(f.path) == os.path.realpath(path) for f in psutil.Process().open_files())
+
+
+def test_the_viewer_holds_no_handle_so_the_log_rotates_while_it_is_open(loop, start_manager, write_recipe, qtbot,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows refuses to move a file another handle holds open (os.replace as
+    tests/fakes/windows_fs.py has it): the viewer opens the log only while it reads, so the
+    model's log rotates by a move while the window is open, and every line is shown once."""
+    replace = ReplaceRefusedWhileOpen()
+    monkeypatch.setattr(os, "replace", replace)
+    write_recipe("tiny", fake=[])
+    manager = start_manager()
+    path = Path(manager.paths.model_log("tiny"))
+    lines = [f"line {i:02d} " + "x" * 41 for i in range(30)]  # 50 bytes each
+    model_log = BoundedLog(path, max_bytes=1000)
+    model_log.write(f"{lines[0]}\n".encode())
+    viewer = open_viewer(manager, qtbot)
+    assert viewer.text() == lines[0]
+    for text in lines[1:]:  # past 1000 bytes after line 19: moved to .1, a new file
+        model_log.write(f"{text}\n".encode())
+    model_log.close()
+    assert replace.done == [(str(path), str(path.with_suffix(".log.1")))] and not replace.refused
+    loop.run_until_complete(until(lambda: lines[-1] in viewer.text(), 5, "the lines after the rotation"))
+    assert viewer.text().splitlines() == lines and viewer.follower.restarts == 1
+    assert not held_open(path) and not held_open(path.with_suffix(".log.1"))
 
 
 def test_log_view_opens_from_the_tray_submenu_window_and_crash_notification(loop, start_manager, write_recipe,
