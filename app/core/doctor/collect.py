@@ -39,7 +39,7 @@ class Probes:
 
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     gpus: Callable[[], GpuMemory] = GpuMemory
-    root: Path = Path("/")
+    root: Path | None = None  # a Linux tree whose proc/meminfo is read (None: this machine, through its reader)
     psi_path: Path = PSI_MEMORY
     platform: str = sys.platform
     own_pid: int | None = None

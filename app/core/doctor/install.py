@@ -34,8 +34,9 @@ from app.core.doctor.report import Item, found, missing
 __all__ = ["siesta_items", "system_items", "install_kind", "PACKAGES"]
 
 PACKAGES = ("aiohttp", "pydantic", "pydantic-settings", "huggingface_hub", "httpx", "psutil", "watchfiles",
-            "qasync", "jeepney", "nvidia-ml-py")
-"""Packages whose versions a bug report names (nvidia-ml-py is the optional NVML extra)."""
+            "qasync", "jeepney", "nvidia-ml-py", "pyobjc-framework-Metal")
+"""Packages whose versions a bug report names (nvidia-ml-py: NVML, on Linux and Windows;
+pyobjc-framework-Metal: the GPU's share of unified memory, on macOS)."""
 
 QT_DISTRIBUTIONS = ("PySide6-Essentials", "PySide6")
 

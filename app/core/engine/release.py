@@ -297,7 +297,7 @@ class Gpu:
     name: str
     kind: str  # the driver: "nvidia", "amdgpu", "i915", ...
     vram: int | None = None
-    via: str = "sysfs"  # how it was found: "NVML" or "sysfs"
+    via: str = "sysfs"  # how it was found: "NVML", "sysfs" or (Windows) "DXGI"
     cuda_driver: str | None = None  # NVIDIA: the newest CUDA version its driver supports ("12.8"), from NVML
 
 
@@ -341,9 +341,9 @@ def cuda_driver_version(nvml: Any = None) -> str | None:
 
 
 def probe_gpus(**probes: Any) -> list[Gpu]:
-    """This computer's GPUs through NVML and /sys/class/drm (:class:`GpuMemory`; tests pass
-    ``nvml=`` a fake and ``root=`` a sysfs tree); an NVIDIA GPU found through NVML also
-    carries the CUDA version its driver supports."""
+    """This computer's GPUs through this OS's reader (:class:`GpuMemory`: NVML and
+    /sys/class/drm on Linux, DXGI on Windows; tests pass ``nvml=`` a fake and ``root=`` a sysfs
+    tree); an NVIDIA GPU found through NVML also carries the CUDA version its driver supports."""
     from app.core.memory.gpus import GpuMemory
 
     probe = GpuMemory(**probes)
@@ -353,8 +353,16 @@ def probe_gpus(**probes: Any) -> list[Gpu]:
         probe.close()
     nvml_found = any(d.kind == "nvidia" and d.total is not None for d in devices)
     driver = cuda_driver_version(probes.get("nvml")) if nvml_found and probes.get("nvml", True) else None
-    return [Gpu(d.name, d.kind, d.total, "NVML" if d.kind == "nvidia" and d.total is not None else "sysfs",
+    return [Gpu(d.name, d.kind, d.total, _found_via(d),
                 driver if d.kind == "nvidia" else None) for d in devices]
+
+
+def _found_via(device: Any) -> str:
+    """How a GPU was found: "DXGI" (Windows' adapters), else "NVML" for an NVIDIA GPU NVML
+    reads, else "sysfs"."""
+    if getattr(device, "via", "").startswith("DXGI"):
+        return "DXGI"
+    return "NVML" if device.kind == "nvidia" and device.total is not None else "sysfs"
 
 
 ROCM_MIN_VRAM = 4 << 30  # ROCm supports discrete Radeon and Instinct cards, not integrated ones
@@ -380,11 +388,12 @@ def detect_backend(plat: Platform | None = None, gpus: Callable[[], list[Gpu]] |
             return "rocm", f"{gpu.name} (amdgpu, {gpu.vram >> 30} GiB) found in sysfs: ROCm"
     if found:
         gpu = found[0]
-        why = "an integrated AMD GPU, not supported by ROCm" if gpu.kind == "amdgpu" else f"driver {gpu.kind}"
-        return "vulkan", f"{gpu.name} ({why}) found in sysfs: Vulkan"
+        why = ("an integrated AMD GPU, not supported by ROCm" if gpu.kind == "amdgpu"
+               else f"{'vendor' if gpu.via == 'DXGI' else 'driver'} {gpu.kind}")
+        return "vulkan", f"{gpu.name} ({why}) found {'in sysfs' if gpu.via == 'sysfs' else 'through ' + gpu.via}: Vulkan"
     if plat.system == "windows":
-        # Windows has no /sys/class/drm to see AMD or Intel GPUs by; the Vulkan build runs on
-        # any of them through its driver, and on the CPU where there is none.
+        # DXGI listed no GPU (or could not be asked); the Vulkan build runs on any GPU through
+        # its driver, and on the CPU where there is none.
         return "vulkan", "Windows without an NVIDIA GPU (NVML): Vulkan, which runs on AMD and Intel GPUs and falls back to the CPU"
     return "cpu", "no GPU found (neither NVML nor /sys/class/drm): the CPU"
 

@@ -4,154 +4,36 @@ Siesta's manager calls this from a worker thread (every function blocks briefly;
 asyncio) to show what each model's server holds on the GPUs and how full each GPU is. A
 figure that cannot be read is ``None``: nothing here is estimated or guessed. Sizes are bytes.
 
-**Devices** (:meth:`GpuMemory.devices`), ids ``gpu0``, ``gpu1``, ... in a stable order: NVIDIA
-GPUs by NVML index first, then DRM cards by card number.
+:class:`GpuMemory` is the one facade; the figures come from this OS's reader
+(:mod:`app.core.memory.readers`):
 
-* NVIDIA through NVML only (the ``pynvml`` module of the ``nvidia-ml-py`` package, an optional
-  extra): ``nvmlDeviceGetName`` and ``nvmlDeviceGetMemoryInfo`` (total, used). NVML is
-  initialised once, on first use; ``nvidia-smi`` is never started and no CUDA context is made.
-  Without NVML (not installed, or ``nvmlInit`` fails) there is no NVIDIA figure; a DRM card
-  driven by ``nvidia`` is then listed with unknown figures (it exists, but cannot be read).
-  With NVML, cards driven by ``nvidia`` are left out of the DRM list (NVML has them).
-* Other GPUs through sysfs, ``/sys/class/drm/cardN`` (connectors such as ``card0-DP-1`` and
-  ``renderD*`` nodes are not cards; a card with no render node is a display controller
-  such as simpledrm, not a GPU, and is left out): the driver is the basename of
-  ``device/driver``, the PCI address the basename of ``device``, the name ``device/product_name``
-  where the driver gives one, else driver and address. Total and used are
-  ``device/mem_info_vram_total`` and ``device/mem_info_vram_used`` (amdgpu); where a driver has
-  no such files (i915, xe, ...) both are ``None``.
-* Apple Silicon, or no GPU: no devices (unified memory: RAM is the measure there).
+* **Linux** (:mod:`~app.core.memory.readers.linux`): NVIDIA through NVML, AMD, Intel and other
+  GPUs through sysfs totals and the kernel's per-process DRM fdinfo. Ids: NVIDIA GPUs by NVML
+  index first, then DRM cards by card number.
+* **Windows** (:mod:`~app.core.memory.readers.windows`): every adapter DXGI lists, with WDDM's
+  per-adapter and per-process ``Dedicated Usage`` read through PDH, for every vendor; NVML
+  for NVIDIA totals. Ids: NVIDIA adapters first, then the others, largest first.
+* **macOS** (:mod:`~app.core.memory.readers.macos`): no devices: unified memory is RAM, and
+  its cap is RAM's total (:func:`app.core.memory.pressure.read_ram`).
 
-The set of devices is read once; the memory figures at every call.
-
-**Per-process use** (:meth:`GpuMemory.usage_of`), only for the pids given (no /proc-wide scan):
-
-* NVIDIA: ``nvmlDeviceGetComputeRunningProcesses`` and ``...GraphicsRunningProcesses`` give
-  (pid, usedGpuMemory); a pid in both lists counts once. The figure of a GPU is unknown when
-  those calls fail, under WSL (``microsoft`` in the kernel release: WDDM gives no per-process
-  figures), when one of the pids is listed without a figure (``None`` or
-  ``NVML_VALUE_NOT_AVAILABLE``), or when no listed pid is a process visible here (a container
-  without the host's pid namespace: the driver gives host pids).
-* DRM drivers (amdgpu, i915, xe, ...): the kernel's DRM fdinfo. For each pid, each fd in
-  ``/proc/PID/fd`` whose link points under ``/dev/dri/`` is read in ``/proc/PID/fdinfo/FD``.
-  ``drm-pdev`` maps the client to its card (else the device node the fd is open on). Several
-  fds and processes can share one DRM client, so each (card, ``drm-client-id``) counts once.
-  Per memory region, ``drm-resident-<region>`` is read, else ``drm-total-<region>``, else
-  amdgpu's older ``drm-memory-<region>``; values are bytes, or carry ``KiB``/``MiB``.
-  Only device-local regions count, by name: ``vram`` (amdgpu), ``vram0``/``vram1`` (xe),
-  ``local0``... (i915 discrete). Not counted: ``gtt``, ``cpu``, ``system*``, ``memory`` (system
-  RAM the GPU maps: an integrated GPU has only these, so its use is 0 here and shows in RAM
-  where the kernel charges it to the process), and ``stolen*`` (a pool firmware set aside).
-  An AMD APU's ``vram`` is its BIOS carve-out and counts, as ``mem_info_vram_*`` count it.
-  A client whose fdinfo has no memory keys at all (older kernels, some drivers) makes its
-  card's figure unknown; so does a pid whose fds cannot be listed for lack of permission.
-  A vanished pid simply holds nothing.
-
-``usage_of`` gives bytes per device id where the processes hold any, ``{}`` when they hold
-none, and ``None`` when any device's figure is unknown (a partial sum would read as a whole
-one); :meth:`GpuMemory.usage_by_device` gives every device's figure or ``None`` separately.
+The set of devices is read once; the memory figures at every call. :meth:`GpuMemory.usage_of`
+gives bytes per device id where the processes hold any, ``{}`` when they hold none, and
+``None`` when any device's figure is unknown (a partial sum would read as a whole one);
+:meth:`GpuMemory.usage_by_device` gives every device's figure or ``None`` separately.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import re
-import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from app.core.memory import readers
+from app.core.memory.readers.base import GpuDevice, GpuReader, Reader
+from app.core.memory.readers.linux import LinuxGpus, device_local_bytes, parse_fdinfo
+from app.core.memory.readers.nvml import IMPORT, NVML_VALUE_NOT_AVAILABLE
 
 __all__ = ["GpuDevice", "GpuMemory", "NVML_VALUE_NOT_AVAILABLE", "parse_fdinfo", "device_local_bytes"]
-
-NVML_VALUE_NOT_AVAILABLE = 2**64 - 1
-_IMPORT: Any = object()  # the default ``nvml``: import pynvml on first use
-_SIZE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB)?")
-_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-_DEVICE_LOCAL = re.compile(r"vram\d*|local\d+")
-_STATS = ("resident", "total", "memory")  # per region, the first one present is read
-_CARD = re.compile(r"card(\d+)")
-
-
-@dataclass(frozen=True)
-class GpuDevice:
-    """One GPU and its memory now, in bytes (``None``: unknown)."""
-
-    id: str  # "gpu0", "gpu1", ...
-    name: str  # "NVIDIA GeForce RTX 4090", or "amdgpu 0000:03:00.0"
-    kind: str  # the driver: "nvidia", "amdgpu", "i915", "xe", ...
-    total: int | None
-    used: int | None
-
-    @property
-    def free(self) -> int | None:
-        if self.total is None or self.used is None:
-            return None
-        return max(self.total - self.used, 0)
-
-
-@dataclass(frozen=True)
-class _Nvidia:
-    id: str
-    handle: Any
-    name: str
-
-
-@dataclass(frozen=True)
-class _Card:
-    id: str
-    name: str
-    kind: str
-    device: Path  # /sys/class/drm/cardN/device
-    pdev: str  # PCI address (or platform device name)
-    nodes: frozenset[str]  # its /dev/dri names: "card0", "renderD128"
-
-
-def _size(value: str) -> int | None:
-    match = _SIZE.fullmatch(value.strip())
-    return int(match.group(1)) * _UNITS[match.group(2)] if match else None
-
-
-def parse_fdinfo(text: str) -> dict[str, str]:
-    """An fdinfo file as key -> value (``drm-memory-gtt: \\t2048 KiB`` -> "2048 KiB")."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
-def device_local_bytes(info: dict[str, str]) -> int | None:
-    """Bytes a DRM client holds in device-local memory (see the module's docstring), or None
-    when its fdinfo has no memory figures at all."""
-    by_stat: dict[str, dict[str, int]] = {stat: {} for stat in _STATS}
-    for key, value in info.items():
-        for stat in _STATS:
-            prefix = f"drm-{stat}-"
-            region = key[len(prefix):] if key.startswith(prefix) else ""
-            if region and not region.startswith("cycles-"):  # xe's drm-total-cycles-<engine>
-                size = _size(value)
-                if size is not None:
-                    by_stat[stat][region] = size
-    regions = {region for sizes in by_stat.values() for region in sizes}
-    if not regions:
-        return None
-    total = 0
-    for region in regions:
-        if _DEVICE_LOCAL.fullmatch(region):
-            total += next(by_stat[stat][region] for stat in _STATS if region in by_stat[stat])
-    return total
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 class GpuMemory:
@@ -159,135 +41,37 @@ class GpuMemory:
 
     ``nvml`` is the ``pynvml`` module or a fake with the same functions; by default it is
     imported on first use, and an ImportError or an NVMLError from ``nvmlInit`` means no
-    NVIDIA figures. ``root`` is where /proc and /sys are read (tests pass a temporary tree).
-    Safe to call from several threads. Once the devices were read, :attr:`nvml_unavailable`
-    says why NVML is not used (None when it is), for ``siesta doctor``.
+    NVML figures (None: NVML turned off). ``root`` is where a Linux tree's /proc and /sys are
+    read (tests pass a temporary tree; given, the Linux reader reads it on every OS);
+    ``reader`` is an OS's reader (default: this machine's). Safe to call from several
+    threads. Once the devices were read, :attr:`nvml_unavailable` says why NVML is not used
+    (None when it is), for ``siesta doctor``.
     """
 
-    def __init__(self, *, nvml: Any | None = _IMPORT, root: Path = Path("/")) -> None:
-        self._nvml_arg = nvml
-        self._root = Path(root)
-        self._lock = threading.Lock()
-        self._nvml: Any | None = None  # set once nvmlInit succeeded
-        self._nvidia: list[_Nvidia] | None = None
-        self._cards: list[_Card] = []
-        self._wsl: bool | None = None
-        self.nvml_unavailable: str | None = None  # why there are no NVML figures (None: NVML is used)
+    def __init__(self, *, nvml: Any | None = IMPORT, root: Path | None = None, reader: Reader | None = None) -> None:
+        if root is not None:
+            self._impl: GpuReader = LinuxGpus(nvml=nvml, root=Path(root))
+        else:
+            self._impl = (reader or readers.current()).gpus(nvml)
 
-    # ---- discovery (once) ---------------------------------------------------------------------
+    @property
+    def nvml_unavailable(self) -> str | None:
+        return self._impl.nvml_unavailable
 
-    def _discover(self) -> tuple[list[_Nvidia], list[_Card]]:
-        with self._lock:
-            if self._nvidia is None:
-                self._nvidia = self._discover_nvidia()
-                self._cards = self._discover_cards(first=len(self._nvidia), nvml=self._nvml is not None)
-            return self._nvidia, self._cards
-
-    def _nvml_error(self) -> type[BaseException]:
-        error = getattr(self._nvml_arg if self._nvml is None else self._nvml, "NVMLError", None)
-        return error if isinstance(error, type) and issubclass(error, BaseException) else OSError
-
-    def _discover_nvidia(self) -> list[_Nvidia]:
-        nvml = self._nvml_arg
-        if nvml is _IMPORT:
-            try:
-                import pynvml as nvml  # type: ignore[import-not-found, no-redef]
-            except ImportError:
-                log.debug("no NVML: nvidia-ml-py is not installed")
-                self.nvml_unavailable = "nvidia-ml-py is not installed (the pynvml module)"
-                return []
-            self._nvml_arg = nvml
-        if nvml is None:
-            self.nvml_unavailable = "NVML is turned off"
-            return []
-        error = self._nvml_error()
-        try:
-            nvml.nvmlInit()
-        except (error, OSError) as exc:
-            log.debug("no NVML: %s", exc)
-            self.nvml_unavailable = f"nvmlInit failed: {exc}"
-            return []
-        self.nvml_unavailable = None
-        self._nvml = nvml
-        found: list[_Nvidia] = []
-        try:
-            count = nvml.nvmlDeviceGetCount()
-        except error as exc:
-            log.warning("NVML counts no GPUs: %s", exc)
-            return []
-        for index in range(count):
-            try:
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            except error as exc:
-                log.warning("NVML cannot open GPU %d: %s", index, exc)
-                continue
-            try:
-                name = nvml.nvmlDeviceGetName(handle)
-            except error:
-                name = f"NVIDIA GPU {index}"
-            name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
-            found.append(_Nvidia(id=f"gpu{len(found)}", handle=handle, name=name))
-        return found
-
-    def _discover_cards(self, first: int, nvml: bool) -> list[_Card]:
-        drm = self._root / "sys/class/drm"
-        try:
-            entries = os.listdir(drm)
-        except OSError:
-            return []
-        numbered = sorted((int(m.group(1)), e) for e in entries if (m := _CARD.fullmatch(e)))
-        cards: list[_Card] = []
-        for _, entry in numbered:
-            device = drm / entry / "device"
-            try:
-                pdev = os.path.basename(os.readlink(device))
-                kind = os.path.basename(os.readlink(device / "driver"))
-                nodes = frozenset(os.listdir(device / "drm"))
-            except OSError:
-                continue
-            if not any(n.startswith("renderD") for n in nodes):
-                continue  # a display controller, not a GPU
-            if kind.startswith("nvidia") and nvml:
-                continue  # NVML has it
-            try:
-                product = (device / "product_name").read_text().strip()
-            except (OSError, UnicodeDecodeError):
-                product = ""
-            cards.append(_Card(id=f"gpu{first + len(cards)}", name=product or f"{kind} {pdev}", kind=kind,
-                               device=device, pdev=pdev, nodes=nodes))
-        return cards
-
-    # ---- devices -----------------------------------------------------------------------------------
+    @property
+    def source(self) -> str:
+        """Where the figures come from, in words."""
+        return self._impl.source
 
     def devices(self) -> list[GpuDevice]:
-        """Every GPU with its memory now; [] on a machine without one (or on Apple Silicon)."""
-        nvidia, cards = self._discover()
-        out: list[GpuDevice] = []
-        if nvidia:
-            nvml, error = self._nvml, self._nvml_error()
-            for gpu in nvidia:
-                total = used = None
-                try:
-                    info = nvml.nvmlDeviceGetMemoryInfo(gpu.handle)
-                    total, used = int(info.total), int(info.used)
-                except error as exc:
-                    log.debug("NVML memory of %s: %s", gpu.id, exc)
-                out.append(GpuDevice(id=gpu.id, name=gpu.name, kind="nvidia", total=total, used=used))
-        for card in cards:
-            if card.kind.startswith("nvidia"):
-                total = used = None
-            else:
-                total = _read_int(card.device / "mem_info_vram_total")
-                used = _read_int(card.device / "mem_info_vram_used")
-            out.append(GpuDevice(id=card.id, name=card.name, kind=card.kind, total=total, used=used))
-        return out
-
-    # ---- per-process use -------------------------------------------------------------------------
+        """Every GPU with its memory now; [] on a machine without one (or on a Mac)."""
+        return self._impl.devices()
 
     def usage_of(self, pids: Iterable[int]) -> dict[str, int] | None:
         """GPU bytes used by these processes, per device id ({} when they use none); None when
         the figure of any device cannot be had (NVIDIA under WDDM/WSL, or in a container without
-        the host pid namespace; a DRM driver without memory figures in its fdinfo)."""
+        the host pid namespace; a DRM driver without memory figures in its fdinfo; PDH not
+        answering on Windows)."""
         by_device = self.usage_by_device(pids)
         if any(used is None for used in by_device.values()):
             return None
@@ -295,111 +79,8 @@ class GpuMemory:
 
     def usage_by_device(self, pids: Iterable[int]) -> dict[str, int | None]:
         """Every device's id -> bytes these processes hold there (0: none), None where unknown."""
-        pids = sorted(set(pids))
-        nvidia, cards = self._discover()
-        out: dict[str, int | None] = {gpu.id: 0 for gpu in nvidia}
-        out.update((card.id, 0) for card in cards)
-        if not pids:
-            return out
-        if nvidia:
-            out.update(self._nvidia_usage(nvidia, pids))
-        if cards:
-            out.update(self._drm_usage(cards, pids))
-        return out
-
-    def _under_wsl(self) -> bool:
-        if self._wsl is None:
-            try:
-                release = (self._root / "proc/sys/kernel/osrelease").read_text()
-            except OSError:
-                release = ""
-            self._wsl = "microsoft" in release.lower()
-        return self._wsl
-
-    def _nvidia_usage(self, nvidia: list[_Nvidia], pids: list[int]) -> dict[str, int | None]:
-        nvml, error = self._nvml, self._nvml_error()
-        wanted = set(pids)
-        out: dict[str, int | None] = {}
-        for gpu in nvidia:
-            if self._under_wsl():  # WDDM: no per-process figures
-                out[gpu.id] = None
-                continue
-            listed: list[Any] = []
-            try:
-                for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-                    if hasattr(nvml, getter):
-                        listed.extend(getattr(nvml, getter)(gpu.handle))
-            except error as exc:
-                log.debug("NVML processes of %s: %s", gpu.id, exc)
-                out[gpu.id] = None
-                continue
-            if listed and not any(p.pid in wanted or self._visible(p.pid) for p in listed):
-                out[gpu.id] = None  # another pid namespace: these pids cannot be matched
-                continue
-            per_pid: dict[int, int | None] = {}
-            for process in listed:
-                if process.pid not in wanted:
-                    continue
-                used = process.usedGpuMemory
-                known = None if used is None or used == NVML_VALUE_NOT_AVAILABLE else int(used)
-                before = per_pid.get(process.pid, 0)
-                # The same process in both lists is one figure, not two.
-                per_pid[process.pid] = None if known is None or before is None else max(before, known)
-            values = list(per_pid.values())
-            out[gpu.id] = None if None in values else sum(v for v in values if v is not None)
-        return out
-
-    def _visible(self, pid: int) -> bool:
-        return pid > 0 and (self._root / "proc" / str(pid)).exists()
-
-    def _drm_usage(self, cards: list[_Card], pids: list[int]) -> dict[str, int | None]:
-        by_pdev = {card.pdev: card for card in cards}
-        by_node = {node: card for card in cards for node in card.nodes}
-        # A card driven by nvidia: its memory is NVML's to tell, and NVML is not here.
-        out: dict[str, int | None] = {card.id: None if card.kind.startswith("nvidia") else 0 for card in cards}
-        seen: set[tuple[str, str]] = set()
-        proc = self._root / "proc"
-        for pid in pids:
-            fd_dir = proc / str(pid) / "fd"
-            try:
-                fds = os.listdir(fd_dir)
-            except PermissionError:
-                log.debug("cannot list the fds of pid %d", pid)
-                for card in cards:
-                    out[card.id] = None
-                continue
-            except OSError:
-                continue  # the process is gone
-            for fd in fds:
-                try:
-                    target = os.readlink(fd_dir / fd)
-                    if not target.startswith("/dev/dri/"):
-                        continue
-                    text = (proc / str(pid) / "fdinfo" / fd).read_text(errors="replace")
-                except OSError:
-                    continue  # closed meanwhile, or the process is gone
-                info = parse_fdinfo(text)
-                card = by_pdev.get(info.get("drm-pdev", "")) or by_node.get(os.path.basename(target))
-                if card is None or card.kind.startswith("nvidia"):
-                    continue
-                key = (card.id, info.get("drm-client-id") or f"fd {pid}/{fd}")
-                if key in seen:
-                    continue
-                seen.add(key)
-                held = device_local_bytes(info)
-                before = out[card.id]
-                out[card.id] = None if held is None or before is None else before + held
-        return out
-
-    # ---- the end -------------------------------------------------------------------------------------
+        return self._impl.usage_by_device(sorted(set(pids)))
 
     def close(self) -> None:
         """Shuts NVML down if it was initialised; a later call starts afresh."""
-        with self._lock:
-            nvml, self._nvml = self._nvml, None
-            self._nvidia, self._cards = None, []
-            if nvml is not None:
-                try:
-                    nvml.nvmlShutdown()
-                except Exception as exc:  # noqa: BLE001 - shutting down must not fail
-                    log.debug("nvmlShutdown: %s", exc)
+        self._impl.close()

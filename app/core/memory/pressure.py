@@ -2,7 +2,7 @@
 
 The policy (which idle models to unload) lives in the manager; this module only decides
 *when* it runs and reads what it needs. No Qt; everything here runs on the event loop except
-:func:`read_ram`, which blocks briefly (one small file read).
+:func:`read_ram`, which blocks briefly (psutil's reading of RAM, tens of microseconds).
 
 **When.** :class:`PressureWatch` calls the policy's ``check()``:
 
@@ -17,19 +17,25 @@ The policy (which idle models to unload) lives in the manager; this module only 
   with ``EPOLLPRI``, and the loop watches that epoll object's fd (readable while it has
   events); the events are drained with ``epoll.poll(0)``. The loop's readiness check polls
   the PSI fd through the inner epoll, and a PSI fd's poll clears its notification, so that
-  drain usually finds nothing: the reader being called *is* the notification. A pressure event that comes while a
-  check runs makes one more check run right after it (the running one may have read free
-  memory before the pressure began).
+  drain usually finds nothing: the reader being called *is* the notification;
+* at once when the OS's own signal (:meth:`app.core.memory.readers.base.Reader.pressure_signal`)
+  reports a WARNING or CRITICAL level: on macOS, ``kern.memorystatus_vm_pressure_level`` read
+  when libdispatch's memory-pressure source fires (:mod:`app.core.memory.readers.macos`). Its
+  handler runs on a libdispatch thread and hands the level to the loop with
+  ``call_soon_threadsafe``, only while the watch is active.
 
-Where PSI is missing or refused (no such file, a kernel without PSI, no permission, an
-invalid trigger, not Linux), the watch polls alone; that is logged once, at debug level.
+A pressure event that comes while a check runs makes one more check run right after it (the
+running one may have read free memory before the pressure began). Where PSI is missing or
+refused (no such file, a kernel without PSI, no permission, an invalid trigger, not Linux),
+or the OS's signal cannot be had, the watch polls alone; that is logged once, at debug level.
 
 **Nothing while idle.** While ``active()`` is false there is no timer and no reader on the
 loop, so an idle Siesta gets no wake-ups from here. The watch finds out that it has become
 inactive at its next tick (or after a check); the owner calls :meth:`PressureWatch.wake`
 when it may have become active again (a model was loaded). The PSI fd stays open (and its
-trigger registered) until :meth:`PressureWatch.stop`; pressure reported while inactive is
-discarded when the watch becomes active again.
+trigger registered), and the OS's signal registered, until :meth:`PressureWatch.stop`;
+pressure reported while inactive is discarded (the signal's handler drops it without
+touching the loop).
 
 **After an unload**, :func:`wait_until_freed` polls a device until the freed memory shows:
 drivers (and the kernel, for RAM a dying process held) report it late.
@@ -43,53 +49,31 @@ import logging
 import os
 import select
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from app.core.memory import readers
+from app.core.memory.readers.base import PRESSURE_CRITICAL, PRESSURE_WARNING, DeviceFree, PressureSignal
+from app.core.memory.readers.linux import meminfo
 
 log = logging.getLogger(__name__)
 
 PSI_MEMORY = Path("/proc/pressure/memory")
+_OS_SIGNAL: Any = object()  # the default ``signal``: this OS's reader's
 DEFAULT_TRIGGER = "some 150000 2000000"  # 150 ms of stall in a 2 s window (2 s: the unprivileged minimum)
 
 
-@dataclass(frozen=True)
-class DeviceFree:
-    """One device's memory as other programs see it now; ``None`` where it cannot be read."""
+def read_ram(root: Path | None = None) -> DeviceFree:
+    """RAM's total and what other programs can still have, as this OS's reader gives it
+    (:mod:`app.core.memory.readers`: psutil everywhere; on an Apple Silicon Mac the total is
+    the share of unified memory Metal lets the GPU use); blocking, cheap (tens of us).
 
-    id: str  # "ram", "gpu0", ...
-    total: int | None
-    free: int | None  # bytes available to other programs now (RAM: MemAvailable)
-
-
-def read_ram(root: Path = Path("/")) -> DeviceFree:
-    """MemTotal and MemAvailable from ``<root>/proc/meminfo`` (kB -> bytes); blocking, cheap.
-
-    ``free`` is the kernel's own estimate of what can be allocated without swapping
-    (``MemAvailable``, Linux 3.14 and later); where the file or a field is missing, that
-    figure is ``None`` (nothing is guessed from ``MemFree``)."""
-    total = free = None
-    try:
-        text = (root / "proc" / "meminfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return DeviceFree("ram", None, None)
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key not in ("MemTotal", "MemAvailable"):
-            continue
-        parts = rest.split()
-        try:
-            value = int(parts[0])
-        except (IndexError, ValueError):
-            continue
-        unit = parts[1].lower() if len(parts) > 1 else ""
-        value = value * 1024 if unit == "kb" else value
-        if key == "MemTotal":
-            total = value
-        else:
-            free = value
-        if total is not None and free is not None:
-            break
-    return DeviceFree("ram", total, free)
+    With ``root``, MemTotal and MemAvailable from ``<root>/proc/meminfo`` (a Linux tree, for
+    tests and ``siesta doctor``), where a missing file or field is ``None`` (nothing is
+    guessed from ``MemFree``)."""
+    if root is not None:
+        return meminfo(Path(root))
+    return readers.current().ram()
 
 
 async def wait_until_freed(read: Callable[[], Awaitable[int | None]], expected_free: int, *,
@@ -117,11 +101,12 @@ class PressureWatch:
     :meth:`wake` when it may have become true (a model loaded).
 
     ``check`` exceptions are logged and never end the watch. ``active`` must be cheap (it is
-    called on every tick) and is called on the loop."""
+    called on every tick) and is called on the loop. ``signal`` is the OS's own pressure
+    notification (default: this OS's reader's, None on Linux and Windows; None: none)."""
 
     def __init__(self, check: Callable[[], Awaitable[None]], active: Callable[[], bool], *,
                  interval: float = 1.5, psi_path: Path = PSI_MEMORY,
-                 psi_trigger: str = DEFAULT_TRIGGER) -> None:
+                 psi_trigger: str = DEFAULT_TRIGGER, signal: PressureSignal | None = _OS_SIGNAL) -> None:
         self._check = check
         self._active = active
         self.interval = interval
@@ -137,8 +122,14 @@ class PressureWatch:
         self._psi_tried = False
         self._stopped = False
         self.psi_unavailable: str | None = None  # why the kernel's notifications are not used
+        self._signal_arg = signal
+        self._signal: PressureSignal | None = None  # started
+        self._signal_named: PressureSignal | None = None  # the one tried, started or not
+        self._signal_tried = False
+        self._signal_live = False  # the signal's handler hands levels to the loop (the watch is active)
+        self.signal_unavailable: str | None = None  # why the OS's signal is not used (None: it is, or there is none)
         self.checks = 0  # checks started (a figure for tests and diagnostics)
-        self.pressure_events = 0  # PSI notifications received
+        self.pressure_events = 0  # notifications received (PSI, or the OS's signal at WARNING or worse)
 
     # ---- the owner's side ---------------------------------------------------------------------
 
@@ -157,16 +148,20 @@ class PressureWatch:
             self._drain()  # pressure reported while inactive is not news
             self._loop.add_reader(self._epoll.fileno(), self._on_pressure)
             self._reader = True
+        self._open_signal()
+        self._signal_live = self._signal is not None
         if self._timer is None:
             self._timer = self._loop.call_later(self.interval, self._tick)
 
     async def stop(self) -> None:
-        """Cancels the timer and a running check, and closes the PSI fd. The watch can be started again."""
+        """Cancels the timer and a running check, closes the PSI fd and stops the OS's signal.
+        The watch can be started again."""
         self._stopped = True
         self._sleep()
         self._again = False
         self._close_fds()
         self._psi_tried = False
+        self._stop_signal()
         running, self._running = self._running, None
         if running is not None and not running.done():
             running.cancel()
@@ -192,6 +187,17 @@ class PressureWatch:
         """True while the loop watches the PSI epoll fd (the watch is active and PSI is available)."""
         return self._reader
 
+    @property
+    def signal_registered(self) -> bool:
+        """True while the OS's pressure signal is registered (from the first wake until stop)."""
+        return self._signal is not None
+
+    @property
+    def signal_name(self) -> str | None:
+        """The OS's pressure signal, in words (None: there is none here)."""
+        signal = self._signal or self._signal_named or (None if self._signal_arg is _OS_SIGNAL else self._signal_arg)
+        return signal.name if signal is not None else None
+
     # ---- inside ----------------------------------------------------------------------------------
 
     def _is_active(self) -> bool:
@@ -203,6 +209,7 @@ class PressureWatch:
 
     def _sleep(self) -> None:
         """No timer and no reader: an inactive watch causes no wake-ups."""
+        self._signal_live = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -233,6 +240,15 @@ class PressureWatch:
             # the trigger is gone (its cgroup was removed): poll alone from now on
             self._close_psi("the kernel closed the trigger")
             return
+        self._pressure()
+
+    def _on_signal(self, level: int) -> None:
+        """On the loop: the OS's signal gave a level; WARNING or CRITICAL is pressure."""
+        if level in (PRESSURE_WARNING, PRESSURE_CRITICAL):
+            self._pressure()
+
+    def _pressure(self) -> None:
+        """Memory pressure was reported: a check at once (or right after the running one)."""
         self.pressure_events += 1
         if self._stopped:
             return
@@ -303,6 +319,45 @@ class PressureWatch:
         self._psi_fd, self._epoll = fd, epoll
         self.psi_unavailable = None
         log.debug("memory pressure watch: PSI trigger %r registered on %s", self.psi_trigger, self.psi_path)
+
+    def _open_signal(self) -> None:
+        """Registers the OS's pressure signal once; on a refusal the watch polls alone (logged once)."""
+        if self._signal_tried:
+            return
+        self._signal_tried = True
+        signal = readers.current().pressure_signal() if self._signal_arg is _OS_SIGNAL else self._signal_arg
+        if signal is None:
+            return
+        self._signal_named = signal
+        try:
+            signal.start(self._signal_fired)
+        except OSError as exc:
+            self.signal_unavailable = str(exc)
+            log.debug("memory pressure watch: no %s (%s); polling every %.1f s", signal.name, exc, self.interval)
+            return
+        self._signal = signal
+        self.signal_unavailable = None
+        log.debug("memory pressure watch: %s registered", signal.name)
+
+    def _signal_fired(self, level: int) -> None:
+        """On the signal's own thread: hands the level to the loop while the watch is active."""
+        loop = self._loop
+        if not self._signal_live or loop is None:
+            return  # inactive: not news, and no wake-up
+        try:
+            loop.call_soon_threadsafe(self._on_signal, level)
+        except RuntimeError:
+            pass  # the loop is closed: Siesta is stopping
+
+    def _stop_signal(self) -> None:
+        self._signal_live = False
+        self._signal_tried = False
+        signal, self._signal = self._signal, None
+        if signal is not None:
+            try:
+                signal.stop()
+            except Exception:  # noqa: BLE001 - stopping must not fail
+                log.exception("memory pressure watch: stopping %s failed", signal.name)
 
     def _psi_fallback(self, why: str) -> None:
         self.psi_unavailable = why

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.core.memory import gpus as gpu_memory
+from app.core.memory.readers import linux as gpu_memory  # the DRM reader (moved from gpus.py)
 from app.core.memory.gpus import NVML_VALUE_NOT_AVAILABLE, GpuDevice, GpuMemory, device_local_bytes, parse_fdinfo
 
 GiB, MiB, KiB = 1 << 30, 1 << 20, 1 << 10
