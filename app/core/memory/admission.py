@@ -8,6 +8,9 @@ waits for the busy ones, bounded by ``load_timeout``: new requests for the model
 for queue behind it (first come, first served), so it happens as soon as the requests in
 flight finish. A load that could never fit is refused at once. One admission runs at a
 time.
+
+What each loaded model holds on a device (its measurement, else its estimate) is
+:meth:`app.core.memory.book.MemoryBook.held`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from app.core.memory.book import MemoryBook
-from app.core.memory.fit import DeviceState, Shortfall, place_total, shortfall
+from app.core.memory.fit import DeviceState, Shortfall, placed, shortfall
 from app.core.models.lifecycle import ModelState, ModelUnavailable, UnloadReason
 from app.core.models.model import ManagedModel
 
@@ -42,7 +45,6 @@ class Admission:
         self._memory = memory
         self._changed = changed
         self._lock = asyncio.Lock()
-        self._devices: dict[str, DeviceState] = {}  # as last read by this admission
 
     async def admit(self, model: ManagedModel) -> None:
         gates: dict[ManagedModel, asyncio.Event] = {}
@@ -82,7 +84,7 @@ class Admission:
                 return
             candidates = [m for m in loaded if m.is_idle and not m.keeps_loaded]
             if short is not None and not over_limit:
-                candidates = [m for m in candidates if self._uses(m, short.device)]
+                candidates = [m for m in candidates if self._memory.held(m, short.device).bytes > 0]
             if candidates:
                 victim = min(candidates, key=lambda m: m.last_used)
                 await evict_and_wait(victim, UnloadReason.EVICTED, self._memory,
@@ -90,7 +92,7 @@ class Admission:
                 continue
             busy = [m for m in loaded if not m.keeps_loaded and m.state is not ModelState.UNLOADING]
             if short is not None:
-                busy = [m for m in busy if self._uses(m, short.device)] or busy
+                busy = [m for m in busy if self._memory.held(m, short.device).bytes > 0] or busy
             if busy:
                 hold(min(busy, key=lambda m: m.last_used))
             remaining = deadline - time.monotonic()
@@ -111,31 +113,19 @@ class Admission:
             except TimeoutError:
                 pass
 
-    def _need(self, estimate: Any, devices: dict[str, DeviceState]) -> dict[str, int]:
-        return dict(estimate.by_device) if estimate.by_device else place_total(estimate.total, devices)
-
-    def _uses(self, model: ManagedModel, device: str) -> bool:
-        return self._use_on(model, self._devices).get(device, 0) > 0
-
-    def _use_on(self, model: ManagedModel, devices: dict[str, DeviceState]) -> dict[str, int]:
-        """What a model holds (measured), or will hold (its estimate, while not measured)."""
-        use = self._memory.use_of(model.name)
-        if use is not None:
-            return use.by_device()
-        estimate = self._memory.estimate_of(model.recipe)
-        return self._need(estimate, devices) if estimate is not None else {}
-
     async def _shortfall(self, model: ManagedModel, estimate: Any, loaded: list[ManagedModel]) -> Shortfall | None:
         settings = self._settings()
-        devices = self._devices = await self._memory.device_states()
-        used: dict[str, int] = {}
-        pending: dict[str, int] = {}
+        devices = await self._memory.device_states()
+        need = placed(estimate, devices)
+        used: dict[str, int] = {}  # held by models already measured: the devices' free memory shows it
+        pending: dict[str, int] = {}  # what admitted loads not measured yet will still take
         for other in loaded:
-            measured = self._memory.use_of(other.name)
-            target = used if measured is not None else pending
-            for device, amount in self._use_on(other, devices).items():
-                target[device] = target.get(device, 0) + amount
-        return shortfall(model.name, self._need(estimate, devices), devices, used, pending,
+            target = used if self._memory.use_of(other.name) is not None else pending
+            for device in sorted(set(devices) | set(need)):
+                amount = self._memory.held(other, device).bytes
+                if amount:
+                    target[device] = target.get(device, 0) + amount
+        return shortfall(model.name, need, devices, used, pending,
                          getattr(settings, "memory_budget", None), getattr(settings, "free_memory_floor", None))
 
     async def evict_all_idle(self, model: ManagedModel) -> list[str]:
@@ -149,12 +139,12 @@ class Admission:
 
 
 async def evict_and_wait(victim: ManagedModel, reason: UnloadReason, memory: MemoryBook, device: str | None) -> None:
-    """Unloads ``victim``; when it held memory on ``device``, waits (up to :data:`FREED_WAIT`
-    seconds) until most of it shows as free again, since drivers report freed memory late."""
+    """Unloads ``victim``; when it held memory on ``device`` (:meth:`MemoryBook.held`: measured,
+    else estimated), waits (up to :data:`FREED_WAIT` seconds) until most of it shows as free
+    again, since drivers report freed memory late."""
     held = 0
     if device is not None:
-        use = memory.use_of(victim.name)
-        held = use.by_device().get(device, 0) if use is not None else 0
+        held = memory.held(victim, device).bytes
         before = (await memory.device_states()).get(device, DeviceState(None, None)).free
     await victim.unload(reason)
     if not held or before is None:

@@ -16,9 +16,14 @@
   remembered in the state dir; else the GGUF header (:mod:`app.core.memory.gguf_estimate`).
   After a load, what llama-server printed about its buffers (model, KV cache, compute, per
   device) replaces the estimate; when it printed nothing (this build prints them only at
-  log verbosity 4), the measured use does.
+  log verbosity 4), the measured use does, device by device: where a device could not be
+  measured (a GPU whose per-process figure cannot be had), the estimate's figure stays.
+* **What a model holds** on a device, for admission, pressure relief and whatever else
+  weighs models against each other: :meth:`MemoryBook.held`, the one place that decides it
+  (the measurement where there is one, else the estimate).
 
-Where a figure cannot be had it is ``None``, never a guess. Sizes are bytes.
+Where a measured figure cannot be had it is ``None``, never a guess (that is what the API
+and the tray show); :meth:`MemoryBook.held` falls back to the estimate. Sizes are bytes.
 """
 
 from __future__ import annotations
@@ -31,17 +36,19 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
 from app.core.config.atomic_write import FILES, write_text_atomic
 from app.core.config.recipes import Recipe
-from app.core.memory.fit import DeviceState
+from app.core.memory.fit import DeviceState, placed
 from app.core.memory.gguf_estimate import MemoryEstimate, estimate_llamacpp, parse_buffer_sizes
 from app.core.memory.gpus import GpuDevice, GpuMemory
-from app.core.memory.pressure import read_ram
+from app.core.memory.pressure import DeviceFree, read_ram
+from app.core.memory.readers import process_ram
 from app.core.models.backend import BackendProcess
+from app.core.models.model import ManagedModel
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +61,11 @@ class MemoryUse:
     """One model's measured memory: resident RAM, and GPU bytes per device id."""
 
     ram: int | None
-    gpu: dict[str, int] | None  # None: GPU memory cannot be measured here
+    gpu: dict[str, int] | None  # None: GPU memory cannot be measured here (on one GPU or more)
     at: float = 0.0
+    # Each GPU's figure as read, None where it could not be had; None: the reader gives only
+    # the whole figure (``gpu``).
+    gpu_read: dict[str, int | None] | None = None
 
     @property
     def vram(self) -> int | None:
@@ -67,6 +77,26 @@ class MemoryUse:
             out["ram"] = self.ram
         out.update(self.gpu or {})
         return out
+
+    def on(self, device: str) -> int | None:
+        """Measured bytes on one device (``"ram"``, ``"gpu0"``, ...), 0 where the reading found
+        none; None where the device could not be measured."""
+        if device == "ram":
+            return self.ram
+        if self.gpu_read is not None and device in self.gpu_read:
+            return self.gpu_read[device]
+        return self.gpu.get(device, 0) if self.gpu is not None else None
+
+
+@dataclass(frozen=True)
+class HeldBytes:
+    """What a model holds on one device (:meth:`MemoryBook.held`): ``bytes``, and where the
+    figure comes from: ``"measured"`` (its server's last reading there), ``"estimate"`` (no
+    reading there, or none yet: its estimate, placed on the devices), ``"none"`` (0: no server
+    and no admitted load, or nothing says what it holds)."""
+
+    bytes: int
+    source: Literal["measured", "estimate", "none"]
 
 
 def recipe_fingerprint(recipe: Recipe) -> str | None:
@@ -83,12 +113,23 @@ def recipe_fingerprint(recipe: Recipe) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def _gpu_reading(gpus: GpuMemory, pids: list[int]) -> tuple[dict[str, int] | None, dict[str, int | None] | None]:
+    """(the whole figure as ``usage_of`` gives it, each device's figure or None); the second is
+    None for a reader that gives only the whole figure."""
+    by_device = getattr(gpus, "usage_by_device", None)
+    if by_device is None:
+        return gpus.usage_of(pids), None
+    read: dict[str, int | None] = by_device(pids)
+    whole = None if any(b is None for b in read.values()) else {d: b for d, b in read.items() if b}
+    return whole, read
+
+
 def _rss_of(pids: Iterable[int]) -> tuple[int | None, bool]:
     """Resident bytes of these processes (None: none could be read), and whether any has gone."""
     total, seen, gone = 0, False, False
     for pid in pids:
         try:
-            total += psutil.Process(pid).memory_info().rss
+            total += process_ram(pid)  # RSS; on a Mac the physical footprint (readers/macos.py)
             seen = True
         except psutil.ZombieProcess:
             pass  # ended, not yet reaped: still in the tree that would be found again
@@ -123,6 +164,7 @@ class MemoryBook:
         self._trees: dict[str, _Tree] = {}
         self._estimates: dict[str, MemoryEstimate | None] = {}  # recipe name -> estimate
         self._estimate_keys: dict[str, tuple[Any, ...]] = {}
+        self._states: dict[str, DeviceState] = {}  # the devices as last read by device_states()
         self._measured: dict[str, dict[str, int]] = self._read_state()
         self._refreshing: set[str] = set()
         self._measuring: dict[str, asyncio.Task[Any]] = {}
@@ -158,13 +200,14 @@ class MemoryBook:
         """What these pids use now, and whether one of them has gone (in a worker thread)."""
         gpus = self._gpu_memory()
         gpu: dict[str, int] | None = None
+        gpu_read: dict[str, int | None] | None = None
         if gpus is not None and self._has_gpus():
             try:
-                gpu = gpus.usage_of(pids)
+                gpu, gpu_read = _gpu_reading(gpus, pids)
             except Exception:  # noqa: BLE001
                 log.exception("reading GPU memory of %s failed", pids)
         ram, gone = _rss_of(pids)
-        return MemoryUse(ram=ram, gpu=gpu, at=time.monotonic()), gone
+        return MemoryUse(ram=ram, gpu=gpu, at=time.monotonic(), gpu_read=gpu_read), gone
 
     def _read(self, tree: _Tree, find_again: bool) -> tuple[_Tree, MemoryUse]:
         """One reading of a server's memory, in a worker thread: the kept tree's pids, after
@@ -205,8 +248,19 @@ class MemoryBook:
         use = await self._read_now(name, find_again=True)
         assert use is not None  # its tree is kept just above
         printed = parse_buffer_sizes(lines) if recipe.backend == "llamacpp" else None
-        self._remember(recipe, printed or use.by_device())
+        self._remember(recipe, printed or self._measured_figures(recipe, use))
         self._on_measured(name)
+
+    def _measured_figures(self, recipe: Recipe, use: MemoryUse) -> dict[str, int]:
+        """What a load measured per device and, where a device could not be measured, what
+        :meth:`_held` counts there (the estimate): a RAM-only measurement never replaces a GPU
+        estimate, and one GPU that cannot be measured does not drop another one's figure."""
+        figures = use.by_device()  # as shown: every GPU's figure only when all could be read
+        for device in sorted({*(use.gpu_read or {}), *(self._placed_estimate(recipe) or {})} - set(figures)):
+            held = self._held(use, recipe, device)
+            if held.bytes:
+                figures[device] = held.bytes
+        return figures
 
     def measure_load(self, name: str, recipe: Recipe, process: BackendProcess) -> None:
         """Starts :meth:`loaded` in the background; :meth:`measured` waits for it."""
@@ -220,6 +274,39 @@ class MemoryBook:
         task = self._measuring.get(name)
         if task is not None:
             await asyncio.wait({task})
+
+    def held(self, model: ManagedModel, device: str) -> HeldBytes:
+        """What ``model`` holds on ``device`` (``"ram"``, ``"gpu0"``, ...) now: the one figure
+        admission, pressure relief and anything else that weighs models by memory go by.
+
+        * nothing (``"none"``, 0) while it has no server and no admitted load;
+        * its server's last measurement there (``"measured"``, 0 included: measured as none),
+          when that device could be measured;
+        * else its estimate placed on the devices (``"estimate"``, 0 where the estimate puts
+          nothing): a model not measured yet (admitted, starting), or a device whose
+          per-process figure cannot be had (NVIDIA under WSL or Windows, a container without
+          the host's pids, a GPU with no per-process reader). A measurement of other devices
+          (RAM) never stands in for it;
+        * ``"none"`` (0) when there is neither.
+
+        A total-only estimate (a recipe's ``memory_estimate``) is placed on the devices last
+        read by :meth:`device_states`, as admission places a new load."""
+        if model.process is None and not model.occupies_slot:
+            return HeldBytes(0, "none")
+        return self._held(self.use_of(model.name), model.recipe, device)
+
+    def _held(self, use: MemoryUse | None, recipe: Recipe | None, device: str) -> HeldBytes:
+        measured = use.on(device) if use is not None else None
+        if measured is not None:
+            return HeldBytes(measured, "measured")
+        estimate = self._placed_estimate(recipe)
+        if estimate is not None:
+            return HeldBytes(estimate.get(device, 0), "estimate")
+        return HeldBytes(0, "none")
+
+    def _placed_estimate(self, recipe: Recipe | None) -> dict[str, int] | None:
+        estimate = self.estimate_of(recipe)
+        return placed(estimate, self._states) if estimate is not None else None
 
     def unloaded(self, name: str) -> None:
         self._use.pop(name, None)
@@ -323,8 +410,11 @@ class MemoryBook:
         if self._gpu_count == 0:
             # No GPU: /proc/meminfo alone is a 30 us read, far cheaper than a thread hop
             # (this runs every 1.5 s while models are loaded, for memory pressure).
-            return read()
-        return await asyncio.to_thread(read)
+            states = read()
+        else:
+            states = await asyncio.to_thread(read)
+        self._states = states
+        return states
 
     # ---- the state file ------------------------------------------------------------------------
 
@@ -358,8 +448,8 @@ class MemoryBook:
     async def system(self, models_use: dict[str, MemoryUse]) -> dict[str, Any]:
         """RAM and every GPU: total, used, free, and what Siesta's models use there."""
 
-        def read() -> tuple[Any, list[GpuDevice]]:
-            return psutil.virtual_memory(), self._devices()
+        def read() -> tuple[DeviceFree, list[GpuDevice]]:
+            return read_ram(), self._devices()  # on a Mac, RAM's total is Metal's share, as admission sees it
 
         ram, devices = await asyncio.to_thread(read)
         ram_models = sum(u.ram or 0 for u in models_use.values())
@@ -369,7 +459,7 @@ class MemoryBook:
             models = sum(g.get(device.id, 0) for g in known) if known or not models_use else None
             out_devices.append({"id": device.id, "name": device.name, "kind": device.kind, "total": device.total,
                                 "used": device.used, "free": device.free, "models": models})
-        return {"memory": {"ram": {"total": ram.total, "available": ram.available, "models": ram_models},
+        return {"memory": {"ram": {"total": ram.total, "available": ram.free, "models": ram_models},
                            "devices": out_devices}}
 
     # ---- tasks -------------------------------------------------------------------------------------

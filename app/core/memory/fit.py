@@ -12,6 +12,9 @@ A model that could never fit (its estimate is over the budget, or over the devic
 total, with nothing else of Siesta's loaded) is refused at once; one that would fit once
 other models go waits for them. Memory is given back when a device's free memory falls
 below the floor because something else took it.
+
+What each loaded model holds on a device is :meth:`app.core.memory.book.MemoryBook.held`;
+where an estimate is expected to go is :func:`placed`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.core.config.sizes import format_bytes
+
+
+class Estimate(Protocol):
+    """A model's expected memory (:class:`app.core.memory.gguf_estimate.MemoryEstimate`)."""
+
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def by_device(self) -> Mapping[str, int]: ...
 
 
 class Limit(Protocol):
@@ -100,3 +113,9 @@ def place_total(total: int, devices: Mapping[str, DeviceState]) -> dict[str, int
     GPU when the machine has one (models are offloaded there by default), else in RAM."""
     gpus = sorted(d for d in devices if d != "ram")
     return {gpus[0] if gpus else "ram": total}
+
+
+def placed(estimate: Estimate, devices: Mapping[str, DeviceState]) -> dict[str, int]:
+    """Bytes per device an estimate is expected to take: its own split when it has one, else
+    its total where :func:`place_total` puts it."""
+    return dict(estimate.by_device) if estimate.by_device else place_total(estimate.total, devices)

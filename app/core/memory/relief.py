@@ -3,7 +3,8 @@
 :meth:`MemoryRelief.check` runs every second or two while models are loaded (and at once
 when the kernel reports memory pressure; see :mod:`app.core.memory.pressure`). When a
 device's free memory has fallen below ``free_memory_floor``, it unloads idle models that
-hold memory there, least recently used first (never a busy one, never one whose timeout
+hold memory there (:meth:`~app.core.memory.book.MemoryBook.held`: measured, else
+estimated), least recently used first (never a busy one, never one whose timeout
 is ``never``), waiting after each for the freed memory to show, until the floor is met
 again or nothing idle is left. Each unload has reason ``memory_pressure``; when pressure
 remains and nothing more can go, the first model that is kept gets one
@@ -40,10 +41,6 @@ class MemoryRelief:
         self._emit = emit
         self._told: set[str] = set()  # devices whose "cannot free" was already said this episode
 
-    def _holds(self, model: ManagedModel, device: str) -> int:
-        use = self._memory.use_of(model.name)
-        return use.by_device().get(device, 0) if use is not None and model.process is not None else 0
-
     async def check(self) -> None:
         """One look at every device; frees memory where it is below the floor."""
         floor = getattr(self._settings(), "free_memory_floor", None)
@@ -53,14 +50,15 @@ class MemoryRelief:
         for device in sorted(missing):
             while device in missing:
                 idle = [m for m in self._models()
-                        if m.is_idle and not m.keeps_loaded and self._holds(m, device) > 0]
+                        if m.is_idle and not m.keeps_loaded and self._memory.held(m, device).bytes > 0]
                 if not idle:
                     self._cannot_free(device, missing[device])
                     break
                 victim = min(idle, key=lambda m: m.last_used)
-                log.info("memory pressure on %s (%s short of the floor): unloading %s, which holds %s",
+                held = self._memory.held(victim, device)
+                log.info("memory pressure on %s (%s short of the floor): unloading %s, which holds %s (%s)",
                          device_label(device), format_bytes(missing[device]), victim.name,
-                         format_bytes(self._holds(victim, device)))
+                         format_bytes(held.bytes), held.source)
                 await evict_and_wait(victim, UnloadReason.MEMORY_PRESSURE, self._memory, device)
                 devices = await self._memory.device_states()
                 missing = under_floor(devices, floor)
@@ -69,7 +67,7 @@ class MemoryRelief:
         if device in self._told:
             return
         self._told.add(device)
-        kept = [m for m in self._models() if self._holds(m, device) > 0]
+        kept = [m for m in self._models() if self._memory.held(m, device).bytes > 0]
         log.warning("memory pressure on %s (%s short of the floor) and no idle model left to unload there%s",
                     device_label(device), format_bytes(short),
                     f" (kept: {', '.join(m.name for m in kept)})" if kept else "")

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from app.core.manager import ModelManager
+from app.core.memory.book import HeldBytes
 from app.core.memory.gpus import GpuDevice
 from app.core.memory.pressure import read_ram
 from app.core.models.model import ModelState, ModelUnavailable
@@ -51,6 +52,20 @@ class GameGpu:
 
     def close(self) -> None:
         pass
+
+
+class BlindGpu(GameGpu):
+    """A GameGpu whose per-process figure cannot be had, as NVML gives none under Windows' WDDM
+    or WSL: the device's used memory still follows the servers alive, but every server's own
+    figure on it is None."""
+
+    def usage_by_device(self, pids: Any) -> dict[str, int | None]:
+        super().usage_of(pids)  # the servers asked about still hold their share of the device
+        return {"gpu0": None}
+
+    def usage_of(self, pids: Any) -> dict[str, int] | None:
+        self.usage_by_device(pids)
+        return None
 
 
 async def _manager(paths, make_settings, gpu: GameGpu, **flags: Any) -> ModelManager:
@@ -214,6 +229,57 @@ async def test_a_game_starting_gets_the_idle_models_memory_back(paths, make_sett
         with pytest.raises(ModelUnavailable) as refused:  # not loaded again into the same pressure
             await manager.get("idle").acquire()
         assert refused.value.code == "insufficient_memory"
+        lease.release()
+    finally:
+        await manager.close()
+
+
+@pytest.mark.parametrize(("limit", "other"), [({"free_memory_floor": "1GB"}, 13 * GB), ({"memory_budget": "10GB"}, 2 * GB)],
+                         ids=["floor", "budget"])
+async def test_a_model_whose_gpu_use_cannot_be_measured_is_evicted_by_its_estimate(
+        paths, make_settings, write_recipe, event_log, limit, other) -> None:
+    """Its RAM is measured, its GPU figure is not: admission counts its estimate on the GPU, so
+    the idle one makes room at once (it once counted as holding nothing there: with the floor,
+    no model was found to evict and the load waited out load_timeout for a 503; with the
+    budget, both loaded past it)."""
+    write_recipe("a", fake=[], memory_estimate="6GB")
+    write_recipe("b", fake=[], memory_estimate="6GB")
+    gpu = BlindGpu(each=6 * GB, other=other)  # floor: 24 - 13 = 11 GB free, room above 1 GB for one, not two
+    manager = await _manager(paths, make_settings, gpu, load_timeout=3, **limit)
+    events = event_log(manager)
+    try:
+        a = await manager.load("a")
+        assert manager.snapshot_of(a)["vram"] is None  # shown as unknown, never as a guess
+        assert manager.memory.held(a, "gpu0") == HeldBytes(6 * GB, "estimate")
+        assert manager.memory.held(a, "ram").source == "measured"
+        started = time.monotonic()
+        lease = await asyncio.wait_for(manager.get("b").acquire(), 15)
+        try:
+            assert time.monotonic() - started < 3, "b waited out load_timeout"
+            assert manager.get("a").state is ModelState.UNLOADED and "evicted" in events.reasons("a")
+        finally:
+            lease.release()
+    finally:
+        await manager.close()
+
+
+async def test_a_game_starting_frees_a_model_whose_gpu_use_cannot_be_measured(
+        paths, make_settings, write_recipe, event_log) -> None:
+    """Relief counts the estimate where the GPU figure cannot be had: the idle model is found
+    holding the GPU and goes; the busy one is kept."""
+    write_recipe("idle", fake=[], memory_estimate="6GB")
+    write_recipe("busy", fake=[], memory_estimate="6GB")
+    gpu = BlindGpu(other=2 * GB)
+    manager = await _manager(paths, make_settings, gpu, free_memory_floor="4GB")
+    events = event_log(manager)
+    try:
+        await manager.load("idle")
+        lease = await manager.get("busy").acquire()
+        gpu.other = 15 * GB  # the game: 24 - 15 - 12 < 0 GB free
+        await events.wait_for("idle", "memory_pressure", timeout=10)
+        await events.wait_for("busy", "memory_pressure_kept", timeout=10)
+        assert manager.get("busy").state is ModelState.READY
+        assert manager.memory.held(manager.get("idle"), "gpu0") == HeldBytes(0, "none")  # unloaded
         lease.release()
     finally:
         await manager.close()

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from app.core.manager import ModelManager
+from app.core.memory.book import HeldBytes
 from app.core.memory.gpus import GpuDevice
 from app.core.models.model import ModelState
 
@@ -203,5 +204,82 @@ async def test_what_llama_server_printed_replaces_the_estimate(paths, make_setti
         snap = manager.snapshot_of(model)
         assert snap["memory_estimate_source"] == "measured"
         assert snap["memory_estimate"] == sum(printed.values())
+    finally:
+        await manager.close()
+
+
+class TwoGpus(FakeGpus):
+    """Two 24 GiB GPUs; ``figures`` is what each server holds on each, None where the
+    per-process figure cannot be had (NVML under Windows' WDDM, or in a container)."""
+
+    def __init__(self, figures: dict[str, int | None]) -> None:
+        super().__init__()
+        self.figures = figures
+
+    def devices(self) -> list[GpuDevice]:
+        return [GpuDevice(id=i, name="Fake GPU", kind="nvidia", total=24 * GIB, used=10 * GIB) for i in ("gpu0", "gpu1")]
+
+    def usage_by_device(self, pids: Any) -> dict[str, int | None]:
+        return dict(self.figures)
+
+    def usage_of(self, pids: Any) -> dict[str, int] | None:
+        raise AssertionError("the book reads each device's figure where the reader gives them")
+
+
+async def test_a_measured_gpu_figure_replaces_the_estimate(paths, make_settings, write_recipe) -> None:
+    write_recipe("a", fake=[], memory_estimate="6GB")
+    manager = await _started(paths, make_settings, gpus_factory=FakeGpus)  # 3 GiB per server
+    try:
+        model = manager.get("a")
+        assert manager.memory.held(model, "gpu0") == HeldBytes(0, "none")  # not loaded
+        await manager.load("a")
+        assert manager.memory.held(model, "gpu0") == HeldBytes(3 * GIB, "measured")
+        assert manager.memory.held(model, "ram") == HeldBytes(manager.snapshot_of(model)["memory"], "measured")
+        assert manager.memory.held(model, "gpu1") == HeldBytes(0, "measured")  # measured as none there
+    finally:
+        await manager.close()
+
+
+async def test_a_ram_only_measurement_keeps_the_gpu_estimate(paths, make_settings, write_recipe) -> None:
+    """The reader gives only a whole figure, and cannot have it (None): RAM is measured, the GPU
+    is not; the recipe's total stays on the first GPU, where admission placed it."""
+
+    class Blind(FakeGpus):
+        def usage_of(self, pids: Any) -> dict[str, int] | None:
+            return None
+
+    write_recipe("a", fake=[], memory_estimate="6GB")
+    manager = await _started(paths, make_settings, gpus_factory=Blind)
+    try:
+        model = await manager.load("a")
+        snap = manager.snapshot_of(model)
+        assert snap["vram"] is None and set(snap["memory_by_device"]) == {"ram"}  # shown: only what was measured
+        assert manager.memory.held(model, "gpu0") == HeldBytes(6 * GIB, "estimate")
+        assert manager.memory.held(model, "ram") == HeldBytes(snap["memory"], "measured")
+    finally:
+        await manager.close()
+
+
+async def test_each_gpu_is_measured_or_estimated_on_its_own_and_remembered_so(
+        paths, make_settings, write_recipe) -> None:
+    """A first load measures both GPUs; a second one can read gpu1 only: gpu1's new figure
+    replaces the remembered one, gpu0 keeps what was remembered for it, in what the book
+    counts now and in what it remembers for the next load."""
+    write_recipe("a", fake=[])
+    gpus = TwoGpus({"gpu0": 3 * GIB, "gpu1": 1 * GIB})
+    manager = await _started(paths, make_settings, gpus_factory=lambda: gpus)
+    try:
+        model = await manager.load("a")
+        assert manager.memory.held(model, "gpu0") == HeldBytes(3 * GIB, "measured")
+        await manager.unload("a")
+        gpus.figures = {"gpu0": None, "gpu1": 2 * GIB}
+        await manager.load("a")
+        snap = manager.snapshot_of(model)
+        assert snap["vram"] is None  # one GPU unknown: no total is shown
+        assert manager.memory.held(model, "gpu0") == HeldBytes(3 * GIB, "estimate")
+        assert manager.memory.held(model, "gpu1") == HeldBytes(2 * GIB, "measured")
+        estimate = manager.memory.estimate_of(model.recipe)
+        assert estimate is not None and estimate.source == "measured"
+        assert estimate.by_device == {"ram": snap["memory"], "gpu0": 3 * GIB, "gpu1": 2 * GIB}
     finally:
         await manager.close()

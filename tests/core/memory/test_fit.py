@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.core.memory.fit import DeviceState, device_label, place_total, shortfall, under_floor
+from app.core.memory.fit import DeviceState, device_label, place_total, placed, shortfall, under_floor
+from app.core.memory.gguf_estimate import MemoryEstimate
 
 GB = 2**30
 
@@ -80,3 +81,12 @@ def test_a_total_without_a_split_goes_to_the_first_gpu_or_ram() -> None:
     assert place_total(5, DEVICES) == {"gpu0": 5}
     assert place_total(5, {"ram": DEVICES["ram"]}) == {"ram": 5}
     assert device_label("gpu1") == "GPU 1" and device_label("ram") == "RAM"
+
+
+def test_an_estimate_is_placed_by_its_own_split_else_by_its_total() -> None:
+    split = MemoryEstimate(total=7 * GB, by_device={"ram": 1 * GB, "gpu0": 6 * GB}, source="gguf")
+    assert placed(split, DEVICES) == {"ram": 1 * GB, "gpu0": 6 * GB}
+    assert placed(split, {}) == {"ram": 1 * GB, "gpu0": 6 * GB}  # its own split, whatever the devices
+    total = MemoryEstimate(total=6 * GB, by_device={}, source="recipe")
+    assert placed(total, DEVICES) == {"gpu0": 6 * GB}
+    assert placed(total, {"ram": DEVICES["ram"]}) == {"ram": 6 * GB}
