@@ -43,7 +43,7 @@ import psutil
 from app.core.config.atomic_write import FILES, write_text_atomic
 from app.core.config.recipes import Recipe
 from app.core.memory.fit import DeviceState, placed
-from app.core.memory.gguf_estimate import MemoryEstimate, estimate_llamacpp, parse_buffer_sizes
+from app.core.memory.gguf_estimate import MemoryEstimate, estimate_llamacpp, load_printed, parse_buffer_sizes
 from app.core.memory.gpus import GpuDevice, GpuMemory
 from app.core.memory.pressure import DeviceFree, read_ram
 from app.core.memory.readers import process_ram
@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 
 REFRESH_AFTER = 2.0  # seconds a measured figure is shown before it is read again
 TREE_KEPT_FOR = 60.0  # seconds a server's process tree is used before it is found again
+# how long a load's measurement waits for llama-server's log thread to print the rest of its load
+# (its buffer sizes), once health answered; a server that never says "listening on" costs this once
+LOAD_OUTPUT_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,8 @@ class MemoryBook:
         """A model became ready: finds its process tree (kept for the readings after), measures
         it, and records what this recipe uses (what llama-server printed, else the measurement)."""
         await process.output_caught_up()
+        if recipe.backend == "llamacpp":
+            await process.load_output_until(load_printed, LOAD_OUTPUT_WAIT)
         lines = process.end_load_output()
         self._trees[name] = _Tree(process, [process.pid], time.monotonic())
         use = await self._read_now(name, find_again=True)

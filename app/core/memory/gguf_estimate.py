@@ -362,6 +362,7 @@ def estimate_llamacpp(model: Path, args: Sequence[str], gpu_free: Mapping[str, i
     return MemoryEstimate(sum(by_device.values()), by_device, "gguf")
 
 
+_LISTENING = re.compile(r"\blistening on https?://")
 _BUFFER = re.compile(r"(?P<dev>[A-Za-z][\w\[\]:.-]*)\s+(?P<kind>model|KV|compute|output|RS)\s+buffer size\s*=\s*"
                      r"(?P<mib>\d+(?:\.\d+)?)\s*MiB")
 _GPU = re.compile(r"^[A-Za-z]+?(\d+)$")
@@ -373,6 +374,13 @@ def _device_key(name: str) -> str:
     CUDA0, ROCm1, Vulkan0, SYCL0 ... -> "gpu0", "gpu1", ..."""
     match = _GPU.match(name)
     return "ram" if match is None or name.upper().startswith(("CPU", "METAL", "MTL")) else f"gpu{int(match[1])}"
+
+
+def load_printed(lines: Iterable[str]) -> bool:
+    """Whether llama-server's output has come as far as ``... listening on http://...``,
+    which it prints once loaded (at its default verbosity too): every buffer size line it
+    printed while loading is then in ``lines``."""
+    return any(_LISTENING.search(line) for line in lines)
 
 
 def parse_buffer_sizes(lines: Iterable[str]) -> dict[str, int] | None:

@@ -19,6 +19,7 @@ import shutil
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -123,6 +124,7 @@ class BackendProcess:
         self.stopping = False
         self.base_url = f"http://127.0.0.1:{spec.port}"
         self._output = asyncio.Event()  # set on each chunk of output: a moment worth probing health
+        self._printed = asyncio.Event()  # likewise, for load_output_until (which clears it)
         self._foreign_listener = False  # the port answered, but from a socket none of its processes owns
         self._ps: psutil.Process | None = None  # its memory and children (process_tree, memory)
         self.open_connection = asyncio.open_connection  # how a health probe connects (a test's fake: Windows)
@@ -246,6 +248,7 @@ class BackendProcess:
             if self._load_output is not None:
                 self._keep_load_output(chunk)
             self._output.set()
+            self._printed.set()
 
     async def _wait_exit(self) -> int:
         code = await self._proc.wait()
@@ -426,6 +429,22 @@ class BackendProcess:
             if waiting == 0 and not getattr(stream, "_buffer", b""):
                 return
             await asyncio.sleep(0.002)
+
+    async def load_output_until(self, done: Callable[[list[str]], bool], limit: float) -> None:
+        """Waits (at most ``limit`` seconds) until ``done(load_output())`` holds. llama.cpp
+        writes its log from a thread of its own, so lines it printed before its health check
+        passed (the buffer sizes) can reach the pipe after it, more so on a busy machine."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while self._load_output is not None and not done(self.load_output()):
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._pump.done():
+                return
+            self._printed.clear()
+            try:
+                await asyncio.wait_for(self._printed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
 
     def end_load_output(self) -> list[str]:
         lines = self.load_output()

@@ -442,3 +442,52 @@ async def test_a_log_that_cannot_even_be_opened_does_not_stop_the_server(tmp_pat
     assert code == 0
     assert "last line of the flood" in proc.log.tail_text()
     assert len([r for r in caplog.records if "m.log" in r.getMessage()]) == 1
+
+
+# llama.cpp writes its log from a thread of its own: the buffer sizes can reach the pipe after
+# health answered. This server prints its first buffer line, then the rest once the test
+# creates the file named by its argument.
+LATE_LOG = r"""
+import os, sys, time
+print("CPU_Mapped model buffer size =     0.59 MiB", flush=True)
+go = sys.argv[1]
+while not os.path.exists(go):
+    time.sleep(0.005)
+print("CPU compute buffer size =     1.51 MiB", flush=True)
+print("srv  llama_server: listening on http://127.0.0.1:1", flush=True)
+time.sleep(60)
+"""
+
+
+async def test_the_rest_of_a_load_output_is_awaited_until_it_says_listening(tmp_path):
+    from app.core.memory.gguf_estimate import load_printed, parse_buffer_sizes
+
+    go = tmp_path / "go"
+    spec = python_spec(LATE_LOG)
+    spec = LaunchSpec(argv=(*spec.argv, str(go)), env=spec.env, port=spec.port, health_path="/health")
+    proc = await BackendProcess.start(spec, BoundedLog(tmp_path / "m.log"), reaper=None)
+    try:
+        await proc.load_output_until(lambda lines: bool(lines), 10)  # the first line is in
+        assert not load_printed(proc.load_output())
+        waiting = asyncio.ensure_future(proc.load_output_until(load_printed, 10))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        go.touch()
+        await asyncio.wait_for(waiting, 10)
+        assert parse_buffer_sizes(proc.end_load_output()) == {"ram": round(0.59 * 2**20) + round(1.51 * 2**20)}
+    finally:
+        await proc.stop(2)
+
+
+async def test_a_load_output_that_never_says_listening_is_waited_for_at_most_the_limit(tmp_path):
+    from app.core.memory.gguf_estimate import load_printed
+
+    proc = await BackendProcess.start(python_spec(LATE_LOG.replace("go = sys.argv[1]", "go = '/nonexistent'")),
+                                      BoundedLog(tmp_path / "m.log"), reaper=None)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await proc.load_output_until(load_printed, 0.2)
+        assert 0.2 <= loop.time() - started < 5 and not load_printed(proc.load_output())
+    finally:
+        await proc.stop(2)

@@ -282,6 +282,9 @@ class FakeServer:
     async def output_caught_up(self) -> None:
         """Its output is in memory already: nothing to wait for."""
 
+    async def load_output_until(self, done: Any, limit: float) -> None:
+        """Likewise."""
+
     def end_load_output(self) -> list[str]:
         return self.load_output()
 
