@@ -16,9 +16,6 @@ from app.core import spawn
 APP = Path(__file__).resolve().parents[2] / "app"
 SUBPROCESS_CALLS = {("subprocess", name) for name in ("run", "Popen", "call", "check_call", "check_output")} | {
     ("asyncio", "create_subprocess_exec"), ("asyncio", "create_subprocess_shell")}
-# Calls in files other sessions own, to be changed there (see the issue-24 report): they are
-# checked the other way round, so this list cannot outlive the fix.
-PENDING: dict[str, str] = {}  # files known to start a child without the options, each with what to change
 
 
 def test_windows_children_get_no_console_and_posix_ones_what_they_ask_for() -> None:
@@ -54,17 +51,9 @@ def _calls_without_child_options(path: Path) -> list[int]:
 def test_every_child_process_in_app_gets_the_options() -> None:
     """The model servers and the watchdog are started through the process layer
     (tests/core/models/processes checks their flags); every other child is started here."""
-    wrong, fixed = [], []
-    for path in sorted(APP.rglob("*.py")):
-        name = path.relative_to(APP.parent).as_posix()
-        lines = _calls_without_child_options(path)
-        if name in PENDING:
-            if not lines:
-                fixed.append(name)
-        elif lines:
-            wrong += [f"{name}:{line}" for line in lines]
+    wrong = [f"{path.relative_to(APP.parent).as_posix()}:{line}"
+             for path in sorted(APP.rglob("*.py")) for line in _calls_without_child_options(path)]
     assert not wrong, f"a child process without **child_options() (a console window on Windows): {wrong}"
-    assert not fixed, f"fixed: remove {fixed} from PENDING in this file"
 
 
 def test_the_scan_finds_a_call_without_the_options(tmp_path: Path) -> None:

@@ -90,6 +90,12 @@ def default_cache_dir() -> Path:
     return Path(base) / "siesta" / "engine"
 
 
+def cached_build_dir() -> Path:
+    """Where the build without ``--dest`` goes (the tests' and CI's llama-server), one folder
+    per llama-cpp-python version."""
+    return default_cache_dir() / f"llama-cpp-python-{SDIST_VERSION}"
+
+
 def default_data_dir() -> Path:
     """Siesta's data dir by the platform's rule, without platformdirs (not installed yet when
     this runs): what ``platformdirs.user_data_dir("siesta")`` gives, which is what
@@ -206,7 +212,7 @@ def copy_cached_build(dest_dir: Path) -> Path | None:
     self-contained file, built from the same sources and flags) into ``dest_dir`` instead of
     compiling it again; None when there is none that answers ``--version``, when
     ``CMAKE_ARGS`` asks for other flags, or when ``dest_dir`` already has one."""
-    cached = default_cache_dir() / f"llama-cpp-python-{SDIST_VERSION}" / binary_name()
+    cached = cached_build_dir() / binary_name()
     binary = dest_dir / binary_name()
     if os.environ.get("CMAKE_ARGS", "").strip() or binary.exists() or not cached.is_file():
         return None
@@ -228,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, help="install dir (default: the build cache)")
     parser.add_argument("--gpu", choices=sorted(GPU_FLAGS), default="cpu")
     args = parser.parse_args(argv)
-    dest = args.dest or default_cache_dir() / f"llama-cpp-python-{SDIST_VERSION}"
+    dest = args.dest or cached_build_dir()
 
     last = [-1]
 
