@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from app.core.manager import ModelManager
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Waits, on the running qasync loop, until ``predicate()`` is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+from tests.waiting import until  # noqa: F401 - the GUI tests import it from here
 
 
 async def next_event(manager: ModelManager, name: str, reason: str, timeout: float = 15.0) -> dict[str, Any]:

@@ -6,7 +6,6 @@ fake GPU reader at the boundary, so every GPU number asserted here was put in by
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from app.core.manager import ModelManager
 from app.core.memory.book import HeldBytes
 from app.core.memory.gpus import GpuDevice
 from app.core.models.model import ModelState
+from tests.waiting import until as _until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,14 +46,6 @@ async def _started(paths, make_settings, **kwargs: Any) -> ModelManager:
     manager = ModelManager(paths, make_settings(), watch_files=False, **kwargs)
     await manager.start()
     return manager
-
-
-async def _until(predicate, timeout: float = 10.0) -> None:
-    async def wait() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(wait(), timeout)
 
 
 async def test_a_loaded_model_shows_its_ram_and_gpu_memory(paths, make_settings, write_recipe) -> None:

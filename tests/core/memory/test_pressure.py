@@ -9,26 +9,18 @@ import logging
 import os
 import select
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from app.core.memory.pressure import DeviceFree, PressureWatch, read_ram, wait_until_freed
 from tests.portable import LINUX
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(30)
 
 TICK = 0.05
 PSI = Path("/proc/pressure/memory")
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 class Checks:

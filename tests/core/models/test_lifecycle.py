@@ -16,6 +16,7 @@ from app.core.config.clock import Clock
 from app.core.models.model import ModelState, ModelUnavailable
 from tests.conftest import pid_alive
 from tests.portable import KILLED_RETURNCODE, kill_hard
+from tests.waiting import until as _until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -347,15 +348,6 @@ async def _serve_one_request(model) -> int:
     lease = await model.acquire()
     lease.release()
     return lease.process.pid
-
-
-async def _until(predicate, timeout: float = 10.0) -> None:
-    """Waits for a condition the manager reaches by itself (checked on each loop turn)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -18,15 +17,9 @@ from app.core.config.durations import USE_GLOBAL
 from app.core.models.backend import BackendProcess
 from app.core.models.model import ModelState, ModelUnavailable
 from tests.conftest import pid_alive
+from tests.waiting import until as _until
 
 pytestmark = pytest.mark.timeout(30)
-
-
-async def _until(predicate, timeout: float = 10.0, step: float = 0.01) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(step)
 
 
 # ---- 1. the event loop can spin forever ---------------------------------------------------

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from app.core.remotes import parse_remotes
 from app.core.remotes.config import api_key_env
+from tests.waiting import until
 
 
 class FakeOpenAI:
@@ -77,12 +78,6 @@ async def fake_openai():
 def remotes_toml(**remotes: tuple[str, str]) -> str:
     return "".join(f'\n[remotes.{name}]  # a remote\nkind = "{kind}"\nurl = "{url}"\n'
                    for name, (kind, url) in remotes.items())
-
-
-async def until(predicate, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 # ---- configuration ------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from tests.fakes.darwin_memory import (
     FakeSysctl,
     GiB,
 )
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -220,14 +221,6 @@ def test_a_source_libdispatch_will_not_make_is_an_os_error() -> None:
 
     with pytest.raises(OSError, match="dispatch_source_create"):
         DispatchPressureSignal(libdispatch=Refusing()).start(lambda level: None)
-
-
-async def until(condition, timeout: float = 5.0) -> None:  # noqa: ANN001
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 class Checks:
