@@ -36,7 +36,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from app.core.config.sizes import SizeError, parse_size
+from app.core.config.durations import short_repr
+from app.core.config.sizes import SizeError, SizeTooLarge, parse_size
 
 __all__ = ["DeviceLimit", "MemoryLimit", "MemoryLimitError", "OFF", "VALID_FORMS", "parse_memory_limit"]
 
@@ -188,6 +189,8 @@ def parse_memory_limit(value: object) -> MemoryLimit:
                 data = json.loads(text)
             except ValueError as exc:
                 raise _error(value, f"not a valid JSON table ({exc})") from None
+            except RecursionError:  # "{" and then thousands of "["
+                raise _error(value, "not a valid JSON table (nested too deeply)") from None
             if not isinstance(data, dict):
                 raise _error(value, "not a table")
             return _table(data, value)
@@ -204,10 +207,10 @@ def _inline_table(text: str, original: object) -> dict[str, str]:
             continue
         key, sep, item = re.split(r"\s*([:=])\s*", part, maxsplit=1) if re.search(r"[:=]", part) else (part, "", "")
         if not sep:
-            raise _error(original, f"{part!r} names no device: write it like \"ram: 16GB\"")
+            raise _error(original, f"{short_repr(part)} names no device: write it like \"ram: 16GB\"")
         key = key.strip()
         if key in out:
-            raise _error(original, f"device {key!r} is given twice")
+            raise _error(original, f"device {short_repr(key)} is given twice")
         out[key] = item.strip()
     return out
 
@@ -239,41 +242,46 @@ def _device_key(raw: object, original: object) -> str:
         match = _GPU_KEY.fullmatch(key)
         if match:
             return f"gpu{int(match.group(1))}"
-    raise _error(original, f"unknown device {raw!r}: a table's keys are \"ram\", \"gpu0\", \"gpu1\", ... "
+    raise _error(original, f"unknown device {short_repr(raw)}: a table's keys are \"ram\", \"gpu0\", \"gpu1\", ... "
                            f"and \"default\" for the devices not named")
 
 
 def _device_limit(value: object, original: object, *, key: str | None = None) -> DeviceLimit:
     where = f"{key}: " if key else ""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _error(original, f"{where}{value!r} is not a size, a share or \"off\"")
+        raise _error(original, f"{where}{short_repr(value)} is not a size, a share or \"off\"")
     if isinstance(value, (int, float)):
-        raise _error(original, f"{where}a bare number is ambiguous: write a share (\"{value}%\") "
-                               f"or a size (\"{value}GB\")")
+        raise _error(original, _ambiguous(where, short_repr(value)))
     text = value.strip()
     if text.lower() == "off":
         return OFF
     if text.endswith("%"):
         number = text[:-1].strip()
         if number.startswith("-") and _NUMBER.fullmatch(number[1:]):
-            raise _error(original, f"{where}a share is between 0% and 100% (got {text!r})")
+            raise _error(original, f"{where}a share is between 0% and 100% (got {short_repr(text)})")
         if not _NUMBER.fullmatch(number):
-            raise _error(original, f"{where}{text!r} is not a share: write it like \"85%\" or \"2.5%\"")
+            raise _error(original, f"{where}{short_repr(text)} is not a share: write it like \"85%\" or \"2.5%\"")
         percent = round(float(number), _PERCENT_DECIMALS)
         if percent > 100:
-            raise _error(original, f"{where}a share is between 0% and 100% (got {text!r})")
+            raise _error(original, f"{where}a share is between 0% and 100% (got {short_repr(text)})")
         return DeviceLimit(percent=percent)
     if _NUMBER.fullmatch(text):
-        raise _error(original, f"{where}a bare number is ambiguous: write a share (\"{text}%\") "
-                               f"or a size (\"{text}GB\")")
+        raise _error(original, _ambiguous(where, text))
     try:
         return DeviceLimit(size=parse_size(text))
+    except SizeTooLarge as exc:
+        raise _error(original, f"{where}{exc}") from None
     except SizeError:
-        raise _error(original, f"{where}{text!r} is not a size, a share or \"off\"") from None
+        raise _error(original, f"{where}{short_repr(text)} is not a size, a share or \"off\"") from None
+
+
+def _ambiguous(where: str, number: str) -> str:
+    shown = number if len(number) <= 20 else "85"  # a 400-digit number is no example
+    return f'{where}a bare number is ambiguous: write a share ("{shown}%") or a size ("{shown}GB")'
 
 
 def _error(value: object, reason: str) -> MemoryLimitError:
-    return MemoryLimitError(f"invalid memory limit {value!r}: {reason}; expected {VALID_FORMS}")
+    return MemoryLimitError(f"invalid memory limit {short_repr(value)}: {reason}; expected {VALID_FORMS}")
 
 
 def _percent_text(percent: float) -> str:
