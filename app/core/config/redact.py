@@ -26,9 +26,14 @@ Every function returns a copy with each secret replaced by :data:`REDACTED` and 
 idempotent. :func:`redact_text` finds secrets in free text (an error message, a log line, a
 command line): ``--api-key X``, ``--api-key=X``, ``api_key = "X"``, ``"api_key": "X"``,
 ``HF_TOKEN=X``, Python's repr of a list or dict (``['--api-key', 'X']``, ``{'HF_TOKEN': 'X'}``).
-A value that already says nothing (``(set)``, ``none``, ``null``, empty) is kept. A ``name:``
-that follows another word is prose ("wrong API key: send it..."), not a pair, and is kept too;
-prose that names a secret flag (``--api-key``) loses the word after it.
+A value that already says nothing (``(set)``, ``none``, ``null``, empty) is kept, and a list is
+hidden whole (``'api_key': ['X']``, as vLLM prints its arguments). A ``name:`` that follows
+another word is prose ("wrong API key: send it..."), not a pair, and is kept too, as is a
+tokenizer's token id (``BOS token = 1``, in llama-server's output); prose that names a secret
+flag (``--api-key``) loses the word after it.
+
+:func:`redact_text` is cheap on text that cannot hold a secret (a model server's log, most of
+it): each rule runs only when a word it needs is in the text.
 """
 
 from __future__ import annotations
@@ -86,6 +91,13 @@ _KNOWN_TOKENS = re.compile(
     r"|github_pat_[A-Za-z0-9_]{20,})(?![A-Za-z0-9_-])")
 _AFTER_A_WORD = re.compile(r"\w[ \t]+$")
 _QUOTED = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
+_LIST = r"\[[^\[\]\n]*\]"
+# What every secret a rule below finds has in it (lower case): a text with none of it skips that
+# rule. Every secret name (SECRET_WORDS, SECRET_ENDINGS) holds one of these words or "token" as a
+# word of its own: not "tokens" (n_tokens, on most lines of llama-server's log) nor "tokenizer".
+_NAME_HINTS = ("key", "secret", "pass", "auth", "credential", "cookie")
+_TOKEN_WORD = re.compile(r"token(?!s(?![a-z])|izer)")
+_TOKEN_HINTS = ("hf_", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")
 # --flag VALUE, --flag=VALUE, and a flag and its value as items of a repr'd list: '--flag', 'VALUE'
 _FLAG = re.compile(
     r"(?P<flag>(?<![\w-])--?[A-Za-z][A-Za-z0-9_.-]*)"
@@ -95,7 +107,7 @@ _FLAG = re.compile(
 _PAIR = re.compile(
     r"(?P<name>(?P<q>[\"']?)(?<![\w.-])(?P<word>[A-Za-z_][A-Za-z0-9_.-]*)(?P=q))"
     r"(?P<sep>[ \t]*[:=][ \t]*)"
-    rf"(?P<value>{_QUOTED}|\([^()\s]*\)|[^\s,;}}\]\)&'\"]+)")
+    rf"(?P<value>{_QUOTED}|{_LIST}|\([^()\s]*\)|[^\s,;}}\]\)&'\"]+)")
 
 
 def _words(name: str) -> list[str]:
@@ -138,10 +150,18 @@ def redact_text(text: str) -> str:
     """``text`` with every secret it shows replaced (see the module's docstring)."""
     if not text:
         return text
-    text = redact_url(text)
-    text = _AUTHORIZATION.sub(lambda m: f"{m['head']}{REDACTED}", text)
-    text = _BEARER.sub(lambda m: f"{m['head']}{REDACTED}", text)
-    text = _KNOWN_TOKENS.sub(REDACTED, text)
+    low = text.lower()
+    names = any(hint in low for hint in _NAME_HINTS) or _TOKEN_WORD.search(low) is not None
+    if "://" in low or names:
+        text = redact_url(text)
+    if "authorization" in low:
+        text = _AUTHORIZATION.sub(lambda m: f"{m['head']}{REDACTED}", text)
+    if "bearer" in low:
+        text = _BEARER.sub(lambda m: f"{m['head']}{REDACTED}", text)
+    if any(hint in low for hint in _TOKEN_HINTS):
+        text = _KNOWN_TOKENS.sub(REDACTED, text)
+    if not names and not any(flag in low for flag in SECRET_SHORT_FLAGS):
+        return text
 
     def flag(m: re.Match[str]) -> str:
         if not is_secret_flag(m["flag"]) or m["value"].startswith("--"):
@@ -149,14 +169,19 @@ def redact_text(text: str) -> str:
         return f"{m['flag']}{m['sep']}{_hidden(m['value'])}"
 
     text = _FLAG.sub(flag, text)
+    if not names:
+        return text
 
     def pair(m: re.Match[str]) -> str:
         if not is_secret_name(m["word"]) or m["value"].lower() in _AUTH_SCHEMES:
             return m.group(0)  # (Authorization: Bearer X: its X is redacted above)
         if m["sep"].strip() == ":" and m["value"].startswith("//"):
             return m.group(0)  # scheme://, not name: value
-        if m["sep"].strip() == ":" and not m["q"] and _AFTER_A_WORD.search(m.string, 0, m.start("name")):
+        after_a_word = not m["q"] and _AFTER_A_WORD.search(m.string, 0, m.start("name"))
+        if m["sep"].strip() == ":" and after_a_word:
             return m.group(0)  # prose ("wrong API key: send it as..."), not a key: value line
+        if after_a_word and m["word"].lower() == "token" and m["value"].isdigit():
+            return m.group(0)  # a tokenizer's token id: "print_info: BOS token = 1 '<s>'"
         return f"{m['name']}{m['sep']}{_hidden(m['value'])}"
 
     return _PAIR.sub(pair, text)

@@ -19,7 +19,7 @@ from app.core.config.paths import Paths, engine_cache_dir
 from app.core.config.settings import LoadedSettings
 from app.core.doctor.report import Item, found, missing, one
 from app.core.engine import locate
-from app.core.spawn import child_options
+from app.core.spawn import child_env, child_options
 
 __all__ = ["engine_items", "found_by", "list_devices"]
 
@@ -47,7 +47,7 @@ def list_devices(path: Path, timeout: float = locate.VERSION_TIMEOUT) -> tuple[l
     and what went wrong when None."""
     try:
         done = subprocess.run([str(path), "--list-devices"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout, **child_options())
+                              stderr=subprocess.STDOUT, timeout=timeout, env=child_env(), **child_options())
     except OSError as exc:
         return None, f"cannot run it: {exc.strerror or exc}"
     except subprocess.TimeoutExpired:

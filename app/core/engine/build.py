@@ -38,7 +38,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from app.core.spawn import child_options
+from app.core.spawn import child_env, child_options
 
 SDIST_VERSION = os.environ.get("LLAMA_CPP_PYTHON_VERSION", "0.3.36")
 BASE_FLAGS = [
@@ -148,7 +148,7 @@ def detect_gpu_toolkits() -> list[str]:
 def answers_version(binary: Path) -> bool:
     try:
         return subprocess.run([str(binary), "--version"], capture_output=True, timeout=30,
-                              **child_options()).returncode == 0
+                              env=child_env(), **child_options()).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -170,7 +170,7 @@ def build_llama_server(dest_dir: Path, *, gpu: str = "cpu", progress: Progress |
             log.write(f"$ {shlex.join(cmd)}\n")
             log.flush()
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    **child_options())
+                                    env=child_env(), **child_options())
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)

@@ -9,7 +9,8 @@ Layout, under ``<data dir>/engines/``::
     state.json           {"active": "b6000-cuda", "previous": "b5990-cpu"} (not a symlink: Windows)
 
 An install downloads each asset (size and sha256 checked, cancellable), unpacks it into a
-staging directory beside the engines (refusing absolute paths, ``..`` and links out of it),
+staging directory beside the engines (refusing absolute paths, ``..``, links out of it and
+anything written through a link),
 runs ``llama-server --version``, moves the directory into place and only then rewrites
 ``state.json``: a failure at any step leaves the active engine as it was. Engines other than
 the active and the previous one are removed.
@@ -53,7 +54,7 @@ from app.core.engine.release import (
     source_build_command,
     tag_number,
 )
-from app.core.spawn import child_options
+from app.core.spawn import child_env, child_options
 
 __all__ = [
     "InstallError", "Cancelled", "InstalledEngine", "engines_dir", "active_binary", "installed",
@@ -199,7 +200,10 @@ def _inside(name: str, what: str) -> PurePosixPath:
 
 
 def _link_inside(member: PurePosixPath, target: str, what: str) -> None:
-    if target.startswith(("/", "\\")):
+    """Refuses a link whose target, read as text, is absolute or climbs out of the archive
+    (a tar's first check; a zip's links are checked again where they land, see
+    :func:`_extract_zip`)."""
+    if target.startswith(("/", "\\")) or (target[1:2] == ":" and target[:1].isalpha()):
         raise InstallError(f"{what}: refused: link {member} points to the absolute path {target!r}")
     depth = len(member.parent.parts)
     for part in PurePosixPath(target.replace("\\", "/")).parts:
@@ -210,30 +214,12 @@ def _link_inside(member: PurePosixPath, target: str, what: str) -> None:
 
 def safe_extract(archive: Path, dest: Path) -> None:
     """Unpacks a .tar.gz or .zip into ``dest``, refusing the whole archive if any entry is
-    absolute, climbs with ``..``, is a link out of ``dest``, or is a device."""
+    absolute, climbs with ``..``, is a link out of ``dest``, is written through a link, or is
+    a device."""
     what = archive.name
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            entries = []
-            for info in zf.infolist():
-                path = _inside(info.filename, what)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
-                    _link_inside(path, zf.read(info).decode("utf-8", "replace"), what)
-                entries.append((info, path, mode))
-            for info, path, mode in entries:
-                target = dest.joinpath(*path.parts)
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if stat.S_ISLNK(mode):
-                    os.symlink(zf.read(info).decode(), target)
-                    continue
-                with zf.open(info) as src, target.open("wb") as out:
-                    shutil.copyfileobj(src, out)
-                if mode & 0o111:
-                    target.chmod(0o755)
+            _extract_zip(zf, dest, what)
         return
     try:
         with tarfile.open(archive) as tar:
@@ -246,9 +232,93 @@ def safe_extract(archive: Path, dest: Path) -> None:
                     _inside(member.linkname, what)
                 elif not (member.isfile() or member.isdir()):
                     raise InstallError(f"{what}: refused: {member.name!r} is a device or fifo")
+            # the "data" filter also refuses what lands out of dest through a link on disk
             tar.extractall(dest, members=members, filter="data")
+    except tarfile.FilterError as exc:
+        raise InstallError(f"{what}: refused: {exc}") from None
     except tarfile.TarError as exc:
         raise InstallError(f"{what}: not a .tar.gz or .zip archive we can read: {exc}") from None
+
+
+def _extract_zip(zf: zipfile.ZipFile, dest: Path, what: str) -> None:
+    """A zip's entries into ``dest``, never written through a link: the directories and files
+    first, each in a directory whose real path (:func:`os.path.realpath`, links on disk
+    followed) is inside ``dest``; the links last, once nothing more is written, each checked
+    where it really points once all of them exist (a link through another link, a chain).
+
+    An entry under a link of the same archive (``x -> .``, then ``x/y``) is refused: nothing
+    a release holds needs one, and it is how a zip writes where its names do not say. Of two
+    entries with the same name, the later one wins, as in any unzip."""
+    entries: dict[PurePosixPath, tuple[zipfile.ZipInfo, bool]] = {}
+    for info in zf.infolist():
+        path = _inside(info.filename, what)
+        if not path.parts:
+            continue  # "./": dest itself
+        link = stat.S_ISLNK(info.external_attr >> 16)
+        if link:
+            _link_inside(path, _link_target(zf, info), what)
+        entries.pop(path, None)
+        entries[path] = (info, link)
+    links = {path for path, (_info, link) in entries.items() if link}
+    for path in entries:
+        through = next((parent for parent in path.parents if parent in links), None)
+        if through is not None:
+            raise InstallError(f"{what}: refused: {path} is written through the link {through}")
+    root = os.path.realpath(dest)
+    for path, (info, link) in entries.items():
+        if link:
+            continue
+        if info.is_dir():
+            _real_dir(root, path.parts, what)
+            continue
+        target = os.path.join(_real_dir(root, path.parts[:-1], what), path.name)
+        if os.path.islink(target):  # left by an earlier archive in dest: replaced, not written through
+            os.unlink(target)
+        with zf.open(info) as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out)
+        if (info.external_attr >> 16) & 0o111:
+            os.chmod(target, 0o755)
+    made = []
+    for path, (info, link) in entries.items():
+        if not link:
+            continue
+        place = os.path.join(_real_dir(root, path.parts[:-1], what), path.name)
+        if os.path.isdir(place) and not os.path.islink(place):
+            raise InstallError(f"{what}: refused: link {path} would replace a directory")
+        if os.path.lexists(place):
+            os.unlink(place)
+        os.symlink(_link_target(zf, info), place)
+        made.append((path, place))
+    for path, place in made:
+        if not _is_within(root, os.path.realpath(place)):
+            for _path, other in made:
+                if os.path.islink(other):
+                    os.unlink(other)
+            raise InstallError(f"{what}: refused: link {path} -> {_link_target(zf, entries[path][0])!r} "
+                               "points out of the engine directory")
+
+
+def _link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+    return zf.read(info).decode("utf-8", "replace")
+
+
+def _is_within(root: str, path: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _real_dir(root: str, parts: tuple[str, ...], what: str) -> str:
+    """The directory ``root/parts...``, made where missing, as a real path: each step is
+    resolved (:func:`os.path.realpath`) and must stay inside ``root``."""
+    current = root
+    for part in parts:
+        if part == ".":
+            continue
+        current = os.path.realpath(os.path.join(current, part))
+        if not _is_within(root, current):
+            raise InstallError(f"{what}: refused: {'/'.join(parts)} goes out of the engine directory through a link")
+        if not os.path.isdir(current):
+            os.mkdir(current)
+    return current
 
 
 def _find_binary(root: Path, name: str) -> Path:
@@ -264,7 +334,7 @@ def _smoke_test(binary: Path) -> str:
     try:
         done = subprocess.run([str(binary), "--version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=SMOKE_TIMEOUT, cwd=binary.parent,
-                              **child_options())
+                              env=child_env(), **child_options())
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InstallError(f"the unpacked llama-server does not run: {exc}") from None
     text = done.stdout.decode("utf-8", "replace")
@@ -330,6 +400,8 @@ def install(data_dir: Path, base_url: str, *, backend: str = "auto", tag: str = 
 def _install_choice(data_dir: Path, choice: Choice, plat: Platform, no_verify: bool, progress: Progress | None,
                     cancel: threading.Event | None, client: httpx.Client) -> InstalledEngine:
     root = engines_dir(data_dir)
+    if tag_number(choice.release.tag) < 0:  # the engine's folder name: never a path
+        raise InstallError(f"not a llama.cpp release tag: {choice.release.tag[:80]!r} (bNNNN): refused")
     name = f"{choice.release.tag}-{choice.backend}"
     if _read_state(root)["active"] == name and _engine_binary(root / name) is not None:
         return next(e for e in installed(data_dir) if e.name == name)  # already there: nothing to do

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from app.core.config.paths import engine_cache_dir
 from app.core.engine import build as engine_build
 from app.core.engine.install import InstalledEngine, active_binary, installed
-from app.core.spawn import child_options
+from app.core.spawn import child_env, child_options
 
 if TYPE_CHECKING:
     from app.core.config.paths import Paths
@@ -199,7 +199,7 @@ async def _run_version(path: Path, timeout: float) -> EngineVersion:
     try:
         proc = await asyncio.create_subprocess_exec(
             str(path), "--version", stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, **child_options())
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=child_env(), **child_options())
     except OSError as exc:
         return _cannot_run(exc)
     try:
@@ -224,7 +224,7 @@ def llama_server_version_sync(path: Path, timeout: float = VERSION_TIMEOUT) -> E
         return _versions[key]
     try:
         done = subprocess.run([str(path), "--version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout, **child_options())
+                              stderr=subprocess.STDOUT, timeout=timeout, env=child_env(), **child_options())
     except OSError as exc:
         return _cannot_run(exc)
     except subprocess.TimeoutExpired:
@@ -242,9 +242,9 @@ def build_command(dest: Path, gpu: str) -> list[str]:
 
 
 def build_env() -> dict[str, str]:
-    """The build's environment: ours, with this ``app`` package importable even when
-    Siesta runs from a source checkout started from another folder."""
-    env = dict(os.environ)
+    """The build's environment: ours without Siesta's secrets, with this ``app`` package
+    importable even when Siesta runs from a source checkout started from another folder."""
+    env = child_env()
     if not getattr(sys, "frozen", False):
         root = str(Path(engine_build.__file__).resolve().parents[3])
         env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))

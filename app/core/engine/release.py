@@ -48,7 +48,8 @@ DEFAULT_TAG = "b10221"
 DEFAULT_RELEASES_URL = "https://api.github.com/repos/ggml-org/llama.cpp"
 BACKENDS = ("cpu", "vulkan", "cuda", "rocm", "metal")
 TIMEOUT = 30.0
-_TAG = re.compile(r"b\d+")
+_TAG = re.compile(r"b[0-9]{1,9}")
+"""A llama.cpp release tag; also the start of an engine's folder name, so nothing else passes."""
 
 
 class ReleaseError(Exception):
@@ -135,8 +136,13 @@ def _get(url: str, client: httpx.Client | None) -> Any:
 
 
 def _release(data: Any) -> Release:
+    """A release as the API describes it. Its ``tag_name`` becomes an engine's folder name,
+    so one that is not ``bNNNN`` (``../x``, an absolute path, ``..\\x`` on Windows) is refused."""
     if not isinstance(data, dict) or not isinstance(data.get("tag_name"), str):
         raise ReleaseError("the releases API answered without a tag_name")
+    if not _TAG.fullmatch(data["tag_name"]):
+        raise ReleaseError(f"the releases API answered with the tag {data['tag_name'][:80]!r}, "
+                           "not a llama.cpp release tag (bNNNN): refused")
     assets = []
     for raw in data.get("assets") or []:
         try:
@@ -158,9 +164,15 @@ def fetch_release(base_url: str, tag: str = DEFAULT_TAG, client: httpx.Client | 
 
 
 def list_releases(base_url: str, client: httpx.Client | None = None) -> list[Release]:
-    """The newest releases, as the API lists them."""
+    """The newest releases, as the API lists them (those tagged bNNNN)."""
     data = _get(base_url.rstrip("/") + "/releases", client)
-    return [_release(item) for item in data] if isinstance(data, list) else []
+    out = []
+    for item in data if isinstance(data, list) else []:
+        try:
+            out.append(_release(item))
+        except ReleaseError:
+            continue  # not a release Siesta could install (another tag scheme, a broken entry)
+    return out
 
 
 def tag_number(tag: str) -> int:

@@ -7,6 +7,10 @@ tree when it exits is ended. A server the OS will not let Siesta hold that way i
 Its output goes to its log (:mod:`app.core.models.server_log`). It is healthy when its
 health path answers 200 from a socket that one of its own processes listens on, not
 another program that took the port first.
+
+A server sees Siesta's environment without Siesta's own secrets (:func:`app.core.spawn.child_env`),
+plus its recipe's ``env``. What Siesta says about it (its log's "starting:" line, every
+BackendError and its log tail) has the recipe's secrets replaced (:mod:`app.core.config.redact`).
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from typing import NoReturn
 import psutil
 
 from app.core.config.recipes import Recipe
+from app.core.config.redact import redact_args, redact_text
 from app.core.models.processes import PLATFORM, Platform, ProcessSetupError, ServerTree
 from app.core.models.reaper import ProcessReaper
 from app.core.models.server_log import LOG_MAX_BYTES, LOG_TAIL_LINES, LOG_WRITER, BoundedLog, safe_note
+from app.core.spawn import child_env
 
 __all__ = ["BackendError", "BackendProcess", "BoundedLog", "LaunchSpec", "LOG_MAX_BYTES", "LOG_TAIL_LINES",
            "LOG_WRITER", "build_launch", "free_port", "looks_out_of_memory"]
@@ -61,11 +67,12 @@ def looks_out_of_memory(output: str) -> bool:
 
 
 class BackendError(Exception):
-    """A server that could not start, died while loading, or never became healthy."""
+    """A server that could not start, died while loading, or never became healthy; its
+    message and log tail are shown to clients, so any secret in them is replaced."""
 
     def __init__(self, message: str, log_tail: str = "") -> None:
-        super().__init__(message)
-        self.log_tail = log_tail
+        super().__init__(redact_text(message))
+        self.log_tail = redact_text(log_tail)
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,7 @@ def free_port() -> int:
 
 def build_launch(recipe: Recipe, llama_server: Path | None, port: int) -> LaunchSpec:
     """Turns a recipe into a command line; BackendError says what is missing."""
-    env = dict(os.environ)
-    env.update(dict(recipe.env))
+    env = child_env(dict(recipe.env))
     if recipe.backend == "llamacpp":
         assert recipe.model is not None
         if not recipe.model.is_file():
@@ -146,7 +152,7 @@ class BackendProcess:
         either way BackendError says why, and nothing is left running."""
         platform = platform or PLATFORM
         log.write_off_the_loop()
-        log_error = safe_note(log, "starting: " + " ".join(spec.argv))
+        log_error = safe_note(log, "starting: " + " ".join(redact_args(spec.argv)))
         try:
             tree = platform.new_tree()
         except ProcessSetupError as exc:

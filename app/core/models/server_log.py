@@ -5,7 +5,13 @@ error messages, and Siesta's own notes ("started", "exited with 1") between them
 Past its bound the file is moved to ``<name>.log.1`` and a new one starts. Windows refuses
 to move a file another program holds open (the log viewer while it reads, an editor:
 PermissionError, a sharing violation): the log is then copied there and emptied in place,
-so it goes on being written instead of being dropped."""
+so it goes on being written instead of being dropped.
+
+Secrets never reach the file nor the tail that error messages carry: each line is written, and
+the tail read, through :func:`app.core.config.redact.redact_text` (a recipe's ``--api-key``
+in Siesta's "starting:" note, a server that prints its own arguments). A line is redacted
+whole: the end of a chunk that is not the end of a line waits for the rest (or for the log's
+close), so a secret split between two reads of the pipe is still found."""
 
 from __future__ import annotations
 
@@ -21,11 +27,13 @@ import time
 from pathlib import Path
 
 from app.core.config.atomic_write import SerialWriter
+from app.core.config.redact import redact_text
 
 log = logging.getLogger(__name__)
 
 LOG_MAX_BYTES = 2 * 1024 * 1024
 LOG_TAIL_LINES = 40
+LINE_MAX_BYTES = 64 * 1024  # an unfinished line longer than this is written (and redacted) as it is
 
 LOG_WRITER = SerialWriter("siesta-logs")
 """The thread that writes every model's log (apart from recipes and settings, so a
@@ -53,6 +61,8 @@ class BoundedLog:
         self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self.error: OSError | None = None  # off the loop: why nothing more is written
         self._fh: io.FileIO | None = None  # opened at the first write
+        self._unfinished = b""  # the end of the last chunk, after its last newline: not yet in the file
+        self._tail_unfinished = b""  # the same, for the tail
         self._open_error: OSError | None = None
         self._written = 0
         self._closed = False
@@ -125,8 +135,17 @@ class BoundedLog:
         fh.write(data)
         self._written += len(data)
 
+    def _write_lines(self, data: bytes, *, final: bool = False) -> None:
+        """Writes the finished lines of what came so far, their secrets replaced; the rest
+        (or, with ``final``, everything) waits for the next call."""
+        data, self._unfinished = _finished_lines(self._unfinished + data, final)
+        if data:
+            text = data.decode("utf-8", "surrogateescape")  # any bytes, given back as they came
+            self._append(redact_text(text).encode("utf-8", "surrogateescape"))
+
     def keep_tail(self, data: bytes) -> None:
         """Keeps the last lines of ``data`` in memory (for error messages) without writing it."""
+        data, self._tail_unfinished = _finished_lines(self._tail_unfinished + data, False)
         text = data.decode("utf-8", "replace")
         self.tail.extend(line for line in text.splitlines() if line.strip())
 
@@ -135,7 +154,7 @@ class BoundedLog:
             return
         self.keep_tail(data)
         if self._writer is None:
-            self._append(data)
+            self._write_lines(data)
             return
         with self._lock:
             if self.error is not None:
@@ -159,10 +178,9 @@ class BoundedLog:
                     self._flushing = False
                     return
             try:
-                for chunk in chunks:
-                    self._append(chunk)
+                self._write_lines(b"".join(chunks))
                 if dropped:  # what came after these chunks
-                    self._append(_note_line(f"{dropped} bytes of output dropped: the disk was too slow to take them"))
+                    self._write_lines(_note_line(f"{dropped} bytes of output dropped: the disk was too slow to take them"))
             except OSError as exc:
                 with self._lock:
                     self.error = exc
@@ -173,7 +191,12 @@ class BoundedLog:
         self.write(_note_line(message))
 
     def tail_text(self, lines: int = 15) -> str:
-        return "\n".join(list(self.tail)[-lines:])
+        """The last ``lines`` lines (an unfinished one too), secrets replaced: what an error shows."""
+        kept = list(self.tail)
+        unfinished = self._tail_unfinished.decode("utf-8", "replace")
+        if unfinished.strip():
+            kept.append(unfinished)
+        return redact_text("\n".join(kept[-lines:]))
 
     def close(self) -> None:
         """Closes the file; off the loop, once what was handed over is written."""
@@ -186,11 +209,15 @@ class BoundedLog:
             self._closing = self._writer.submit(self._close_file)
 
     def _close_file(self) -> None:
+        try:
+            self._write_lines(b"", final=True)
+        except OSError as exc:  # the last, unfinished line is lost; the file is closed all the same
+            self.error = self.error or exc
         if self._fh is not None:
             self._fh.close()
 
     async def flushed(self) -> None:
-        """Waits until everything written so far is in the file."""
+        """Waits until everything written so far is in the file (but an unfinished last line)."""
         if self._writer is not None:
             await self._writer.run(lambda: None)  # after the flush that takes it: one thread, in order
 
@@ -198,6 +225,15 @@ class BoundedLog:
         """Waits until :meth:`close` has written everything and closed the file."""
         if self._closing is not None:
             await asyncio.wrap_future(self._closing)
+
+
+def _finished_lines(data: bytes, final: bool) -> tuple[bytes, bytes]:
+    """``data`` cut after its last newline: (the finished lines, the rest). With ``final``, or
+    past LINE_MAX_BYTES without a newline, all of it is finished."""
+    cut = len(data) if final else data.rfind(b"\n") + 1
+    if len(data) - cut > LINE_MAX_BYTES:
+        cut = len(data)
+    return data[:cut], data[cut:]
 
 
 def _note_line(message: str) -> bytes:
