@@ -23,8 +23,12 @@ api_key = "sekrit-a"
 
 [remotes.gpubox]
 kind = "siesta"
-url = "http://me:sekrit-b@127.0.0.1:{free_port()}"
+url = "http://127.0.0.1:{free_port()}"
 api_key = "sekrit-c"
+
+[remotes.leaky]
+kind = "siesta"
+url = "http://me:sekrit-b@127.0.0.1:{free_port()}"
 """)
     write_recipe("tiny", 'model = "/models/tiny.gguf"\nargs = ["--api-key", "sekrit-d"]\n'
                          'env = { HF_TOKEN = "sekrit-e" }\n')
@@ -40,7 +44,8 @@ def test_json_parses_and_has_every_section(paths, write_recipe, capsys) -> None:
     assert data["server"]["items"]["port"]["value"]["port"] == 9123
     assert data["server"]["items"]["port"]["source"].startswith("port: flag --port")
     assert data["remotes"]["items"]["gpubox"]["value"]["answers"] is False
-    assert data["remotes"]["items"]["gpubox"]["value"]["url"].startswith("http://***@127.0.0.1:")
+    assert data["remotes"]["items"]["gpubox"]["value"]["url"].startswith("http://127.0.0.1:")
+    assert "key url" in data["remotes"]["items"]["invalid:leaky"]["missing"]  # credentials in a URL: refused
     assert data["recipes"]["items"]["broken.toml"]["missing"].startswith("does not parse: not valid TOML")
     tiny = data["recipes"]["items"]["tiny"]["value"]
     assert tiny["args"] == ["--api-key", "***"] and tiny["env"] == {"HF_TOKEN": "***"}

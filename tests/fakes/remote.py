@@ -1,7 +1,9 @@
-"""What the fake remote engines (:mod:`tests.fakes.ollama`, :mod:`tests.fakes.lemonade`) share:
-an aiohttp server on 127.0.0.1 with a free port, on the test's own loop, that records
-every call (method, path, JSON body, headers) and lets a test await the one it expects.
-With ``api_key`` set, a call without ``Authorization: Bearer <api_key>`` is answered 401."""
+"""What the fake remote engines (:mod:`tests.fakes.ollama`, :mod:`tests.fakes.lemonade`,
+:mod:`tests.fakes.siesta`) share: an aiohttp server on 127.0.0.1 with a free port, on the
+test's own loop, that records every call (method, path, JSON body, headers) and lets a test
+await the one it expects. With ``api_key`` set, a call without ``Authorization: Bearer
+<api_key>`` is answered 401. :class:`ScriptedServer` serves the routes a test writes, and
+:func:`endless` an answer that never ends."""
 
 from __future__ import annotations
 
@@ -133,3 +135,29 @@ async def chat(http: aiohttp.ClientSession, url: str, model: str, **extra: Any) 
     async with http.post(f"{url}/v1/chat/completions",
                          json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}) as resp:
         return resp.status, await resp.json()
+
+
+class ScriptedServer(FakeServer):
+    """A recording server with the routes a test writes itself (an answer no real engine
+    gives: endless, huge, malformed)."""
+
+    def __init__(self, routes: list[web.RouteDef], *, api_key: str | None = None) -> None:
+        super().__init__(api_key=api_key)
+        self._routes = routes
+
+    def routes(self) -> list[web.RouteDef]:
+        return self._routes
+
+
+async def endless(request: web.Request, head: bytes = b"", *, status: int = 200,
+                  content_type: str = "application/json", sent: list[int] | None = None) -> web.StreamResponse:
+    """An answer that never ends: ``head``, then filler as fast as the client reads it
+    (``sent`` counts the bytes written, for a test that checks how much was read)."""
+    response = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+    await response.prepare(request)
+    await response.write(head)
+    filler = b'{"id": "m"}, ' * 5000
+    while True:
+        await response.write(filler)
+        if sent is not None:
+            sent[0] += len(filler)

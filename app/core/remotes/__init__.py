@@ -7,7 +7,8 @@ what."""
 from app.core.remotes.config import KINDS, RemoteConfig, api_key_env, parse_remotes
 from app.core.remotes.engine_api import HOP_HEADER, RemoteRefused, RemoteUnreachable, RemoteUnsupported
 from app.core.remotes.remote import Remote, RemoteLease
-from app.core.remotes.remote_set import AmbiguousModel, RemoteSet
+from app.core.remotes.remote_set import AmbiguousModel, ModelNameTooLong, RemoteModelNotListed, RemoteSet
 
 __all__ = ["KINDS", "RemoteConfig", "api_key_env", "parse_remotes", "HOP_HEADER", "RemoteRefused",
-           "RemoteUnreachable", "RemoteUnsupported", "Remote", "RemoteLease", "AmbiguousModel", "RemoteSet"]
+           "RemoteUnreachable", "RemoteUnsupported", "Remote", "RemoteLease", "AmbiguousModel", "ModelNameTooLong",
+           "RemoteModelNotListed", "RemoteSet"]

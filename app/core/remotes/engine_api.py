@@ -7,22 +7,30 @@ in-flight counts, the events) is the same for every kind and lives in :mod:`.rem
 
 Every call here refuses to wait more than :data:`CONNECT_TIMEOUT` for a connection:
 an engine that does not accept it is *unreachable* (:class:`RemoteUnreachable`), which
-is not the same as one that accepted and takes long to answer (a load is legitimate).
+is not the same as one that accepted and takes long to answer (a load is legitimate, up
+to the remote's ``load_timeout``). No answer is read past its cap (:mod:`.limits`), and
+no model is taken that :data:`~.model_fields.MODEL_FIELDS` does not allow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import aiohttp
 
 from app.core.config.durations import Timeout
+from app.core.config.settings import Settings
 from app.core.remotes.config import RemoteConfig
+from app.core.remotes.limits import ANSWER_CAP, ERROR_CAP, MAX_MODELS, BodyTooLarge, read_body, read_lines
+from app.core.remotes.model_fields import Rejected, check_model
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 2.0
 """Seconds a remote gets to accept a connection before it counts as unreachable."""
@@ -30,10 +38,17 @@ CONNECT_TIMEOUT = 2.0
 PROBE_AFTER = 1.5
 """Seconds a routed request may go without its answer beginning before Siesta asks the
 remote, with a 1 s probe, whether it is alive at all: a remote that accepted and hangs is
-answered 502 within 3 s, one that is alive (busy loading) gets all the time it needs."""
+answered 502 within 3 s, one that is alive (busy loading) may stay silent for up to its
+``load_timeout``."""
 
 CALL_TIMEOUT = 10.0
-"""Seconds a list or an unload may take as a whole (a load has no limit: it may be long)."""
+"""Seconds a listing or any other quick call may take as a whole (a load or an unload gets
+the remote's ``load_timeout``)."""
+
+DEFAULT_LOAD_TIMEOUT: float = Settings.model_fields["load_timeout"].default
+"""The global ``load_timeout``'s default, for an engine made without the setting in force."""
+
+_MAX_REPORTED = 1000  # problems remembered per remote, so each is logged once (past them: debug only)
 
 HOP_HEADER = "X-Siesta-Hop"
 """Sent on every call to a remote: a Siesta that sees it answers with its own local models
@@ -99,13 +114,23 @@ class RemoteEngine:
     probe_path: ClassVar[str] = "/v1/models"
     """A cheap GET that any live server of this kind answers at once."""
 
-    def __init__(self, config: RemoteConfig, http: aiohttp.ClientSession) -> None:
+    def __init__(self, config: RemoteConfig, http: aiohttp.ClientSession,
+                 global_load_timeout: Callable[[], float] = lambda: DEFAULT_LOAD_TIMEOUT) -> None:
         self.config = config
         self.http = http
+        self._global_load_timeout = global_load_timeout
+        self._reported: set[Any] = set()
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def load_timeout(self) -> float:
+        """Seconds a load or an unload on this remote may take, and a routed request may go
+        without a byte of its answer: the remote's own ``load_timeout``, else the global one."""
+        own = self.config.load_timeout
+        return own if own is not None else self._global_load_timeout()
 
     def headers(self) -> dict[str, str]:
         """Sent with every call and every routed request: the key goes to this remote only."""
@@ -121,29 +146,42 @@ class RemoteEngine:
     # ---- calls ---------------------------------------------------------------------------
 
     async def call(self, method: str, path: str, body: Any = None, *, what: str,
-                   timeout: float | None = CALL_TIMEOUT) -> Any:
+                   timeout: float = CALL_TIMEOUT, action: bool = False) -> Any:
         """One JSON call; RemoteUnreachable when the connection fails, RemoteRefused on an
-        error status. ``timeout`` bounds the whole call (None: only the connection)."""
+        error status or an answer over its cap. ``timeout`` bounds the whole call: past it a
+        quick call means a remote that hangs (unreachable); an ``action`` (a load, an
+        unload, bounded by the remote's ``load_timeout``) is refused with 504."""
         url = self.config.url + path
         limits = aiohttp.ClientTimeout(total=timeout, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT)
         try:
             async with self.http.request(method, url, json=body, headers=self.headers(), timeout=limits) as resp:
-                text = await resp.text(errors="replace")
                 if resp.status >= 400:
-                    raise RemoteRefused(self.name, what, resp.status, _error_text(text))
+                    raise RemoteRefused(self.name, what, resp.status, _error_text(await self.error_body(resp)))
+                raw = await read_body(resp, ANSWER_CAP)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise RemoteUnreachable(self.name, self.config.url, connection_failure_reason(exc)) from None
         except asyncio.TimeoutError:
+            if action:
+                raise RemoteRefused(self.name, what, 504,
+                                    f"no answer within {timeout:g} s (the load_timeout of remote {self.name!r}; "
+                                    f"set load_timeout in [remotes.{self.name}] to allow more)") from None
             # connected, but the whole call took too long: a remote that hangs is unreachable too
             raise RemoteUnreachable(self.name, self.config.url, f"{what} took longer than {timeout:g} s") from None
+        except BodyTooLarge as exc:
+            raise RemoteRefused(self.name, what, 502, str(exc)) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise RemoteRefused(self.name, what, 502, f"the connection failed ({type(exc).__name__}: {exc})") from None
-        if not text.strip():
+        if not raw.strip():
             return None
         try:
-            return json.loads(text)
-        except ValueError:
-            raise RemoteRefused(self.name, what, 502, f"not JSON: {text[:200]!r}") from None
+            return json.loads(raw)
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
+            raise RemoteRefused(self.name, what, 502, f"not JSON: {raw[:200].decode(errors='replace')!r}") from None
+
+    @staticmethod
+    async def error_body(resp: aiohttp.ClientResponse) -> str:
+        """The start of an error answer (:data:`~.limits.ERROR_CAP`), as text."""
+        return (await read_body(resp, ERROR_CAP, truncate=True)).decode(errors="replace")
 
     async def probe(self, timeout: float = 1.0) -> bool:
         """True when the remote answers :attr:`probe_path` within ``timeout`` seconds."""
@@ -154,6 +192,44 @@ class RemoteEngine:
         except RemoteRefused:
             return True  # it answered
         return True
+
+    # ---- models, checked ---------------------------------------------------------------------
+
+    def accept(self, entries: Iterable[Mapping[str, Any]], *, snapshot: bool = False) -> list[RemoteModelInfo]:
+        """The models of a listing, given in Siesta's words, as Siesta takes them: each
+        checked by :func:`~.model_fields.check_model` (a bad one is left out), and no more
+        than :data:`~.limits.MAX_MODELS`. ``snapshot`` keeps each model's checked fields
+        (another Siesta's)."""
+        infos: list[RemoteModelInfo] = []
+        for entry in entries:
+            if len(infos) >= MAX_MODELS:
+                self.report("too many", f"lists more than {MAX_MODELS} models: the rest are left out")
+                break
+            info = self.accept_one(entry, snapshot=snapshot)
+            if info is not None:
+                infos.append(info)
+        return infos
+
+    def accept_one(self, entry: Mapping[str, Any], *, snapshot: bool = False) -> RemoteModelInfo | None:
+        """One model, checked as :meth:`accept` checks each; None when it is left out."""
+        checked = check_model(entry)
+        if isinstance(checked, Rejected):
+            self.report((checked.model, checked.field), str(checked))
+            return None
+        unloads_in = checked.get("unloads_in")
+        return RemoteModelInfo(
+            model=checked["name"], state=checked["state"], memory=checked.get("memory"), vram=checked.get("vram"),
+            unloads_in=float(unloads_in) if unloads_in is not None else None, busy=bool(checked.get("in_flight")),
+            error=checked.get("error"), snapshot=checked if snapshot else {})
+
+    def report(self, key: Any, message: str) -> None:
+        """Logs what Siesta left out of this remote's answers, once per ``key`` (a listing
+        every few seconds would repeat it)."""
+        if key in self._reported or len(self._reported) >= _MAX_REPORTED:
+            log.debug("remote %r (%s): %s", self.name, self.kind, message)
+            return
+        self._reported.add(key)
+        log.warning("remote %r (%s): %s", self.name, self.kind, message)
 
     # ---- what each kind provides -----------------------------------------------------------
 
@@ -191,18 +267,22 @@ class RemoteEngine:
                 if resp.status == 404 or (resp.status < 400 and resp.content_type != "text/event-stream"):
                     raise NoEventStream(path)
                 if resp.status >= 400:
-                    raise RemoteRefused(self.name, "watch events", resp.status, _error_text(await resp.text()))
-                async for line in resp.content:
+                    raise RemoteRefused(self.name, "watch events", resp.status,
+                                        _error_text(await self.error_body(resp)))
+                async for line in read_lines(resp):
                     if not line.startswith(b"data:"):
                         continue
                     try:
                         event = json.loads(line[5:])
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         continue
                     if isinstance(event, dict):
                         yield event
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise RemoteUnreachable(self.name, self.config.url, connection_failure_reason(exc)) from None
+        except BodyTooLarge as exc:
+            self.report("event too large", f"an event of {path}: {exc}; it is left out and the models listed again")
+            return
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             return  # the stream broke
 
@@ -210,7 +290,7 @@ class RemoteEngine:
 def _error_text(text: str) -> str:
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text.strip()
     if isinstance(data, Mapping):
         err = data.get("error")

@@ -39,21 +39,23 @@ class LemonadeEngine(RemoteEngine):
         if not isinstance(health, dict):
             raise RemoteRefused(self.name, "list loaded models", 502,
                                 "expected a JSON object from /api/v1/health, got " + repr(health)[:200])
-        infos: dict[str, RemoteModelInfo] = {}
+        entries: dict[str, dict[str, Any]] = {}
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
-                infos[item["id"]] = RemoteModelInfo(model=item["id"], state="unloaded")
+                entries[item["id"]] = {"name": item["id"], "state": "unloaded"}
         for name, busy in _loaded(health, self.name):
-            infos[name] = RemoteModelInfo(model=name, state="ready", busy=busy)
-        return list(infos.values())
+            entries[name] = {"name": name, "state": "ready", "in_flight": 1 if busy else 0}
+        return self.accept(entries.values())
 
     async def load(self, model: str) -> None:
-        # Lemonade answers once the model is loaded (or downloaded first): no call timeout
-        answer = await self.call("POST", "/api/v1/load", {"model_name": model}, what=f"load {model}", timeout=None)
+        # Lemonade answers once the model is loaded (or downloaded first): the remote's load_timeout
+        answer = await self.call("POST", "/api/v1/load", {"model_name": model}, what=f"load {model}",
+                                 timeout=self.load_timeout, action=True)
         _check_status(answer, self.name, f"load {model}")
 
     async def unload(self, model: str) -> None:
-        answer = await self.call("POST", "/api/v1/unload", {"model_name": model}, what=f"unload {model}")
+        answer = await self.call("POST", "/api/v1/unload", {"model_name": model}, what=f"unload {model}",
+                                 timeout=self.load_timeout, action=True)
         _check_status(answer, self.name, f"unload {model}")
 
 

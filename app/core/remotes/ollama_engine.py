@@ -39,11 +39,11 @@ class OllamaEngine(RemoteEngine):
         loaded = _models(await self.call("GET", "/api/ps", what="list loaded models"), self.name,
                          "list loaded models")
         now = time.time()
-        infos: dict[str, RemoteModelInfo] = {}
+        entries: dict[str, dict[str, Any]] = {}
         for item in installed:
             name = _name(item)
             if name is not None:
-                infos[name] = RemoteModelInfo(model=name, state="unloaded")
+                entries[name] = {"name": name, "state": "unloaded"}
         for item in loaded:  # a loaded model Ollama did not list as installed (a cloud model) is shown too
             name = _name(item)
             if name is None:
@@ -52,20 +52,19 @@ class OllamaEngine(RemoteEngine):
             # Ollama's size is the whole model in memory, size_vram the part of it on the GPU.
             size, vram = _int(item.get("size")), _int(item.get("size_vram"))
             ram = max(0, size - vram) if size is not None and vram is not None else size
-            infos[name] = RemoteModelInfo(
-                model=name, state="ready", memory=ram, vram=vram,
-                unloads_in=seconds_until(expires_at, now) if isinstance(expires_at, str) else None,
-            )
-        return list(infos.values())
+            entries[name] = {"name": name, "state": "ready", "memory": ram, "vram": vram,
+                             "unloads_in": seconds_until(expires_at, now) if isinstance(expires_at, str) else None}
+        return self.accept(entries.values())
 
     async def load(self, model: str) -> None:
-        # no call timeout: a large model can take minutes to load
-        answer = await self.call("POST", "/api/generate", {"model": model}, what=f"load {model}", timeout=None)
+        # a large model can take minutes to load: the remote's load_timeout, not the quick calls' limit
+        answer = await self.call("POST", "/api/generate", {"model": model}, what=f"load {model}",
+                                 timeout=self.load_timeout, action=True)
         _check_generate(answer, self.name, f"load {model}")
 
     async def unload(self, model: str) -> None:
         answer = await self.call("POST", "/api/generate", {"model": model, "keep_alive": 0},
-                                 what=f"unload {model}")
+                                 what=f"unload {model}", timeout=self.load_timeout, action=True)
         _check_generate(answer, self.name, f"unload {model}")
 
     async def after_request(self, model: str, timeout: Timeout) -> None:

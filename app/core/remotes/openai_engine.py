@@ -20,5 +20,5 @@ class OpenAIEngine(RemoteEngine):
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise RemoteRefused(self.name, "list models", 502, 'expected {"data": [{"id": ...}]}')
-        return [RemoteModelInfo(model=item["id"], state="ready") for item in items
-                if isinstance(item, dict) and isinstance(item.get("id"), str)]
+        return self.accept({"name": item["id"], "state": "ready"} for item in items
+                           if isinstance(item, dict) and isinstance(item.get("id"), str))

@@ -37,6 +37,7 @@ from app.core.remotes.engine_api import (
     RemoteUnreachable,
     RemoteUnsupported,
 )
+from app.core.remotes.limits import MAX_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class _ModelView:
     unload_at: float | None = None
     countdown: WallDeadline | None = field(default=None, repr=False)
     engine_unload_at: float | None = None  # the engine's own countdown, in this machine's wall clock
-    listed: bool = True  # False: made up for a request before the remote listed it
+    listed: bool = True  # False: made up for a request before the remote listed it; it goes when the request ends
 
 
 class RemoteLease:
@@ -179,7 +180,8 @@ class Remote:
             "timeout_source": source if controllable else "remote",
             "idle_since": view.idle_since, "unload_at": unload_at,
             "unloads_in": max(0.0, unload_at - now) if unload_at is not None else None,
-            "loading_since": None, "last_load_seconds": None, "last_unload_reason": None, "pid": None,
+            "loading_since": None, "last_load_seconds": None, "last_unload_reason": None, "unloaded_at": None,
+            "pid": None,
             "error": info.error, "exit_code": None, "crash_loop": False, "backend": self.engine.kind,
             "group": None, "preload": False, "memory": info.memory, "vram": info.vram,
             "memory_by_device": None,
@@ -204,9 +206,11 @@ class Remote:
     # ---- requests -----------------------------------------------------------------------------
 
     def acquire(self, model: str, keep_alive: KeepAlive) -> RemoteLease:
-        """A request for ``model`` starts: it is busy until the lease is released."""
+        """A request for ``model`` starts: it is busy until the lease is released. A model
+        the remote has not listed is shown only while its requests run (the remote decides
+        whether it exists; a listing during the request keeps it)."""
         view = self.views.get(model)
-        if view is None:  # not listed (yet): the remote decides; the next listing shows it
+        if view is None:
             view = self.views[model] = _ModelView(RemoteModelInfo(model, "loading"), self.clock.now(), listed=False)
         view.in_flight += 1
         self._clear_countdown(view)
@@ -223,7 +227,7 @@ class Remote:
             view.keep_alive = keep_alive  # the last request to finish decides, as for a local model
         if view.in_flight > 0:
             return
-        if not view.listed and self.status != "ok":  # made up for a request to a remote that did not answer
+        if not view.listed:  # any name a client sends would otherwise stay here for good
             self._forget(model)
             self.poke()
             return
@@ -373,6 +377,9 @@ class Remote:
     def _update(self, info: RemoteModelInfo) -> None:
         view = self.views.get(info.model)
         if view is None:
+            if len(self.views) >= MAX_MODELS:  # a listing has at most as many; an event stream could add more
+                self.engine.report("too many", f"has more than {MAX_MODELS} models: the rest are left out")
+                return
             view = self.views[info.model] = _ModelView(info, self.clock.now())
             self._engine_deadline(view, info)
             self._after_state(info.model, view, None)

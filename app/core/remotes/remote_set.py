@@ -4,7 +4,8 @@ model's name finds one.
 Names: ``REMOTE/MODEL`` is split on the first ``/`` (``ollama/hf.co/org/m:Q4`` is remote
 ``ollama``, model ``hf.co/org/m:Q4``). A bare name reaches a remote model only when no
 local recipe has it and exactly one remote lists it; two remotes that list it make it
-ambiguous (:class:`AmbiguousModel`, answered 409 with the qualified names).
+ambiguous (:class:`AmbiguousModel`, answered 409 with the qualified names). A model
+name longer than :data:`~.limits.MAX_NAME_CHARS` is refused (:class:`ModelNameTooLong`).
 
 Remotes start in the background: one that does not answer never slows start-up or a
 local request. Edits to ``[remotes]`` apply without a restart.
@@ -13,6 +14,7 @@ local request. Edits to ``[remotes]`` apply without a restart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,9 +26,11 @@ from app.core.config.atomic_write import in_order
 from app.core.config.clock import Clock
 from app.core.config.durations import USE_GLOBAL, ModelTimeout, Timeout, format_duration
 from app.core.config.toml_edit import set_toml_nested
+from app.core.errors import UnknownModel
 from app.core.remotes.config import RemoteConfig
-from app.core.remotes.engine_api import CONNECT_TIMEOUT
+from app.core.remotes.engine_api import CONNECT_TIMEOUT, DEFAULT_LOAD_TIMEOUT
 from app.core.remotes.kinds import engine_for
+from app.core.remotes.limits import MAX_NAME_CHARS
 from app.core.remotes.remote import EmitRemote, Remote
 
 log = logging.getLogger(__name__)
@@ -40,14 +44,39 @@ class AmbiguousModel(Exception):
         self.name, self.candidates = name, candidates
 
 
+class ModelNameTooLong(UnknownModel):
+    """A remote model's name longer than :data:`~.limits.MAX_NAME_CHARS`: refused before
+    anything is kept of it (a request's mistake: the API answers 400)."""
+
+    def __init__(self, remote: str, length: int) -> None:
+        super().__init__(f"{remote}/...")
+        self.remote, self.length = remote, length
+
+    def __str__(self) -> str:
+        return (f"a model name of remote {self.remote!r} has {self.length} characters: "
+                f"at most {MAX_NAME_CHARS} are accepted")
+
+
+class RemoteModelNotListed(UnknownModel):
+    """An action for a model its remote does not list (a timeout: nothing is written)."""
+
+    def __init__(self, remote: str, model: str) -> None:
+        super().__init__(f"{remote}/{model}")
+        self.remote, self.model = remote, model
+
+    def __str__(self) -> str:
+        return f"remote {self.remote!r} does not list model {self.model!r}: nothing was changed"
+
+
 class RemoteSet:
     """The remotes of one Siesta instance, by name."""
 
     def __init__(self, settings_file: Path, clock: Clock, global_timeout: Callable[[], Timeout],
-                 emit: EmitRemote) -> None:
+                 emit: EmitRemote, load_timeout: Callable[[], float] = lambda: DEFAULT_LOAD_TIMEOUT) -> None:
         self.settings_file = settings_file
         self.clock = clock
         self._global_timeout = global_timeout
+        self._load_timeout = load_timeout  # the global load_timeout: each remote's default
         self._emit = emit
         self.remotes: dict[str, Remote] = {}
         self.errors: list[str] = []
@@ -78,7 +107,8 @@ class RemoteSet:
                 continue
             if current is not None:
                 self._drop(name)
-            remote = Remote(config, engine_for(config, self._http), self.clock, self._global_timeout, self._emit)
+            remote = Remote(config, engine_for(config, self._http, self._load_timeout), self.clock,
+                            self._global_timeout, self._emit)
             self.remotes[name] = remote
             remote.start()
             log.info("remote %s: %s at %s", name, config.kind, config.url)
@@ -120,9 +150,13 @@ class RemoteSet:
         return (remote, model) if remote is not None and model else None
 
     def find(self, name: str) -> tuple[Remote, str] | None:
-        """The remote model a name means (the caller has ruled out a local recipe)."""
+        """The remote model a name means (the caller has ruled out a local recipe);
+        ModelNameTooLong for a ``REMOTE/MODEL`` whose model part is too long."""
         qualified = self.split(name)
         if qualified is not None:
+            remote, model = qualified
+            if len(model) > MAX_NAME_CHARS:
+                raise ModelNameTooLong(remote.name, len(model))
             return qualified
         owners = [remote for remote in self.remotes.values() if name in remote.views]
         if len(owners) > 1:
@@ -142,7 +176,11 @@ class RemoteSet:
 
     async def set_timeout(self, remote: Remote, model: str, value: ModelTimeout) -> None:
         """Another Siesta writes it into its own recipe; any other engine's is written to
-        ``[remotes.NAME.timeouts]`` in settings.toml (comments kept) and applies now."""
+        ``[remotes.NAME.timeouts]`` in settings.toml (comments kept) and applies now. Only for
+        a model the remote lists: RemoteModelNotListed otherwise, and nothing is written."""
+        view = remote.views.get(model)
+        if view is None or not view.listed:
+            raise RemoteModelNotListed(remote.name, model)
         if remote.engine.keeps_timeouts:
             await remote.set_timeout(model, value)
             return
@@ -157,6 +195,4 @@ class RemoteSet:
             timeouts.pop(model, None)
         else:
             timeouts[model] = value
-        config = RemoteConfig(remote.config.name, remote.config.kind, remote.config.url, remote.config.api_key,
-                              timeouts)
-        remote.timeouts_changed(config)
+        remote.timeouts_changed(dataclasses.replace(remote.config, timeouts=timeouts))

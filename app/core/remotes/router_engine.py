@@ -30,13 +30,13 @@ from typing import Any
 import aiohttp
 
 from app.core.remotes.config import RemoteConfig
-from app.core.remotes.engine_api import NoEventStream, RemoteEngine, RemoteModelInfo, RemoteRefused
-
-LOAD_WAIT_SECONDS = 300.0
-"""How long a load may take on the router before Siesta gives up waiting for it."""
-
-UNLOAD_WAIT_SECONDS = 120.0
-"""How long the router may take to stop a model's process."""
+from app.core.remotes.engine_api import (
+    DEFAULT_LOAD_TIMEOUT,
+    NoEventStream,
+    RemoteEngine,
+    RemoteModelInfo,
+    RemoteRefused,
+)
 
 POLL_INTERVAL = 0.15
 """Seconds between listings while a load or an unload is under way."""
@@ -62,8 +62,9 @@ class RouterEngine(RemoteEngine):
     siesta_counts_idle = True
     probe_path = "/health"
 
-    def __init__(self, config: RemoteConfig, http: aiohttp.ClientSession) -> None:
-        super().__init__(config, http)
+    def __init__(self, config: RemoteConfig, http: aiohttp.ClientSession,
+                 global_load_timeout: Callable[[], float] = lambda: DEFAULT_LOAD_TIMEOUT) -> None:
+        super().__init__(config, http, global_load_timeout)
         self._has_events = True  # until /models/sse turns out to be missing
 
     # ---- listing -----------------------------------------------------------------------------
@@ -74,9 +75,11 @@ class RouterEngine(RemoteEngine):
         if not isinstance(items, list):
             raise RemoteRefused(self.name, "list models", 502,
                                 f'expected {{"data": [...]}} from GET /models, got {_short(data)}; {_NOT_A_ROUTER}')
-        return [self._info(item) for item in items]
+        return self.accept(self._entry(item) for item in items)
 
-    def _info(self, item: Any) -> RemoteModelInfo:
+    def _entry(self, item: Any) -> dict[str, Any]:
+        """One model of ``GET /models`` in Siesta's words; RemoteRefused when it is not in
+        the router's shape at all."""
         if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
             raise RemoteRefused(self.name, "list models", 502,
                                 f"expected each model of GET /models to have an \"id\", got {_short(item)}")
@@ -91,12 +94,12 @@ class RouterEngine(RemoteEngine):
         exit_code = status.get("exit_code")
         if status.get("failed") is True or value == "failed":
             how = f"exited with code {exit_code}" if isinstance(exit_code, int) else "failed"
-            return RemoteModelInfo(model, "failed", error=f"the router's llama-server for {model} {how}")
+            return {"name": model, "state": "failed", "error": f"the router's llama-server for {model} {how}"}
         state = _STATES.get(value)
         if state is None:
-            return RemoteModelInfo(model, "failed", error=f"the router reports status {value!r}, "
-                                                          "which Siesta does not know")
-        return RemoteModelInfo(model, state)
+            return {"name": model, "state": "failed",
+                    "error": f"the router reports status {value[:64]!r}, which Siesta does not know"}
+        return {"name": model, "state": state}
 
     async def _state_of(self, model: str, what: str) -> RemoteModelInfo:
         for info in await self.list_models():
@@ -119,7 +122,7 @@ class RouterEngine(RemoteEngine):
             info = await self._state_of(model, what)
             if info.state not in ("ready", "loading"):
                 raise
-        await self._wait(model, what, LOAD_WAIT_SECONDS, self._load_done, "loaded")
+        await self._wait(model, what, self._load_done, "loaded")
 
     async def unload(self, model: str) -> None:
         """Asks the router to unload ``model`` and returns once its process has stopped."""
@@ -134,7 +137,7 @@ class RouterEngine(RemoteEngine):
             if info.state in ("unloaded", "failed"):
                 return
             raise
-        await self._wait(model, what, UNLOAD_WAIT_SECONDS, self._unload_done, "unloaded")
+        await self._wait(model, what, self._unload_done, "unloaded")
 
     def _load_done(self, info: RemoteModelInfo, what: str) -> bool:
         if info.state == "ready":
@@ -153,17 +156,20 @@ class RouterEngine(RemoteEngine):
         # (even "loading": a request after the unload loaded it again) means it is done.
         return info.state != "ready"
 
-    async def _wait(self, model: str, what: str, limit: float,
-                    done: Callable[[RemoteModelInfo, str], bool], goal: str) -> None:
+    async def _wait(self, model: str, what: str, done: Callable[[RemoteModelInfo, str], bool], goal: str) -> None:
         """Lists the router's models every :data:`POLL_INTERVAL` until ``done`` says the
         model got where it should (its own listing of the router, a separate process:
-        there is no event to await that every build has)."""
+        there is no event to await that every build has), for at most the remote's
+        ``load_timeout``."""
+        limit = self.load_timeout
         deadline = time.monotonic() + limit
         while True:
             if done(await self._state_of(model, what), what):
                 return
             if time.monotonic() >= deadline:
-                raise RemoteRefused(self.name, what, 504, f"{model} was still not {goal} after {limit:g} s")
+                raise RemoteRefused(self.name, what, 504,
+                                    f"{model} was still not {goal} after {limit:g} s (the load_timeout of remote "
+                                    f"{self.name!r}; set load_timeout in [remotes.{self.name}] to allow more)")
             await asyncio.sleep(POLL_INTERVAL)
 
     # ---- events ------------------------------------------------------------------------------

@@ -14,8 +14,6 @@ from urllib.parse import quote
 from app.core.config.durations import USE_GLOBAL
 from app.core.remotes.engine_api import NoEventStream, RemoteEngine, RemoteModelInfo, RemoteRefused
 
-_SNAPSHOT_KEYS_HERE_ONLY = ("log_file",)  # a path on the other machine means nothing here
-
 
 class SiestaEngine(RemoteEngine):
     kind = "siesta"
@@ -28,13 +26,15 @@ class SiestaEngine(RemoteEngine):
         models = data.get("models") if isinstance(data, dict) else None
         if not isinstance(models, list):
             raise RemoteRefused(self.name, "list models", 502, "expected {\"models\": [...]}")
-        return [info for item in models if (info := _info(item)) is not None]
+        return self.accept((item for item in models if _local(item)), snapshot=True)
 
     async def load(self, model: str) -> None:
-        await self.call("POST", "/api/v1/load", {"model": model}, what=f"load {model}", timeout=None)
+        await self.call("POST", "/api/v1/load", {"model": model}, what=f"load {model}", timeout=self.load_timeout,
+                        action=True)
 
     async def unload(self, model: str) -> None:
-        await self.call("POST", "/api/v1/unload", {"model": model}, what=f"unload {model}", timeout=None)
+        await self.call("POST", "/api/v1/unload", {"model": model}, what=f"unload {model}",
+                        timeout=self.load_timeout, action=True)
 
     async def set_timeout(self, model: str, value: Any) -> None:
         wire = USE_GLOBAL.value if value is USE_GLOBAL else ("never" if value is None else value)
@@ -46,31 +46,18 @@ class SiestaEngine(RemoteEngine):
 
     async def _events(self) -> AsyncIterator[RemoteModelInfo | None]:
         """The other Siesta's ``/api/v1/events`` (its local models only; a keep-alive comment
-        every 15 s), one model per event."""
+        every 15 s), one model per event, checked as a listing's are."""
         try:
             async for event in self.sse("/api/v1/events?scope=local"):
                 if event.get("reason") == "removed":
                     yield None  # a model is gone: list again
-                elif (info := _info(event.get("model"))) is not None:
+                elif _local(model := event.get("model")) and (info := self.accept_one(model, snapshot=True)):
                     yield info
         except NoEventStream:
             raise RemoteRefused(self.name, "watch events", 404, "no event stream at /api/v1/events: is it a Siesta?")
 
 
-def _info(item: Any) -> RemoteModelInfo | None:
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or item.get("remote"):
-        return None  # a remote's remote is not listed (it should not be sent at all)
-    snapshot = {k: v for k, v in item.items() if k not in _SNAPSHOT_KEYS_HERE_ONLY}
-    state = item.get("state") if isinstance(item.get("state"), str) else "failed"
-    unloads_in = item.get("unloads_in")
-    return RemoteModelInfo(
-        model=item["name"], state=state,
-        memory=_int(item.get("memory")), vram=_int(item.get("vram")),
-        unloads_in=float(unloads_in) if isinstance(unloads_in, int | float) else None,
-        busy=bool(item.get("in_flight")), error=item.get("error") if isinstance(item.get("error"), str) else None,
-        snapshot=snapshot,
-    )
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _local(item: Any) -> bool:
+    """A model of the other Siesta's own; a remote's remote is not taken (it should not be
+    sent at all: every call carries the hop header)."""
+    return isinstance(item, dict) and not item.get("remote")

@@ -12,6 +12,7 @@ never ends.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,7 +24,7 @@ import pytest
 from aiohttp import web
 
 from app.core.manager import ModelManager
-from app.core.remotes import RemoteConfig, RemoteRefused, router_engine
+from app.core.remotes import RemoteConfig, RemoteRefused
 from app.core.remotes.router_engine import RouterEngine
 from app.demo_model import write_tiny_model
 from tests.conftest import LLAMA_SERVER
@@ -383,11 +384,12 @@ async def test_a_load_of_a_model_already_loading_waits_for_it(fake_router):
     assert fake.after_load == []
 
 
-async def test_a_load_that_is_never_done_gives_up_naming_the_model(fake_router, monkeypatch):
+async def test_a_load_that_is_never_done_gives_up_naming_the_model(fake_router):
     fake, engine = fake_router
     fake.models = {"data": [{"id": "tiny", "status": {"value": "loading"}}]}
-    monkeypatch.setattr(router_engine, "LOAD_WAIT_SECONDS", 0.5)
-    with pytest.raises(RemoteRefused, match=r"load tiny failed: HTTP 504: tiny was still not loaded after 0.5 s"):
+    engine.config = dataclasses.replace(engine.config, load_timeout=0.5)  # the remote's own load_timeout
+    with pytest.raises(RemoteRefused, match=r"load tiny failed: HTTP 504: tiny was still not loaded after 0.5 s "
+                                            r"\(the load_timeout of remote 'fake'"):
         await engine.load("tiny")
 
 
