@@ -27,7 +27,7 @@ from aiohttp import web
 from app.api.errors import ApiError, error_response, unavailable_response
 from app.core.errors import PersistError, SettingFixed, UnknownModel
 from app.core.models.model import ModelUnavailable
-from app.core.remotes import AmbiguousModel, RemoteRefused, RemoteUnreachable, RemoteUnsupported
+from app.core.remotes import AmbiguousModel, ModelNameTooLong, RemoteRefused, RemoteUnreachable, RemoteUnsupported
 
 MANAGEMENT_PREFIX = "/api/v1/"
 
@@ -38,6 +38,8 @@ def answer_for(exc: Exception) -> web.Response | None:
     """The HTTP answer for an error a management handler raised; None when it has none."""
     if isinstance(exc, ApiError):
         return exc.response()
+    if isinstance(exc, ModelNameTooLong):  # (an UnknownModel too)
+        return error_response(400, "name_too_long", str(exc))
     if isinstance(exc, UnknownModel):
         return error_response(404, "model_not_found", str(exc))
     if isinstance(exc, ModelUnavailable):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from app.api.jsonio import json_response
 from app.core.models.model import ModelUnavailable
 
 _TYPES = {
@@ -11,6 +12,7 @@ _TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "invalid_request_error",
     409: "conflict_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
@@ -24,7 +26,7 @@ def error_response(status: int, code: str, message: str, *, headers: dict[str, s
                    **extra: object) -> web.Response:
     body: dict[str, object] = {"message": message, "type": _TYPES.get(status, "server_error"), "code": code}
     body.update({k: v for k, v in extra.items() if v})
-    return web.json_response({"error": body}, status=status, headers=headers)
+    return json_response({"error": body}, status=status, headers=headers)
 
 
 class ApiError(Exception):

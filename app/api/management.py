@@ -9,14 +9,18 @@ errors); the error middleware in :mod:`app.api.error_mapping` gives each its ans
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from app import __version__
+from app.api.bodies import parse_object, read_body, request_name
 from app.api.errors import ApiError
-from app.core.config.durations import USE_GLOBAL, DurationError, ModelTimeout, parse_duration
+from app.api.events import KEEPALIVE, EventHub, StreamClosed, TooManyStreams, sse
+from app.api.jsonio import json_response
+from app.api.names import check_model_name
+from app.core.config.durations import DurationError, ModelTimeout, parse_duration, parse_model_timeout
 from app.core.config.settings import RUNTIME_SETTABLE, validate_setting
 from app.core.manager import ModelManager
 from app.core.models.model import ModelState
@@ -26,34 +30,16 @@ MAX_BODY = 64 * 1024
 
 
 async def _json_body(request: web.Request, *, required: bool = True) -> dict[str, Any]:
-    what = f"{request.method} {request.path}"
-    too_large = ApiError(413, "body_too_large", f"{what}: body larger than {MAX_BODY} bytes")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise too_large
-    # content.read(n) returns what has arrived so far: read until the end of the body
-    # (chunked bodies declare no length), and stop as soon as it is too large.
-    parts: list[bytes] = []
-    size = 0
-    while part := await request.content.read(MAX_BODY + 1 - size):
-        parts.append(part)
-        size += len(part)
-        if size > MAX_BODY:
-            raise too_large
-    raw = b"".join(parts)
-    if not raw.strip():
-        if required:
-            raise ApiError(400, "empty_body", f"{what}: expected a JSON object body")
+    """The request's body as a JSON object (:mod:`app.api.bodies`), at most :data:`MAX_BODY`
+    bytes; ``{}`` for an empty body when not ``required``."""
+    raw = await read_body(request, MAX_BODY)
+    empty = not raw or raw.isspace()
+    if empty and not required:
         return {}
-    if request.content_type not in ("application/json", "application/octet-stream", ""):
+    if not empty and request.content_type not in ("application/json", "application/octet-stream", ""):
         raise ApiError(415, "unsupported_content_type",
-                       f"{what}: expected Content-Type application/json, got {request.content_type}")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"{what}: body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_body", f"{what}: body must be a JSON object")
-    return data
+                       f"{request_name(request)}: expected Content-Type application/json, got {request.content_type}")
+    return parse_object(raw, request_name(request))
 
 
 class ManagementApi:
@@ -62,14 +48,16 @@ class ManagementApi:
     def __init__(self, manager: ModelManager, *, shutdown: asyncio.Event | None = None) -> None:
         self.manager = manager
         self.shutdown = shutdown
+        self.event_hub = EventHub(manager)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
             web.get("/api/v1/health", self.health),
             web.get("/api/v1/models", self.list_models),
             # a remote model's name has a "/" (gpubox/qwen; ollama/hf.co/org/m:Q4)
-            web.get("/api/v1/models/{name:.+}", self.get_model),
-            web.patch("/api/v1/models/{name:.+}", self.patch_model),
+            # [\s\S]: a name with a newline reaches the handler (and its 400), not the router's 404
+            web.get(r"/api/v1/models/{name:[\s\S]+}", self.get_model),
+            web.patch(r"/api/v1/models/{name:[\s\S]+}", self.patch_model),
             web.get("/api/v1/remotes", self.list_remotes),
             web.post("/api/v1/load", self.load),
             web.post("/api/v1/unload", self.unload),
@@ -81,11 +69,11 @@ class ManagementApi:
 
     async def system(self, request: web.Request) -> web.Response:
         """RAM and each GPU: total, used, free, and the bytes Siesta's models use there."""
-        return web.json_response(await self.manager.system_memory())
+        return json_response(await self.manager.system_memory())
 
     async def health(self, request: web.Request) -> web.Response:
         server = self.manager.llama_server_path()
-        return web.json_response({
+        return json_response({
             "status": "ok",
             "version": __version__,
             "config_dir": str(self.manager.paths.config_dir),
@@ -103,39 +91,38 @@ class ManagementApi:
         out: dict[str, Any] = {"models": self.manager.snapshots(local_only=local_only)}
         if not local_only:
             out["remotes"] = self.manager.remotes.describe()
-        return web.json_response(out)
+        return json_response(out)
 
     async def list_remotes(self, request: web.Request) -> web.Response:
-        return web.json_response({"remotes": self.manager.remotes.describe()})
+        return json_response({"remotes": self.manager.remotes.describe()})
 
     async def get_model(self, request: web.Request) -> web.Response:
-        return web.json_response(self.manager.snapshot_by_name(request.match_info["name"]))
+        return json_response(self.manager.snapshot_by_name(request.match_info["name"]))
 
     async def load(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
         model = await self.manager.load(_model_field(request, data))
-        return web.json_response(self.manager.describe(model))
+        return json_response(self.manager.describe(model))
 
     async def unload(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
         if data.get("all") is True:
             names = await self.manager.unload_all()
-            return web.json_response({"unloaded": names})
+            return json_response({"unloaded": names})
         model = await self.manager.unload(_model_field(request, data, hint='or {"all": true}'))
-        return web.json_response(self.manager.describe(model))
+        return json_response(self.manager.describe(model))
 
     async def patch_model(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
         if set(data) != {"unload_timeout"}:
             raise ApiError(400, "invalid_body",
                            f'{request.method} {request.path}: expected {{"unload_timeout": "10m" | "never" | "default"}}')
-        raw = data["unload_timeout"]
-        value: ModelTimeout = USE_GLOBAL if raw == USE_GLOBAL.value else _duration(request, "unload_timeout", raw)
+        value: ModelTimeout = _duration(request, "unload_timeout", data["unload_timeout"], parse_model_timeout)
         model = await self.manager.set_model_timeout(request.match_info["name"], value)
-        return web.json_response(self.manager.describe(model))
+        return json_response(self.manager.describe(model))
 
     async def get_settings(self, request: web.Request) -> web.Response:
-        return web.json_response(self.manager.loaded_settings.describe())
+        return json_response(self.manager.loaded_settings.describe())
 
     async def patch_settings(self, request: web.Request) -> web.Response:
         data = await _json_body(request)
@@ -159,37 +146,35 @@ class ManagementApi:
                 await self.manager.set_setting(field, raw)
             except ValueError as exc:
                 raise ApiError(400, "invalid_setting", f"PATCH /api/v1/settings: {exc}") from None
-        return web.json_response(self.manager.loaded_settings.describe())
+        return json_response(self.manager.loaded_settings.describe())
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        """Every model's snapshot, then each event as it happens (:mod:`app.api.events`),
+        with a comment line every 15 s so that idle proxies keep the stream open."""
         local_only = _local_only(request)
+        transport = request.transport
 
-        def on_event(event: dict[str, Any]) -> None:
-            if local_only and event["model"].get("remote"):
-                return
-            if queue.full():  # a reader that stopped reading: drop the oldest, keep the latest
-                queue.get_nowait()
-            queue.put_nowait(event)
+        def abort() -> None:
+            if transport is not None:
+                transport.abort()
 
-        unsubscribe = self.manager.subscribe(on_event)
+        try:
+            stream = self.event_hub.open(local_only, abort)
+        except TooManyStreams as exc:
+            raise ApiError(503, "too_many_streams", f"{request_name(request)}: {exc}; close one and try again") from None
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         try:
             await response.prepare(request)
             for snapshot in self.manager.snapshots(local_only=local_only):
-                await response.write(_sse({"reason": "snapshot", "model": snapshot, "time": self.manager.clock.now()}))
+                await stream.send(response, sse({"reason": "snapshot", "model": snapshot,
+                                                 "time": self.manager.clock.now()}))
             while True:
-                try:
-                    async with asyncio.timeout(15):
-                        event = await queue.get()
-                except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                await response.write(_sse(event))
-        except (ConnectionResetError, asyncio.CancelledError):
+                data = await stream.next(15)
+                await stream.send(response, KEEPALIVE if data is None else data)
+        except (ConnectionResetError, StreamClosed, asyncio.CancelledError):
             pass
         finally:
-            unsubscribe()
+            self.event_hub.close(stream)
         return response
 
 
@@ -198,20 +183,19 @@ def _local_only(request: web.Request) -> bool:
     return request.query.get("scope") == "local" or HOP_HEADER in request.headers
 
 
-def _sse(event: dict[str, Any]) -> bytes:
-    return f"event: model\ndata: {json.dumps(event)}\n\n".encode()
-
-
 def _model_field(request: web.Request, data: dict[str, Any], hint: str = "") -> str:
     name = data.get("model")
     if not isinstance(name, str) or not name:
         extra = f" {hint}" if hint else ""
         raise ApiError(400, "missing_model", f'{request.method} {request.path}: expected {{"model": "NAME"}}{extra}')
-    return name
+    return check_model_name(name, request_name(request))
 
 
-def _duration(request: web.Request, field: str, raw: Any) -> Any:
+def _duration(request: web.Request, field: str, raw: Any,
+              parse: Callable[[object], Any] = parse_duration) -> Any:
+    """A body's duration field, read by ``parse``; a 400 naming the request and the field when
+    it cannot be read (the parser refuses NaN, infinities, huge integers and under 1 ms)."""
     try:
-        return parse_duration(raw)
+        return parse(raw)
     except DurationError as exc:
         raise ApiError(400, "invalid_duration", f"{request.method} {request.path}: field {field!r}: {exc}") from None

@@ -12,19 +12,25 @@ goes along only to another Siesta. A remote that refuses the connection, or acce
 nothing within 2 s, or answers neither the request nor a liveness probe within 3 s, is
 answered 502 ``remote_unreachable``; one that is alive may take as long as a load takes.
 A request that comes from another Siesta (:data:`HOP_HEADER`) only reaches local models.
+
+Upstream, a request goes by its path rebuilt from plain segments (:func:`~app.api.names.forward_path`:
+``/v1/%2e%2e/slots`` is 400, never llama-server's ``/slots``), and its body as it came unless
+``keep_alive`` or the model's name had to change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from app.api.bodies import MAX_V1_BODY, parse_object, read_body, request_name
 from app.api.error_mapping import remote_answer
-from app.api.errors import error_response, unavailable_response
+from app.api.errors import ApiError, error_response, unavailable_response
+from app.api.jsonio import dumps, json_response
+from app.api.names import check_model_name, forward_path
 from app.core.config.durations import NOT_GIVEN, DurationError, KeepAlive, parse_duration
 from app.core.errors import UnknownModel
 from app.core.manager import ModelManager
@@ -34,7 +40,14 @@ from app.core.remotes.engine_api import CONNECT_TIMEOUT, PROBE_AFTER, connection
 
 _FORWARD_REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
-_REMOTE_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT)
+
+
+def _remote_timeout(lease: RemoteLease) -> aiohttp.ClientTimeout:
+    """A routed request's limits: the connection's, as for every call to a remote; none on
+    the whole (an answer may stream for long); and no more than the remote's
+    ``load_timeout`` without a byte (the longest a remote may be silent: while it loads)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, connect=CONNECT_TIMEOUT,
+                                 sock_read=lease.remote.engine.load_timeout)
 
 
 class OpenAIProxy:
@@ -47,7 +60,7 @@ class OpenAIProxy:
         return [
             web.get("/v1/models", self.list_models),
             web.get("/v1/models/{name}", self.get_model),
-            web.post("/v1/{tail:.+}", self.forward),
+            web.post(r"/v1/{tail:[\s\S]+}", self.forward),  # a newline too: forward() answers 400
         ]
 
     async def list_models(self, request: web.Request) -> web.Response:
@@ -62,7 +75,7 @@ class OpenAIProxy:
         if HOP_HEADER not in request.headers:
             data += [{"id": s["name"], "object": "model", "created": created, "owned_by": s["remote"],
                       "state": s["state"]} for s in self.manager.remotes.snapshots()]
-        return web.json_response({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
     async def get_model(self, request: web.Request) -> web.Response:
         try:
@@ -71,24 +84,21 @@ class OpenAIProxy:
             return error_response(404, "model_not_found", str(exc))
         except AmbiguousModel as exc:
             return remote_answer(exc)  # type: ignore[return-value]
-        return web.json_response({"id": snapshot["name"], "object": "model", "created": int(self.manager.started_at),
-                                  "owned_by": snapshot.get("remote") or "siesta", "state": snapshot["state"]})
+        return json_response({"id": snapshot["name"], "object": "model", "created": int(self.manager.started_at),
+                              "owned_by": snapshot.get("remote") or "siesta", "state": snapshot["state"]})
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
+        what = request_name(request)
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            return error_response(413, "body_too_large", f"request body too large: {exc.text}")
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error_response(400, "invalid_json", f"request body of {request.path} is not valid JSON: {exc}")
-        if not isinstance(data, dict):
-            return error_response(400, "invalid_body", f"request body of {request.path} must be a JSON object")
-        name = data.get("model")
-        if not isinstance(name, str) or not name:
-            return error_response(400, "missing_model",
-                                  f"request body of {request.path} must name a model: {{\"model\": \"...\"}}")
+            path = forward_path(request)  # before the body: a path that may not go upstream is refused at once
+            body = await read_body(request, MAX_V1_BODY)
+            data = parse_object(body, what)
+            name = data.get("model")
+            if not isinstance(name, str) or not name:
+                raise ApiError(400, "missing_model", f'{what}: the body must name a model: {{"model": "..."}}')
+            check_model_name(name, what)
+        except ApiError as exc:
+            return exc.response()
         keep_alive: KeepAlive = NOT_GIVEN
         if "keep_alive" in data:
             try:
@@ -103,10 +113,10 @@ class OpenAIProxy:
             except AmbiguousModel as exc:
                 return remote_answer(exc)  # type: ignore[return-value]
             else:
-                return await self._forward_remote(request, data, remote.acquire(remote_model, keep_alive))
+                return await self._forward_remote(request, path, data, remote.acquire(remote_model, keep_alive))
         if "keep_alive" in data:
             del data["keep_alive"]  # llama-server does not know it
-            body = json.dumps(data).encode()
+            body = dumps(data).encode()
         try:
             model = self.manager.get(name)
         except UnknownModel as exc:
@@ -116,20 +126,21 @@ class OpenAIProxy:
         except ModelUnavailable as exc:
             return unavailable_response(exc)
         try:
-            url = lease.base_url + request.raw_path
+            url = lease.base_url + path
             return await self._relay(request, self.manager.http.post(url, data=body, headers=self._headers(request, data)),
                                      name, on_failure=lease.mark_upstream_failed)
         finally:
             lease.release()
 
-    async def _forward_remote(self, request: web.Request, data: dict[str, Any], lease: RemoteLease) -> web.StreamResponse:
+    async def _forward_remote(self, request: web.Request, path: str, data: dict[str, Any],
+                              lease: RemoteLease) -> web.StreamResponse:
         try:
             data["model"] = lease.model  # the remote's own name for it
             if not lease.remote.engine.passes_keep_alive:
                 data.pop("keep_alive", None)
             headers = {**self._headers(request, data), **lease.headers()}
-            opening = self.manager.http.post(lease.url(request.raw_path), data=json.dumps(data).encode(),
-                                             headers=headers, timeout=_REMOTE_TIMEOUT)
+            opening = self.manager.http.post(lease.url(path), data=dumps(data).encode(),
+                                             headers=headers, timeout=_remote_timeout(lease))
             try:
                 upstream = await self._open_remote(opening, lease)
             except RemoteUnreachable as exc:
@@ -151,6 +162,9 @@ class OpenAIProxy:
             return await task
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise RemoteUnreachable(remote.name, remote.config.url, connection_failure_reason(exc)) from None
+        except aiohttp.ServerTimeoutError:  # alive, but nothing within its load_timeout
+            raise RemoteUnreachable(remote.name, remote.config.url,
+                                    "it answered nothing within its load_timeout") from None
         finally:
             if not task.done():
                 task.cancel()

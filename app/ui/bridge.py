@@ -94,6 +94,9 @@ class ManagerBridge(QObject):
     connectionChanged = Signal()
     """The served Siesta elsewhere became reachable or not (see :attr:`connection_problem`)."""
 
+    originRefused = Signal(str)
+    """The front door refused a page (its Origin, once per origin): the tray offers to allow it."""
+
     def __init__(self, manager: ModelManager | ManagerClient, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.manager = manager
@@ -102,6 +105,9 @@ class ManagerBridge(QObject):
         self.models: dict[str, Snapshot] = {s["name"]: s for s in manager.snapshots()}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: Callable[[], None] | None = manager.subscribe(self._on_event)
+        # Only this machine's front door refuses pages here; one elsewhere tells its own tray.
+        self._unnotice: Callable[[], None] | None = (
+            manager.subscribe_notices(self._on_notice) if isinstance(manager, ModelManager) else None)
         self._unwatch: Callable[[], None] | None = None
         if isinstance(manager, ManagerClient):
             self._unwatch = manager.watch_connection(self.connectionChanged.emit)
@@ -218,6 +224,10 @@ class ManagerBridge(QObject):
             self.models[name] = model
         self.modelEvent.emit(event)
 
+    def _on_notice(self, notice: dict[str, Any]) -> None:
+        if notice.get("kind") == "origin_refused":
+            self.originRefused.emit(notice["origin"])
+
     # ---- actions --------------------------------------------------------------------------
 
     def run(self, coro: Awaitable[T], what: str, *, report: bool = True) -> asyncio.Task[T]:
@@ -260,6 +270,10 @@ class ManagerBridge(QObject):
 
     def set_setting(self, field: str, raw: Any, *, report: bool = True) -> asyncio.Task[Any]:
         return self.run(self.manager.set_setting(field, raw), f"change {field}", report=report)
+
+    def allow_origin(self, origin: str) -> asyncio.Task[Any]:
+        """Adds a page's origin to ``allowed_origins`` (in force at once, written to settings.toml)."""
+        return self.run(self.manager.allow_origin(origin), f"allow the page at {origin}")
 
     # ---- first run: models on this computer, other managers' configurations -----------------
 
@@ -370,6 +384,9 @@ class ManagerBridge(QObject):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unnotice is not None:
+            self._unnotice()
+            self._unnotice = None
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None

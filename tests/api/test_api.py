@@ -222,7 +222,7 @@ async def test_events_stream_every_state_change(front_door, write_recipe):
         ({"Host": "evil.example"}, 403),
         ({"Host": "localhost:1"}, 200),
         ({"Origin": "https://evil.example"}, 403),
-        ({"Origin": "http://localhost:3000"}, 200),
+        ({"Origin": "http://localhost:3000"}, 403),  # another local web app (Siesta's own: test_origins.py)
         ({"Origin": "null"}, 403),
     ],
 )

@@ -21,10 +21,14 @@ from app.core.config.durations import (
     format_model_timeout,
     parse_duration,
 )
+from app.core.config.redact import redact_text
 from app.core.config.sizes import SizeError, parse_size
 from app.core.config.toml_edit import set_toml_key, set_toml_keys
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+# A recipe's file is NAME.toml, and a file name has at most 255 bytes on the common file
+# systems (the pattern allows ASCII only: a byte a character).
+NAME_MAX = 255 - len(".toml")
 MAX_RECIPE_BYTES = 256 * 1024
 BACKENDS = ("llamacpp", "command")
 KNOWN_KEYS = {
@@ -34,7 +38,12 @@ KNOWN_KEYS = {
 
 
 class RecipeError(Exception):
-    """A recipe that cannot be used; the message names the file and the field."""
+    """A recipe that cannot be used; the message names the file and the field. It repeats
+    what the field holds (a whole command line), and is shown in logs, the health answer and
+    503s, so any secret in it is replaced (:func:`~app.core.config.redact.redact_text`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact_text(message))
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,8 @@ class Recipe:
 
 
 def is_valid_name(name: str) -> bool:
-    return bool(NAME_PATTERN.fullmatch(name)) and name not in (".", "..") and not name.startswith(".")
+    return (len(name) <= NAME_MAX and bool(NAME_PATTERN.fullmatch(name)) and name not in (".", "..")
+            and not name.startswith("."))
 
 
 def recipe_name(path: Path) -> str:

@@ -7,10 +7,11 @@ change to a value that a flag or an environment variable has fixed.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, PlainValidator, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -19,11 +20,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from app.core.config.durations import Timeout, parse_duration
+from app.core.config.durations import Timeout, parse_duration, short_repr
 from app.core.config.endpoint import DEFAULT_HOST, DEFAULT_PORT, SettingsError, read_settings_file
 from app.core.config.memory_limits import MemoryLimit, parse_memory_limit
 
 ENV_PREFIX = "SIESTA_"
+TOML_INT_MAX = 2**63 - 1  # the largest integer TOML (settings.toml) can hold
 LEMONADE_TIMEOUT_ENV = "LEMONADE_GLOBAL_AUTO_UNLOAD_TIMER"
 
 
@@ -34,10 +36,35 @@ def _finite_duration(value: object) -> float:
     return seconds
 
 
+def _not_bool(value: object) -> object:
+    """A count given as true/false is a mistake, though pydantic would read it as 1/0."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
 def _host_list(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+ORIGIN_PATTERN = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>\*|\[[0-9A-Fa-f:.]+\]|[^\s/?#@:\[\]*]+)(?::(?P<port>\*|[0-9]{1,5}))?")
+"""An Origin (``http://localhost:5173``) or an ``allowed_origins`` pattern, where the host
+or the port may be ``*`` (any): ``http://localhost:*``, ``vscode-webview://*``."""
+
+
+def _origin_patterns(value: list[str]) -> list[str]:
+    patterns = []
+    for item in value:
+        pattern = item.strip().removesuffix("/")
+        match = ORIGIN_PATTERN.fullmatch(pattern)
+        if match is None or match["port"] not in (None, "*") and not 0 < int(match["port"]) <= 65535:
+            raise ValueError(f"{item[:100]!r} is not an origin: write scheme://host or scheme://host:port, where "
+                             "host or port may be * (http://localhost:5173, http://localhost:*, vscode-webview://*)")
+        patterns.append(pattern)
+    return patterns
 
 
 def _timeout(value: object) -> Timeout:
@@ -65,11 +92,13 @@ class Settings(BaseSettings):
     host: str = DEFAULT_HOST
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     global_unload_timeout: TimeoutField = 300.0
-    max_loaded_models: int = Field(3, ge=0)
+    max_loaded_models: Annotated[int, BeforeValidator(_not_bool)] = Field(3, ge=0, le=TOML_INT_MAX)
     llama_server: Path | None = None
     stop_timeout: FiniteDuration = 10.0
     load_timeout: FiniteDuration = 300.0
     allowed_hosts: Annotated[list[str], NoDecode, BeforeValidator(_host_list)] = []
+    # Pages whose requests are accepted besides Siesta's own (see app/api/guard.py).
+    allowed_origins: Annotated[list[str], NoDecode, BeforeValidator(_host_list), AfterValidator(_origin_patterns)] = []
     notify_idle_unload: bool = False
     notify_crash: bool = True
     memory_budget: MemoryLimitField = parse_memory_limit("90%")
@@ -121,7 +150,7 @@ class _LemonadeTimeoutSource(PydanticBaseSettingsSource):
 
 FIELD_NAMES = tuple(Settings.model_fields)
 RUNTIME_SETTABLE = ("global_unload_timeout", "max_loaded_models", "notify_idle_unload", "notify_crash",
-                    *MEMORY_SETTINGS, "notify_memory_pressure")
+                    *MEMORY_SETTINGS, "notify_memory_pressure", "allowed_origins")
 
 
 def flag_name(field: str) -> str:
@@ -204,7 +233,7 @@ def _explain(exc: ValidationError, flags: dict[str, Any], file_data: dict[str, A
         else:
             where = field
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {message} (got {error.get('input')!r})")
+        lines.append(f"{where}: {message} (got {short_repr(error.get('input'))})")
     return "invalid settings: " + "; ".join(lines)
 
 
@@ -216,5 +245,5 @@ def validate_setting(field: str, value: Any) -> Any:
         checked = Settings.model_validate({field: value}, context=None)
     except ValidationError as exc:
         message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise ValueError(f"{field}: {message} (got {value!r})") from None
+        raise ValueError(f"{field}: {message} (got {short_repr(value)})") from None
     return getattr(checked, field)
