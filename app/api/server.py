@@ -8,28 +8,37 @@ import socket
 
 from aiohttp import web
 
+from app.api import openapi
+from app.api.bodies import MAX_V1_BODY
 from app.api.error_mapping import management_errors
-from app.api.guard import make_guard
+from app.api.guard import add_cors_headers, make_guard
 from app.api.listen import bind_listeners, port_taken
 from app.api.management import ManagementApi
+from app.api.names import path_names
 from app.api.openai_proxy import OpenAIProxy
 from app.core.config.endpoint import client_url
 from app.core.manager import ModelManager
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BODY = 32 * 1024 * 1024  # images in chat requests are large; anything past this is hostile
+MAX_REQUEST_BODY = MAX_V1_BODY  # the largest body aiohttp itself reads (the /v1 limit)
 
 
 class PortInUse(Exception):
     """The port Siesta is configured to listen on is taken."""
 
 
-def build_app(manager: ModelManager) -> web.Application:
-    # The guard first (it refuses before anything runs), then the management API's error answers.
-    app = web.Application(middlewares=[make_guard(manager), management_errors], client_max_size=MAX_REQUEST_BODY)
+def build_app(manager: ModelManager, ports: set[int] | None = None) -> web.Application:
+    """The front door's routes and middlewares; ``ports``, filled once the sockets are bound,
+    are those Siesta listens on (an Origin on one of them is Siesta's own)."""
+    # The guard first (it refuses before anything runs), then names in paths, then the
+    # management API's error answers.
+    middlewares = [make_guard(manager, set() if ports is None else ports), path_names, management_errors]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_REQUEST_BODY)
+    app.on_response_prepare.append(add_cors_headers)
     app.add_routes(OpenAIProxy(manager).routes())
     app.add_routes(ManagementApi(manager).routes())
+    app.add_routes(openapi.routes())  # GET /api/v1/openapi.json: the document of these routes
     return app
 
 
@@ -41,6 +50,7 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self.host: str | None = None
         self.port: int | None = None
+        self.ports: set[int] = set()  # every port bound (the guard reads it)
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         settings = self.manager.settings
@@ -48,11 +58,12 @@ class ApiServer:
         port = settings.port if port is None else port
         # handler_cancellation: a client that disconnects cancels its handler, which closes
         # the upstream request (so the backend stops generating) and ends the request's lease.
-        # HeaderTimeoutRunner closes connections that do not send complete headers in time.
+        # HeaderTimeoutRunner closes connections that do not send complete headers in time,
+        # and cuts off bodies that arrive slower than a minimum rate.
         from app.api import slow_clients
 
         slow_clients.raise_open_files_limit()
-        self._runner = slow_clients.HeaderTimeoutRunner(build_app(self.manager), handler_cancellation=True,
+        self._runner = slow_clients.HeaderTimeoutRunner(build_app(self.manager, self.ports), handler_cancellation=True,
                                                         access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         # The sockets are made here, not by aiohttp's TCPSite, for their options: one
@@ -77,6 +88,7 @@ class ApiServer:
             raise
         self.host = host
         self.port = sockets[0].getsockname()[1] if sockets else port
+        self.ports.update(sock.getsockname()[1] for sock in sockets)
         if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
             log.warning("LISTENING ON %s WITHOUT AN API KEY: anyone who can reach this address can use "
                         "your models. Set SIESTA_API_KEY.", host)

@@ -58,6 +58,7 @@ from app.core.remotes import Remote, RemoteSet, parse_remotes
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
+MAX_ORIGIN_NOTICES = 20  # distinct refused origins told per run: a page could make up many
 
 
 class ModelManager:
@@ -83,17 +84,22 @@ class ModelManager:
         self._use_reaper = use_reaper
         self._reaper: ProcessReaper | None = None
         self._subscribers: list[EventCallback] = []
+        self._notice_subscribers: list[EventCallback] = []
+        self._refused_origins: set[str] = set()
         self.memory = MemoryBook(paths.memory_file, gpus_factory, on_measured=self._measured)
         self._admission = Admission(lambda: list(self.models.values()), lambda: self.settings, self.memory,
-                                    lambda: self._changed, lambda: self.closing)
-        self._relief = MemoryRelief(lambda: list(self.models.values()), lambda: self.settings, self.memory, self.emit)
+                                    lambda: self._changed, lambda: self.closing, self.clock.now)
+        self._relief = MemoryRelief(lambda: list(self.models.values()), lambda: self.settings, self.memory, self.emit,
+                                    self.clock.now)
         self._pressure = PressureWatch(self._relief.check,
-                                       lambda: any(m.process is not None for m in self.models.values()))
+                                       lambda: any(m.process is not None for m in self.models.values()),
+                                       interval=lambda: self._relief.poll_interval)
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher_task: asyncio.Task[None] | None = None
         self.http: aiohttp.ClientSession = None  # type: ignore[assignment]  # created in start()
-        self.remotes = RemoteSet(paths.settings_file, self.clock, lambda: self.global_timeout, self._emit_remote)
+        self.remotes = RemoteSet(paths.settings_file, self.clock, lambda: self.global_timeout, self._emit_remote,
+                                 load_timeout=lambda: self.settings.load_timeout)
         self.started_at = time.time()
         self.restart_pending: set[str] = set()  # settings saved to the file that apply at the next start
 
@@ -186,13 +192,17 @@ class ModelManager:
 
         return unsubscribe
 
-    def emit(self, model: ManagedModel, reason: str) -> None:
+    def emit(self, model: ManagedModel, reason: str, detail: dict[str, Any] | None = None) -> None:
+        """Tells every subscriber that ``model`` changed for ``reason``; ``detail``, when given,
+        goes along as the event's ``detail`` (e.g. what a pressure episode gave back)."""
         self._changed.set()
         self._changed = asyncio.Event()
         self._observe(model, reason)
         if not self._subscribers:
             return
         event = {"reason": reason, "model": self.snapshot_of(model), "time": self.clock.now()}
+        if detail is not None:
+            event["detail"] = detail
         for callback in list(self._subscribers):
             try:
                 callback(event)
@@ -208,6 +218,38 @@ class ModelManager:
                 callback(event)
             except Exception:
                 log.exception("event subscriber failed")
+
+    # ---- notices: what the user is told that is no model's event --------------------------
+
+    def subscribe_notices(self, callback: EventCallback) -> Callable[[], None]:
+        """Calls ``callback(notice)`` for each notice (``{"kind": "origin_refused", "origin":
+        ...}``: the front door refused a page); returns the function that unsubscribes."""
+        self._notice_subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._notice_subscribers:
+                self._notice_subscribers.remove(callback)
+
+        return unsubscribe
+
+    def origin_refused(self, origin: str) -> None:
+        """The front door refused a request for its Origin: a notice, once per origin (and
+        for at most :data:`MAX_ORIGIN_NOTICES` origins a run)."""
+        if origin in self._refused_origins or len(self._refused_origins) >= MAX_ORIGIN_NOTICES:
+            return
+        self._refused_origins.add(origin)
+        log.info("refused a request from the page at %s (not in allowed_origins)", origin)
+        for callback in list(self._notice_subscribers):
+            try:
+                callback({"kind": "origin_refused", "origin": origin})
+            except Exception:
+                log.exception("notice subscriber failed")
+
+    async def allow_origin(self, origin: str) -> None:
+        """Adds ``origin`` to ``allowed_origins``, in force at once and written to settings.toml."""
+        current = list(self.settings.allowed_origins)
+        if origin not in current:
+            await self.set_setting("allowed_origins", [*current, origin])
 
     def snapshot_of(self, model: ManagedModel) -> dict[str, Any]:
         """A model as the API, the CLI and the GUI show it: its lifecycle, its memory and its log file."""

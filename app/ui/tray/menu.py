@@ -29,6 +29,10 @@ something on this machine is hidden: Find models, Download model, Import configu
 Install llama-server, Open logs folder, and each model's Show log, Open log in editor and
 Model settings.
 
+A page the front door refused (its origin is neither Siesta's own nor in
+``allowed_origins``) gets a notification, once per origin, and an "Allow page at ..." entry
+at the top of the menu (:mod:`.refused_pages`); clicking either allows it.
+
 Each entry has a letter of its own in its menu; with the menu open, that key triggers it:
 I&nstall llama-server..., &Load model, &Unload all, &Find models..., &Download model...,
 &Import configuration..., &Models window..., &Settings..., &Open logs folder, &Copy API URL,
@@ -56,6 +60,7 @@ from app.ui.ticker import SecondTicker
 from app.ui.tray import model_groups
 from app.ui.tray.menu_watch import MenuWatch
 from app.ui.tray.model_groups import ModelEntry, RemoteGroups
+from app.ui.tray.refused_pages import RefusedPages, allowed_note, refused_note
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,7 @@ class TrayMenu(QObject):
         self.icon.setContextMenu(self.menu)
         self.entries: dict[str, ModelEntry] = {}
         self._build_static_menu()
+        self.refused_pages = RefusedPages(self.menu, self.models_separator, bridge, on_allowed=self._on_origin_allowed)
         self.ticker = SecondTicker(self._tick, lambda: bridge.countdown_deadlines(text.is_shown_in_menu), bridge.now, self)
         self.menu_watch = MenuWatch(self.menu, self)  # also for menus a D-Bus tray draws
         self.menu_watch.opened.connect(self._on_about_to_show)
@@ -90,6 +96,7 @@ class TrayMenu(QObject):
         bridge.engineChanged.connect(self._on_engine_changed)
         bridge.systemChanged.connect(self._update_memory_lines)
         bridge.connectionChanged.connect(self._on_connection_changed)
+        bridge.originRefused.connect(self._on_origin_refused)
         self.update_icon_and_tooltip()
         self.refresh()
 
@@ -233,7 +240,7 @@ class TrayMenu(QObject):
                                           if self.groups.grouped else "")
         self.discover_action.setText("&Find models on this computer..." if first_run else "&Find models...")
         self._update_engine_entries(snapshots)
-        self._rebuild_load_menu(groups)
+        self._rebuild_load_menu(groups, now)
         self.copy_action.setText(f"&Copy API URL ({self.api_url})" if self.api_url else "&Copy API URL")
         self.copy_action.setEnabled(bool(self.api_url))
         if self.groups.grouped:
@@ -270,7 +277,7 @@ class TrayMenu(QObject):
         entry.log_action.setVisible(False)
         return entry
 
-    def _rebuild_load_menu(self, groups: list[tuple[Any, list[text.Snapshot]]]) -> None:
+    def _rebuild_load_menu(self, groups: list[tuple[Any, list[text.Snapshot]]], now: float) -> None:
         """The models that can be loaded, with a heading per remote that has some (its
         models by its own names for them)."""
         wanted: list[tuple[str, bool, str, str | None, bool]] = []  # (label, enabled, tooltip, model, heading)
@@ -279,7 +286,8 @@ class TrayMenu(QObject):
             for s in models:
                 label = (s.get("remote_model") or s["name"]) if remote is not None else s["name"]
                 if s["state"] == "unloaded" and not text.is_routed_only(s):
-                    lines.append((label, True, text.unloaded_note(s), s["name"], False))
+                    note = text.unloaded_note(s, now)
+                    lines.append((f"{label} ({note})" if note else label, True, note, s["name"], False))
                 elif not text.has_usable_recipe(s):
                     lines.append((f"{label} (invalid recipe)", False, s.get("error") or "", None, False))
             if remote is not None and lines:
@@ -349,6 +357,17 @@ class TrayMenu(QObject):
             self._message_action = (lambda: self.shell.show_log(name)) if self._message_log else None
             icon = QSystemTrayIcon.MessageIcon.Warning if crashed else QSystemTrayIcon.MessageIcon.Information
             self.show_message(note[0], note[1], icon)
+
+    def _on_origin_refused(self, origin: str) -> None:
+        self.refused_pages.add(origin)
+        self._message_log = None
+        self._message_action = lambda: self.refused_pages.allow(origin)  # a click on it allows the page
+        self.show_message(*refused_note(origin), QSystemTrayIcon.MessageIcon.Warning)
+
+    def _on_origin_allowed(self, origin: str) -> None:
+        self._message_log = None
+        self._message_action = None
+        self.show_message(*allowed_note(origin), QSystemTrayIcon.MessageIcon.Information)
 
     def _on_connection_changed(self) -> None:
         self.update_icon_and_tooltip()
