@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 
 FIGURES = ["latency", "fake", "stream", "rps", "cold", "unload", "reload", "idle", "startup", "traystart", "memory",
-           "gui", "tray"]
+           "relief", "gui", "tray"]
 X_FIGURES = {"traystart", "gui", "tray"}  # need Xvfb and trayer (as scripts/screenshots.sh)
 
 
@@ -72,6 +72,7 @@ async def run(args: argparse.Namespace) -> int:
     from . import figures as F
     from . import idle_figures as I
     from . import memory_figures as M
+    from . import relief_figures as P
     from . import reload_figures as R
     from . import report, tray_startup
     from . import stream_figures as S
@@ -152,6 +153,7 @@ async def run(args: argparse.Namespace) -> int:
         if desktop:
             await step("traystart", tray_startup.tray_startup)
         await step("memory", M.memory)
+        await step("relief", P.relief)
         if desktop:
             await step("gui", T.gui_loop_lag)
             await step("tray", T.tray_memory)

@@ -89,7 +89,7 @@ def status_text(snapshot: Snapshot, now: float | None = None) -> str:
     if state == "unloading":
         return "unloading..."
     if state == "unloaded":
-        return "not loaded"
+        return unloaded_note(snapshot, now) or "not loaded"
     busy = snapshot.get("in_flight", 0)
     if busy:
         return f"busy ({busy} request{'s' if busy != 1 else ''})"
@@ -105,11 +105,27 @@ def status_text(snapshot: Snapshot, now: float | None = None) -> str:
     return "idle"
 
 
-def unloaded_note(snapshot: Snapshot) -> str:
-    """Why a model that is not loaded went, when that matters to the user (until it loads again)."""
-    if snapshot.get("state") == "unloaded" and snapshot.get("last_unload_reason") == "memory_pressure":
-        return "Unloaded to free memory for other programs"
-    return ""
+def unloaded_note(snapshot: Snapshot, now: float | None = None) -> str:
+    """Why a model that is not loaded went, when that matters to the user (until it loads
+    again): ``"unloaded 2 min ago to give memory back"``; ``""`` otherwise."""
+    if snapshot.get("state") != "unloaded" or snapshot.get("last_unload_reason") != "memory_pressure":
+        return ""
+    at = snapshot.get("unloaded_at")
+    if not isinstance(at, (int, float)):
+        return "unloaded to give memory back"
+    return f"unloaded {ago_text((time.time() if now is None else now) - at)} to give memory back"
+
+
+def ago_text(seconds: float) -> str:
+    """``"just now"``, ``"2 min ago"``, ``"3 h ago"``, ``"2 days ago"``."""
+    minutes = int(max(0.0, seconds) // 60)
+    if minutes < 1:
+        return "just now"
+    if minutes < 60:
+        return f"{minutes} min ago"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h ago"
+    return f"{minutes // (24 * 60)} days ago"
 
 
 def memory_text(snapshot: Snapshot) -> str:
@@ -259,10 +275,14 @@ def notification_for(event: dict[str, Any], *, notify_idle: bool, notify_crash: 
     """The desktop notification (title, message) an event deserves, if any."""
     reason = event["reason"]
     model = event["model"]
-    if reason == "memory_pressure" and model["state"] == "unloaded" and notify_pressure:
-        freed = model.get("memory_estimate")
-        amount = f" {format_bytes(freed)}" if freed else ""
-        return "Memory given back", f"Unloaded {model['name']} to free{amount} for other programs."
+    if reason == "memory_given_back" and notify_pressure:
+        # one per pressure episode: it names every model the episode unloaded so far (a later
+        # round's notification replaces the earlier one on the desktop)
+        gone = [f"{u['name']} ({format_bytes(u['bytes'])})" for u in (event.get("detail") or {}).get("unloaded", [])]
+        if not gone:
+            return None
+        names = gone[0] if len(gone) == 1 else ", ".join(gone[:-1]) + " and " + gone[-1]
+        return "Memory given back", f"Unloaded {names} for other programs."
     if reason == "memory_pressure_kept" and notify_pressure:
         why = "is busy" if model.get("in_flight") or model.get("waiting") else "is kept loaded"
         return "Could not free memory", f"Another program needs memory, but {model['name']} {why}."

@@ -144,6 +144,29 @@ def test_notifications() -> None:
     assert text.notification_for(crash, notify_idle=True, notify_crash=False) is None
 
 
+def test_one_notification_per_pressure_episode_names_what_went_and_what_it_held() -> None:
+    per_model = {"reason": "memory_pressure", "model": snap(state="unloaded", last_unload_reason="memory_pressure")}
+    assert text.notification_for(per_model, notify_idle=True, notify_crash=True, notify_pressure=True) is None
+    episode = {"reason": "memory_given_back", "model": snap(name="big", state="unloaded"),
+               "detail": {"unloaded": [{"name": "big", "bytes": 706 * MB}, {"name": "tiny", "bytes": int(17.5 * MB)}]}}
+    assert text.notification_for(episode, notify_idle=False, notify_crash=False, notify_pressure=True) == (
+        "Memory given back", "Unloaded big (706 MB) and tiny (17.5 MB) for other programs.")
+    assert text.notification_for(episode, notify_idle=True, notify_crash=True, notify_pressure=False) is None
+
+
+@pytest.mark.parametrize(("ago", "words"), [
+    (5, "unloaded just now to give memory back"), (150, "unloaded 2 min ago to give memory back"),
+    (3 * 3600 + 5, "unloaded 3 h ago to give memory back"), (3 * 86400, "unloaded 3 days ago to give memory back"),
+])
+def test_a_model_unloaded_for_memory_says_so_until_it_loads_again(ago: float, words: str) -> None:
+    gone = snap(state="unloaded", last_unload_reason="memory_pressure", unloaded_at=NOW - ago)
+    assert text.status_text(gone, NOW) == words
+    assert text.unloaded_note(gone, NOW) == words
+    assert text.status_text(snap(state="unloaded", last_unload_reason="idle", unloaded_at=NOW - ago), NOW) \
+        == "not loaded"
+    assert text.unloaded_note(snap(state="ready", last_unload_reason=None), NOW) == ""
+
+
 # ---- first run -----------------------------------------------------------------------------------
 
 

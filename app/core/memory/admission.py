@@ -1,9 +1,11 @@
 """Admission: what must happen before a model's server may start.
 
 In order: the other members of its group unload; then, while the load would go over
-``max_loaded_models`` or would not fit in memory (see :mod:`app.core.memory.fit`), idle
-models are evicted (least recently used first, those using the short device first;
-never a busy one, never one whose timeout is ``never``). When nothing can go, the load
+``max_loaded_models`` or would not fit in memory (see :mod:`app.core.memory.fit`), the
+cheapest set of idle models that makes room (:func:`app.core.memory.victims.choose`: by the
+slots and the bytes missing on the short device; never a busy one, never one whose timeout
+is ``never``) is unloaded at once and together; their memory counts as free as soon as their
+processes have exited (:mod:`app.core.memory.released`). When nothing can go, the load
 waits for the busy ones, bounded by ``load_timeout``: new requests for the model it waits
 for queue behind it (first come, first served), so it happens as soon as the requests in
 flight finish. A load that could never fit is refused at once. One admission runs at a
@@ -17,20 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from app.core.memory.book import MemoryBook
-from app.core.memory.fit import DeviceState, Shortfall, placed, shortfall
+from app.core.memory.candidates import as_candidates, load_rate, may_go
+from app.core.memory.fit import Shortfall, placed, shortfall
+from app.core.memory.released import unload_together
+from app.core.memory.victims import choose
 from app.core.models.lifecycle import ModelState, ModelUnavailable, UnloadReason
 from app.core.models.model import ManagedModel
 
 log = logging.getLogger(__name__)
-
-FREED_WAIT = 5.0  # seconds to wait for an evicted model's memory to show as free
-FREED_SHARE = 0.75  # ... until this share of what it used is back (drivers report it late)
 
 
 class Admission:
@@ -38,8 +39,9 @@ class Admission:
 
     def __init__(self, models: Callable[[], Iterable[ManagedModel]], settings: Callable[[], Any],
                  memory: MemoryBook, changed: Callable[[], asyncio.Event],
-                 closing: Callable[[], bool] = lambda: False) -> None:
+                 closing: Callable[[], bool] = lambda: False, now: Callable[[], float] = time.time) -> None:
         self._closing = closing
+        self._now = now
         self._models = models
         self._settings = settings
         self._memory = memory
@@ -82,13 +84,9 @@ class Admission:
                                        retry_after=60)
             if not over_limit and short is None:
                 return
-            candidates = [m for m in loaded if m.is_idle and not m.keeps_loaded]
-            if short is not None and not over_limit:
-                candidates = [m for m in candidates if self._memory.held(m, short.device).bytes > 0]
-            if candidates:
-                victim = min(candidates, key=lambda m: m.last_used)
-                await evict_and_wait(victim, UnloadReason.EVICTED, self._memory,
-                                     short.device if short is not None else None)
+            victims = self._victims(loaded, short, len(loaded) - limit + 1 if over_limit else 0)
+            if victims:
+                await self._evict(victims)
                 continue
             busy = [m for m in loaded if not m.keeps_loaded and m.state is not ModelState.UNLOADING]
             if short is not None:
@@ -128,32 +126,33 @@ class Admission:
         return shortfall(model.name, need, devices, used, pending,
                          getattr(settings, "memory_budget", None), getattr(settings, "free_memory_floor", None))
 
+    def _victims(self, loaded: list[ManagedModel], short: Shortfall | None, slots: int) -> list[ManagedModel]:
+        """The cheapest idle models whose going frees ``slots`` slots and the bytes ``short``
+        misses (every idle one when no set does; they still help, and then busy ones are waited for)."""
+        device = short.device if short is not None else None
+        pool = as_candidates([m for m in loaded if may_go(m)], self._memory, device, self._now())
+        if short is not None and slots <= 0:
+            pool = {name: pair for name, pair in pool.items() if pair[1].bytes > 0}
+        if not pool:
+            return []
+        rate = load_rate(loaded, self._memory, self._memory.last_read)
+        choice = choose([c for _, c in pool.values()], need_bytes=short.missing if short is not None else 0,
+                        need_count=max(0, slots), load_rate=rate)
+        if choice.victims:
+            log.info("making room: unloading %s (%s)", ", ".join(v.name for v in choice.victims), short.message if short else f"{slots} slot(s)")
+        return [pool[v.name][0] for v in choice.victims]
+
+    async def _evict(self, victims: list[ManagedModel]) -> None:
+        """Unloads ``victims`` together; their bytes count as free once their processes exit."""
+        devices = await self._memory.device_states()
+        held = {m: {d: self._memory.held(m, d).bytes for d in devices} for m in victims}
+        await unload_together(victims, UnloadReason.EVICTED, held, self._memory.released, self._memory.last_read)
+
     async def evict_all_idle(self, model: ManagedModel) -> list[str]:
-        """A load failed for lack of memory: unloads every other idle model (once), so the
-        caller can try again."""
+        """A load failed for lack of memory: unloads every other idle model (once, together),
+        so the caller can try again."""
         async with self._lock:
-            idle = [m for m in self._models() if m is not model and m.is_idle and not m.keeps_loaded]
-            for victim in sorted(idle, key=lambda m: m.last_used):
-                await evict_and_wait(victim, UnloadReason.EVICTED, self._memory, None)
+            idle = [m for m in self._models() if m is not model and may_go(m)]
+            if idle:
+                await self._evict(idle)
             return [m.name for m in idle]
-
-
-async def evict_and_wait(victim: ManagedModel, reason: UnloadReason, memory: MemoryBook, device: str | None) -> None:
-    """Unloads ``victim``; when it held memory on ``device`` (:meth:`MemoryBook.held`: measured,
-    else estimated), waits (up to :data:`FREED_WAIT` seconds) until most of it shows as free
-    again, since drivers report freed memory late."""
-    held = 0
-    if device is not None:
-        held = memory.held(victim, device).bytes
-        before = (await memory.device_states()).get(device, DeviceState(None, None)).free
-    await victim.unload(reason)
-    if not held or before is None:
-        return
-    target = before + math.floor(held * FREED_SHARE)
-    deadline = time.monotonic() + FREED_WAIT
-    while time.monotonic() < deadline:
-        free = (await memory.device_states()).get(device, DeviceState(None, None)).free
-        if free is None or free >= target:
-            return
-        await asyncio.sleep(0.25)
-    log.info("%s: the memory %s held on %s did not show as free within %g s", victim.name, held, device, FREED_WAIT)

@@ -47,6 +47,7 @@ from app.core.memory.gguf_estimate import MemoryEstimate, estimate_llamacpp, loa
 from app.core.memory.gpus import GpuDevice, GpuMemory
 from app.core.memory.pressure import DeviceFree, read_ram
 from app.core.memory.readers import process_ram
+from app.core.memory.released import ReleasedMemory
 from app.core.models.backend import BackendProcess
 from app.core.models.model import ManagedModel
 
@@ -173,6 +174,7 @@ class MemoryBook:
         self._measuring: dict[str, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
+        self.released = ReleasedMemory()  # bytes of exited victims a device does not show yet
 
     # ---- GPUs -------------------------------------------------------------------------------
 
@@ -400,7 +402,8 @@ class MemoryBook:
 
     async def device_states(self) -> dict[str, DeviceState]:
         """Every device's total and free memory now: RAM (what the kernel says is available
-        without swapping) and each GPU."""
+        without swapping) and each GPU, the free figure including what unloads have just
+        released and the device does not show yet (:attr:`released`)."""
 
         def read() -> dict[str, DeviceState]:
             ram = read_ram()
@@ -419,7 +422,12 @@ class MemoryBook:
         else:
             states = await asyncio.to_thread(read)
         self._states = states
-        return states
+        return self.released.adjust(states)
+
+    @property
+    def last_read(self) -> dict[str, DeviceState]:
+        """The devices as :meth:`device_states` last read them, without :attr:`released`'s credit."""
+        return dict(self._states)
 
     # ---- the state file ------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ class Shortfall:
     device: str
     never: bool
     message: str
+    missing: int = 0  # bytes to free there for it to fit (0 when it never could)
 
 
 def device_label(device: str) -> str:
@@ -86,13 +87,15 @@ def shortfall(name: str, need: Mapping[str, int], devices: Mapping[str, DeviceSt
         used = used_by_siesta.get(device, 0) + pending.get(device, 0)
         if cap is not None and used + amount > cap:
             return Shortfall(device, False, f"model {name!r} needs {format_bytes(amount)} on {label}; Siesta's "
-                                            f"models use {format_bytes(used)} of its {format_bytes(cap)} budget there")
+                                            f"models use {format_bytes(used)} of its {format_bytes(cap)} budget there",
+                             used + amount - cap)
         if state.free is not None:
             room = state.free - pending.get(device, 0) - keep
             if amount > room:
                 return Shortfall(device, False, f"model {name!r} needs {format_bytes(amount)} on {label}; "
                                                 f"{format_bytes(max(0, state.free))} is free there and "
-                                                f"{format_bytes(keep)} is kept free for other programs")
+                                                f"{format_bytes(keep)} is kept free for other programs",
+                                 amount - room)
     return None
 
 

@@ -7,8 +7,9 @@ The policy (which idle models to unload) lives in the manager; this module only 
 **When.** :class:`PressureWatch` calls the policy's ``check()``:
 
 * every ``interval`` seconds while ``active()`` is true (models are loaded), by one
-  ``loop.call_later`` timer: no thread, no busy loop. A tick that comes while the previous
-  check still runs is skipped;
+  ``loop.call_later`` timer: no thread, no busy loop. ``interval`` may be a function, asked
+  before each tick (the policy polls faster while a device is near its floor). A tick that
+  comes while the previous check still runs is skipped;
 * at once when the kernel reports memory pressure: a PSI trigger (``/proc/pressure/memory``,
   Linux 5.2 and later) written as ``"some 150000 2000000"``, i.e. tasks stalled on memory for
   150 ms within a 2 s window. An unprivileged process may only use windows that are a
@@ -105,15 +106,16 @@ class PressureWatch:
     notification (default: this OS's reader's, None on Linux and Windows; None: none)."""
 
     def __init__(self, check: Callable[[], Awaitable[None]], active: Callable[[], bool], *,
-                 interval: float = 1.5, psi_path: Path = PSI_MEMORY,
+                 interval: float | Callable[[], float] = 1.5, psi_path: Path = PSI_MEMORY,
                  psi_trigger: str = DEFAULT_TRIGGER, signal: PressureSignal | None = _OS_SIGNAL) -> None:
         self._check = check
         self._active = active
-        self.interval = interval
+        self._interval = interval
         self.psi_path = psi_path
         self.psi_trigger = psi_trigger
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0  # the loop time the timer is due at
         self._running: asyncio.Task[None] | None = None
         self._again = False  # pressure was reported while a check ran: one more after it
         self._psi_fd: int | None = None
@@ -151,7 +153,7 @@ class PressureWatch:
         self._open_signal()
         self._signal_live = self._signal is not None
         if self._timer is None:
-            self._timer = self._loop.call_later(self.interval, self._tick)
+            self._schedule(self.interval)
 
     async def stop(self) -> None:
         """Cancels the timer and a running check, closes the PSI fd and stops the OS's signal.
@@ -171,6 +173,17 @@ class PressureWatch:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # the caller itself is being cancelled
+
+    @property
+    def interval(self) -> float:
+        """Seconds until the next tick, as ``interval`` gives it now."""
+        if callable(self._interval):
+            try:
+                return float(self._interval())
+            except Exception:  # noqa: BLE001 - a broken policy must not end the watch
+                log.exception("memory pressure watch: interval() failed; polling every 1.5 s")
+                return 1.5
+        return self._interval
 
     @property
     def polling(self) -> bool:
@@ -226,7 +239,7 @@ class PressureWatch:
             self._sleep()
             return
         assert self._loop is not None
-        self._timer = self._loop.call_later(self.interval, self._tick)
+        self._schedule(self.interval)
         if self._running is None:
             self._run()
         # else: the previous check still runs; this tick is skipped
@@ -283,6 +296,19 @@ class PressureWatch:
         elif self._again:
             self._again = False
             self._run()
+        elif self._timer is not None and callable(self._interval):
+            # the check may have asked to look again sooner than the tick already set
+            assert self._loop is not None
+            delay = self.interval
+            if self._loop.time() + delay < self._due:
+                self._timer.cancel()
+                self._schedule(delay)
+
+    def _schedule(self, delay: float) -> None:
+        """The next tick in ``delay`` seconds (qasync's handles do not tell when they are due)."""
+        assert self._loop is not None
+        self._due = self._loop.time() + delay
+        self._timer = self._loop.call_later(delay, self._tick)
 
     def _drain(self) -> list[tuple[int, int]]:
         if self._epoll is None:

@@ -9,9 +9,13 @@ from __future__ import annotations
 import enum
 from collections import deque
 
+from app.core.config.redact import redact_text
+
 CRASH_LOOP_COUNT = 3
 CRASH_LOOP_WINDOW = 300.0
-CRASH_BACKOFF_MAX = 30.0
+CRASH_BACKOFF_MAX = 1.0
+"""The longest wait before a request reloads a crashed model, and the only one: before the
+try that follows the second crash in the window (see :class:`CrashRecord`)."""
 
 
 class ModelState(str, enum.Enum):
@@ -63,20 +67,33 @@ class UnloadReason(str, enum.Enum):
 DRAINING_REASONS = (UnloadReason.MANUAL, UnloadReason.GROUP, UnloadReason.SHUTDOWN, UnloadReason.REMOVED)
 """Unloads that let requests in flight finish (bounded by ``stop_timeout``) before stopping."""
 
+PRESSURE_GRACE = 0.5
+"""Seconds an idle model unloaded for memory pressure gets to exit before it is killed (it has
+no requests to drain, and the memory is wanted now), whatever ``stop_timeout`` says."""
+
 
 class ModelUnavailable(Exception):
-    """A model that cannot serve now; the front door answers 503 with ``retry_after``."""
+    """A model that cannot serve now; the front door answers 503 with ``retry_after``, the
+    message and the log tail, any secret in them replaced (a recipe's ``--api-key``)."""
 
     def __init__(self, message: str, *, log_tail: str = "", retry_after: int = 5, code: str = "model_unavailable") -> None:
-        super().__init__(message)
-        self.log_tail = log_tail
+        super().__init__(redact_text(message))
+        self.log_tail = redact_text(log_tail)
         self.retry_after = retry_after
         self.code = code
 
 
 class CrashRecord:
     """A model's recent crashes: the crash-loop budget (:data:`CRASH_LOOP_COUNT` crashes
-    within :data:`CRASH_LOOP_WINDOW` seconds) and the back-off before a request reloads it."""
+    within :data:`CRASH_LOOP_WINDOW` seconds) and the back-off before a request reloads it.
+
+    After the first crash a request reloads the model at once (one crash may be bad luck);
+    after the second in the window it waits :data:`CRASH_BACKOFF_MAX` (1 s) first; the
+    third is a crash loop, and requests get 503 ``crash_loop`` until a manual load or a
+    recipe edit. So the wait never grows past 1 s, on purpose: a model that crashed three
+    times in five minutes is broken, and what its user wants is to be told so at once, not
+    to have each request held 2, 4, ... 30 s for a reload (of gigabytes) that crashes again.
+    """
 
     def __init__(self) -> None:
         self._times: deque[float] = deque(maxlen=CRASH_LOOP_COUNT)
@@ -92,10 +109,10 @@ class CrashRecord:
             self._times.clear()
 
     def backoff(self, now: float) -> float:
-        """The wait before a request reloads the model: from the second crash inside the
-        window, 1 s, 2 s, 4 s, ... at most :data:`CRASH_BACKOFF_MAX`."""
+        """The wait before a request reloads the model: :data:`CRASH_BACKOFF_MAX` after two
+        crashes inside the window, else none."""
         recent = sum(1 for t in self._times if now - t <= CRASH_LOOP_WINDOW)
-        return 0.0 if recent < 2 else min(CRASH_BACKOFF_MAX, 2.0 ** (recent - 2))
+        return CRASH_BACKOFF_MAX if recent >= 2 else 0.0
 
     def clear(self) -> None:
         self._times.clear()

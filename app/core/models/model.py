@@ -37,6 +37,7 @@ from app.core.models.lifecycle import (
     CRASH_LOOP_WINDOW,
     DRAINING_REASONS,
     PASSING_STATES,
+    PRESSURE_GRACE,
     TRANSITIONS,
     CrashRecord,
     ModelState,
@@ -123,6 +124,7 @@ class ManagedModel:
         self.loading_since: float | None = None
         self.last_load_seconds: float | None = None
         self.last_unload_reason: str | None = None  # why it was last unloaded (until it loads again)
+        self.unloaded_at: float | None = None  # when (clock time; until it loads again)
         self.last_used = 0.0
 
     # ---- the state machine -------------------------------------------------------------
@@ -280,6 +282,7 @@ class ManagedModel:
             "loading_since": self.loading_since if state is ModelState.LOADING else None,
             "last_load_seconds": self.last_load_seconds,
             "last_unload_reason": self.last_unload_reason,
+            "unloaded_at": self.unloaded_at,
             "pid": self.pid,
             "error": error,
             "exit_code": self.exit_code,
@@ -406,7 +409,7 @@ class ManagedModel:
 
     def _start_load(self, *, pinned: bool) -> None:
         attempt = _LoadAttempt(pinned=pinned, backoff=0.0 if pinned else self._crashes.backoff(self._host.clock.now()))
-        self.last_unload_reason = None
+        self.last_unload_reason = self.unloaded_at = None
         self._load = attempt
         self.error = None
         self.exit_code = None
@@ -626,10 +629,13 @@ class ManagedModel:
         # a removed model's unload is told by the manager: one "removed" once it is forgotten,
         # or "added" when its recipe came back meanwhile
         self.last_unload_reason = reason.value
+        self.unloaded_at = self._host.clock.now()
         self._move(Step.STOPPED, reason.value, quiet=reason is UnloadReason.REMOVED)
 
     async def _stop_server(self, process: BackendProcess | None, reason: UnloadReason) -> None:
         stop_timeout = self._host.stop_timeout
+        if reason is UnloadReason.MEMORY_PRESSURE:
+            stop_timeout = min(stop_timeout, PRESSURE_GRACE)
         if process is None:
             return
         if self._active and reason in DRAINING_REASONS:
