@@ -447,6 +447,8 @@ class ModelManager:
             # A load waiting for room looks again; a new event for the next wait, as emit() does.
             self._changed.set()
             self._changed = asyncio.Event()
+            if field in MEMORY_SETTINGS:
+                self._pressure.look_now()  # a new floor may be crossed already
 
     def _reload_remotes(self, data: dict[str, Any] | None = None) -> None:
         """Brings the remotes in step with ``[remotes]`` in settings.toml."""

@@ -155,6 +155,16 @@ class PressureWatch:
         if self._timer is None:
             self._schedule(self.interval)
 
+    def look_now(self) -> None:
+        """Something that decides pressure changed (the floor): a check at once, or right after
+        the running one, while the watch is active."""
+        if self._loop is None or self._stopped or not self._is_active():
+            return
+        if self._running is None:
+            self._run()
+        else:
+            self._again = True
+
     async def stop(self) -> None:
         """Cancels the timer and a running check, closes the PSI fd and stops the OS's signal.
         The watch can be started again."""

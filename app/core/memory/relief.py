@@ -14,7 +14,9 @@ allocating. No fixed wait: the next look, 0.25 s later, sees what is still missi
 
 Each unload has reason ``memory_pressure``, and each round one ``memory_given_back`` event
 whose ``detail`` names every model unloaded in the episode and the bytes each held (measured
-where the device could be read), for one notification per episode. When pressure remains and
+where the device could be read), and why (``"RAM, 384 MB short of the floor: unloading big
+(706 MB), covers the 384 MB shortfall; kept tiny: too small to matter"``), for one
+notification per episode. When pressure remains and
 nothing more can go, the first model that is kept gets one ``memory_pressure_kept`` event for
 the whole episode. A model unloaded for pressure is not loaded again into the same pressure:
 admission checks the floor before every load.
@@ -55,6 +57,7 @@ class MemoryRelief:
         self._now = now
         self._told: set[str] = set()  # devices whose "cannot free" was already said this episode
         self._episode: dict[str, int] = {}  # model -> bytes, unloaded while some device stays short
+        self._why: list[str] = []  # this round's choices in words, one per short device
         self.poll_interval = SLOW_POLL
 
     async def check(self) -> None:
@@ -67,6 +70,7 @@ class MemoryRelief:
             self._episode.clear()
         self.poll_interval = FAST_POLL if self._near_floor(devices, floor) else SLOW_POLL
         victims: dict[ManagedModel, dict[str, int]] = {}
+        self._why = []
         for device in sorted(missing):
             chosen = self._choose(device, missing[device], victims)
             if chosen is None:
@@ -100,8 +104,9 @@ class MemoryRelief:
             return None
         rate = load_rate(models, self._memory, self._memory.last_read)
         choice = choose([c for _, c in pool.values()], need_bytes=short, load_rate=rate)
-        log.info("memory pressure on %s (%s short of the floor): %s", device_label(device), format_bytes(short),
-                 explain(choice, short, rate))
+        why = f"{device_label(device)}, {format_bytes(short)} short of the floor: {explain(choice, short, rate)}"
+        self._why.append(why)
+        log.info("memory pressure on %s", why)
         return {pool[v.name][0]: v.bytes for v in choice.victims}
 
     def _near_floor(self, devices: Mapping[str, DeviceState], floor: Any) -> bool:
@@ -127,7 +132,8 @@ class MemoryRelief:
             return
         biggest = max(victims, key=lambda m: sum(victims[m].values()))
         detail = {"unloaded": [{"name": n, "bytes": b} for n, b in sorted(self._episode.items())],
-                  "short": {device: amount for device, amount in sorted(missing.items())}}
+                  "short": {device: amount for device, amount in sorted(missing.items())},
+                  "why": list(self._why)}
         self._emit(biggest, "memory_given_back", detail=detail)
 
     def _cannot_free(self, device: str, short: int) -> None:

@@ -16,6 +16,7 @@ import pytest
 from app.core.memory.pressure import DeviceFree, PressureWatch, read_ram, wait_until_freed
 from tests.portable import LINUX
 from tests.waiting import until
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -375,5 +376,46 @@ async def test_a_pressure_notification_runs_the_check_at_once(urgent_pair) -> No
         watch.wake()
         await asyncio.sleep(0.1)
         assert checks.calls == 3 and watch.listening
+    finally:
+        await watch.stop()
+
+
+async def test_look_now_runs_a_check_at_once_while_active_and_nothing_while_inactive() -> None:
+    checks: list[float] = []
+    active = [True]
+
+    async def check() -> None:
+        checks.append(asyncio.get_running_loop().time())
+
+    watch = PressureWatch(check, lambda: active[0], interval=60.0, psi_path=Path("/nonexistent/psi"), signal=None)
+    watch.start()
+    try:
+        watch.look_now()
+        await until(lambda: len(checks) == 1, 5)
+        active[0] = False
+        watch.look_now()
+        await asyncio.sleep(0)
+        assert len(checks) == 1
+    finally:
+        await watch.stop()
+
+
+async def test_an_interval_that_shortens_after_a_check_brings_the_next_tick_forward() -> None:
+    """The policy polls every 0.25 s near the floor: a check that asks for a shorter interval
+    moves the tick already set (here 60 s away) to that interval."""
+    checks: list[float] = []
+    interval = [60.0]
+
+    async def check() -> None:
+        checks.append(asyncio.get_running_loop().time())
+        interval[0] = 0.05  # e.g. free memory came near the floor
+
+    watch = PressureWatch(check, lambda: True, interval=lambda: interval[0], psi_path=Path("/nonexistent/psi"),
+                          signal=None)
+    watch.start()  # the first tick is 60 s away
+    try:
+        watch.look_now()
+        await until(lambda: len(checks) >= 2, 5)  # the second came 0.05 s later, not 60 s
+        assert watch.interval == 0.05
     finally:
         await watch.stop()

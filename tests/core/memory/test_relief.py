@@ -98,6 +98,8 @@ async def test_a_game_starting_unloads_the_set_that_covers_it_together_without_w
         for name, held in unloaded.items():  # its GPU share and the RAM its server process held
             assert gpu.sizes[name] < held < gpu.sizes[name] + 200 * 2**20
         assert manager.get(kept).state is ModelState.READY
+        (why,) = given["detail"]["why"]
+        assert why.startswith("GPU 0, ") and "covers the" in why and f"kept {kept}: " in why
         # together: both began unloading before either had stopped
         order = [(e["model"]["name"], e["reason"]) for e in events.events
                  if e["reason"] in ("unloading", "memory_pressure")]
