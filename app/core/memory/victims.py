@@ -13,8 +13,8 @@ at :data:`DEFAULT_LOAD_RATE`, and ``idle_s`` is how long it has been idle. A mod
 an hour costs about its unload alone; one used a minute ago costs nearly its reload.
 
 **Choice.** The cheapest set whose bytes cover the shortfall (and whose size covers the
-slots needed); among sets of equal cost (within 1 ms), the one that frees the fewest bytes
-beyond it, then the one idle longest (least recently used).
+slots needed); among sets whose costs are within :data:`TIE` of the cheapest, the one that
+frees the fewest bytes beyond it, then the one idle longest (least recently used).
 Exact (every subset) up to :data:`EXACT_LIMIT` candidates; beyond, greedy by cost per byte,
 then every victim the rest already covers without is dropped. When no set covers, every
 candidate goes: each freed byte still helps.
@@ -31,6 +31,7 @@ TAU = 600.0  # s: after ten idle minutes a reload is a third as likely to be nee
 UNLOAD_COST = 1.0  # s per unload: a victim that frees nothing useful is never free to take
 DEFAULT_LOAD_RATE = 1e9  # bytes/s, before any load was timed: a GGUF from a warm SSD cache
 EXACT_LIMIT = 12  # 4,096 subsets: well under a millisecond
+TIE = 0.25  # s: costs this close are the same (a load's time varies by more from run to run)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def _exact(pool: list[Candidate], costs: list[float], need_bytes: int, need_coun
     spent = [0.0] * size
     count = [0] * size
     idle = [0.0] * size
-    best: tuple[float, int, float, int] | None = None  # (cost, bytes beyond the need, -idle, mask)
+    covers: list[int] = []
     for mask in range(1, size):
         low = mask & -mask
         i = low.bit_length() - 1
@@ -119,12 +120,13 @@ def _exact(pool: list[Candidate], costs: list[float], need_bytes: int, need_coun
         count[mask] = count[rest] + 1
         idle[mask] = idle[rest] + pool[i].idle_s
         if freed[mask] >= need_bytes and count[mask] >= need_count:
-            # costs within 1 ms tie; then the fewest bytes beyond the need, then the longest idle
-            key = (round(spent[mask], 3), freed[mask] - need_bytes, -idle[mask], mask)
-            if best is None or key < best:
-                best = key
-    assert best is not None  # the whole pool covers (checked by the caller)
-    return {i for i in range(n) if best[3] >> i & 1}
+            covers.append(mask)
+    cheapest = min(spent[m] for m in covers)  # the whole pool covers (checked by the caller)
+    # within TIE of the cheapest, a set is as good: the fewest bytes beyond the need, then the
+    # longest idle (least recently used), then the cheaper
+    best = min((m for m in covers if spent[m] <= cheapest + TIE),
+               key=lambda m: (freed[m] - need_bytes, -idle[m], spent[m], m))
+    return {i for i in range(n) if best >> i & 1}
 
 
 def _greedy(pool: list[Candidate], costs: list[float], need_bytes: int, need_count: int) -> set[int]:

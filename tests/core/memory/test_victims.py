@@ -12,6 +12,7 @@ from app.core.memory.victims import (
     DEFAULT_LOAD_RATE,
     EXACT_LIMIT,
     TAU,
+    TIE,
     UNLOAD_COST,
     Candidate,
     choose,
@@ -148,7 +149,7 @@ def test_the_exact_search_finds_the_cheapest_cover_every_time() -> None:
         need = rng.randint(1, sum(c.bytes for c in pool))
         choice = choose(pool, need_bytes=need)
         assert choice.covers and choice.freed >= need
-        assert choice.cost == pytest.approx(_brute(pool, need))
+        assert _brute(pool, need) - 1e-9 <= choice.cost <= _brute(pool, need) + TIE
 
 
 def test_beyond_the_exact_limit_the_greedy_choice_still_covers_and_drops_what_it_need_not_take() -> None:
@@ -164,6 +165,6 @@ def test_beyond_the_exact_limit_the_greedy_choice_still_covers_and_drops_what_it
 
 def test_between_equal_costs_the_least_recently_used_goes() -> None:
     recent = Candidate("recent", 100 * MB, idle_s=5, load_s=0.1)
-    older = Candidate("older", 100 * MB, idle_s=50, load_s=0.1)  # costs 0.3 ms less: a tie
+    older = Candidate("older", 100 * MB, idle_s=50, load_s=0.3)  # costs 0.2 s more: still a tie
     assert names(choose([recent, older], need_count=1)) == {"older"}
     assert names(choose([older, recent], need_bytes=MB)) == {"older"}
