@@ -2,7 +2,8 @@
 
     python bench/ram_hog.py --total BYTES [--step BYTES] [--every SECONDS]
 
-Prints ``ready`` and waits for a ``go`` line on stdin; then allocates ``--step`` bytes every
+Prints ``ready`` and waits for a ``go`` line on stdin (``go BYTES`` replaces ``--total``); then
+allocates ``--step`` bytes every
 ``--every`` seconds (or as fast as the kernel hands pages out, if slower), touching every
 page, until it holds ``--total`` bytes; prints one JSON line (``{"done": t, "steps": [[t,
 bytes held], ...]}``, monotonic times) and holds the memory until stdin says ``stop`` or
@@ -61,8 +62,11 @@ def main() -> int:
     page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
     print("ready", flush=True)
     line = sys.stdin.readline() if select.select([sys.stdin], [], [], LIFETIME)[0] else ""
-    if line.strip() != "go":
+    words = line.split()
+    if not words or words[0] != "go":
         return 0
+    if len(words) > 1:
+        args.total = int(words[1])
     held: list[bytearray] = []
     steps: list[tuple[float, int]] = []
     total = 0

@@ -7,9 +7,10 @@ had long been given back, then unload more. So :func:`unload_together` stops the
 once and together, and :class:`ReleasedMemory` counts their bytes as free on their GPUs
 until the device shows that much more free than before the unloads, for at most
 :data:`SHOWS_WITHIN` seconds. RAM gets no such credit: the kernel has freed a process's
-memory by the time its exit is seen, so the figure is never late there, and a credit would
-only hide what another program takes meanwhile (measured by ``python -m bench --only
-relief``: a credit on RAM kept the policy blind to a real shortfall for 5 s). Admission and pressure relief read devices through
+memory by the time its exit is seen, and Siesta's RAM figure on Linux counts the per-CPU free
+lists where such memory waits since Linux 6.7 (:func:`app.core.memory.readers.linux.per_cpu_free`);
+a credit would only hide what another program takes meanwhile (measured by ``python -m bench
+--only relief``: a credit on RAM kept the policy blind to a real shortfall for 5 s). Admission and pressure relief read devices through
 :meth:`app.core.memory.book.MemoryBook.device_states`, which adds this credit, so a late
 driver figure does not make either evict more.
 """

@@ -4,7 +4,8 @@
 device's free memory is within the largest idle model's size of ``free_memory_floor`` (so a
 crossing is seen in time; :attr:`MemoryRelief.poll_interval`), and at once when the kernel
 reports memory pressure (:mod:`app.core.memory.pressure`). When a device's free memory has
-fallen below the floor, it unloads, at once and together, the cheapest set of idle models
+fallen below the floor (and is not still falling fast: then it looks once more, 0.25 s later,
+so it chooses for the whole shortfall), it unloads, at once and together, the cheapest set of idle models
 that covers the shortfall there (:func:`app.core.memory.victims.choose`: never a busy one,
 never one whose timeout is ``never``). Victims get at most
 :data:`~app.core.models.lifecycle.PRESSURE_GRACE` to exit before they are killed (they have no
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SLOW_POLL = 1.5  # s between looks while every device is far from its floor
 FAST_POLL = 0.25  # s between looks while a device is within the largest idle model's size of it
+STILL_FALLING = 16 * 2**20  # bytes free memory must fall between looks to count as still falling
 
 Emit = Callable[..., None]  # (model, reason, detail=None)
 
@@ -58,6 +60,8 @@ class MemoryRelief:
         self._told: set[str] = set()  # devices whose "cannot free" was already said this episode
         self._episode: dict[str, int] = {}  # model -> bytes, unloaded while some device stays short
         self._why: list[str] = []  # this round's choices in words, one per short device
+        self._last_look: dict[str, tuple[float, int]] = {}  # device -> (time, free bytes) at the last look
+        self._waited = False  # this episode already waited one look for a falling figure to settle
         self.poll_interval = SLOW_POLL
 
     async def check(self) -> None:
@@ -68,6 +72,17 @@ class MemoryRelief:
         self._told &= set(missing)  # an episode ends when its device is above the floor again
         if not missing:
             self._episode.clear()
+            self._waited = False
+        now = self._now()
+        falling = [d for d in missing if self._falling(d, devices[d].free, now)]
+        self._last_look = {d: (now, s.free) for d, s in devices.items() if s.free is not None}
+        if falling and not self._waited:
+            # the other program is still allocating: one more look (FAST_POLL later) sees how
+            # much it takes, instead of choosing for a shortfall that is still growing (chosen
+            # now, a small victim goes, then a second one for the rest: measured by the bench)
+            self._waited = True
+            self.poll_interval = FAST_POLL
+            return
         self.poll_interval = FAST_POLL if self._near_floor(devices, floor) else SLOW_POLL
         victims: dict[ManagedModel, dict[str, int]] = {}
         self._why = []
@@ -87,6 +102,13 @@ class MemoryRelief:
                               self._memory.last_read)
         self._given_back(victims, missing)
         self.poll_interval = FAST_POLL  # look again soon: the other program may still be allocating
+
+    def _falling(self, device: str, free: int | None, now: float) -> bool:
+        """Whether ``device``'s free memory fell by more than :data:`STILL_FALLING` since a look
+        at most two fast polls ago."""
+        last = self._last_look.get(device)
+        return (last is not None and free is not None and now - last[0] <= 2 * FAST_POLL + 0.05
+                and last[1] - free > STILL_FALLING)
 
     def _choose(self, device: str, short: int, taken: Mapping[ManagedModel, Mapping[str, int]]
                 ) -> dict[ManagedModel, int] | None:
