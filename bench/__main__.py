@@ -27,7 +27,7 @@ import time
 import traceback
 from pathlib import Path
 
-FIGURES = ["latency", "fake", "stream", "rps", "cold", "unload", "reload", "idle", "startup", "traystart", "memory",
+FIGURES = ["latency", "ollama", "fake", "stream", "rps", "cold", "unload", "reload", "idle", "startup", "traystart", "memory",
            "relief", "gui", "tray"]
 X_FIGURES = {"traystart", "gui", "tray"}  # need Xvfb and trayer (as scripts/screenshots.sh)
 
@@ -72,6 +72,7 @@ async def run(args: argparse.Namespace) -> int:
     from . import figures as F
     from . import idle_figures as I
     from . import memory_figures as M
+    from . import ollama_figures as O
     from . import relief_figures as P
     from . import reload_figures as R
     from . import report, tray_startup
@@ -118,7 +119,7 @@ async def run(args: argparse.Namespace) -> int:
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
 
     try:
-        main_figures = {"latency", "fake", "stream", "rps", "cold", "unload"} & only
+        main_figures = {"latency", "ollama", "fake", "stream", "rps", "cold", "unload"} & only
         main_figures_ran = bool(main_figures)
         if main_figures:
             recipes = {
@@ -134,6 +135,7 @@ async def run(args: argparse.Namespace) -> int:
                 if {"latency", "stream", "cold"} & only:
                     await router.start(session)
                 await step("latency", F.completion_latency, siesta, router)
+                await step("ollama", O.ollama_latency, siesta)
                 if "fake" in only:
                     await siesta.unload(session, F.MODEL)
                 await step("fake", F.fake_overhead, siesta)

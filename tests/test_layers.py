@@ -41,6 +41,9 @@ NEVER = {
                          "app.core.importers", "app.core.manager", "app.core.client"],
     "app.core.importers": ["app.core.models", "app.core.memory", "app.core.hub", "app.core.engine",
                            "app.core.remotes", "app.core.manager", "app.core.client"],
+    # figures as plain data, fed by the manager's events: the memory book is reached through the manager
+    "app.core.metrics": ["app.core.memory", "app.core.hub", "app.core.engine", "app.core.remotes",
+                         "app.core.importers", "app.core.manager", "app.core.client"],
     # `siesta doctor` reads files and asks (llama-server, the GPUs, the port, remotes): no manager runs
     "app.core.doctor": ["app.core.manager", "app.core.client"],
     "app.core.errors": ["app.core"],

@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from app.api.errors import error_response
+from app.api.jsonio import json_response
 from app.core.config.settings import ORIGIN_PATTERN
 from app.core.manager import ModelManager
 
@@ -143,16 +144,16 @@ def make_guard(manager: ModelManager, ports: Collection[int] = ()) -> Callable[.
         allowed = allowed_host_names(manager)
         host = request.headers.get("Host", "")
         if not host_is_allowed(host, allowed):
-            return error_response(403, "forbidden_host",
+            return refuse(request, 403, "forbidden_host",
                                   f"Host {host!r} is not accepted; add it to allowed_hosts to allow it")
         origin = request.headers.get("Origin")
         if origin == "null":
-            return error_response(403, "forbidden_origin", "cross-site request from an opaque Origin refused")
+            return refuse(request, 403, "forbidden_origin", "cross-site request from an opaque Origin refused")
         if origin is not None:
             if not (is_own_origin(origin, allowed, ports) or origin_matches(origin, manager.settings.allowed_origins)):
                 if len(origin) <= 255 and _origin_parts(origin) is not None:
                     manager.origin_refused(origin)  # the tray offers to allow it
-                return error_response(403, "forbidden_origin",
+                return refuse(request, 403, "forbidden_origin",
                                       f"{request.method} {request.path}: request from Origin {origin[:200]!r} refused; "
                                       "add it to allowed_origins to allow it")
             request[_TRUSTED_ORIGIN] = origin
@@ -161,7 +162,7 @@ def make_guard(manager: ModelManager, ports: Collection[int] = ()) -> Callable[.
             if request.method not in _NO_BODY_METHODS:
                 kind = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
                 if not kind or kind in SAFELISTED_TYPES:
-                    return error_response(415, "unsupported_content_type",
+                    return refuse(request, 415, "unsupported_content_type",
                                           f"{request.method} {request.path}: a request with an Origin must send "
                                           f"Content-Type application/json, not {kind or 'none'}")
         key = manager.settings.api_key
@@ -169,11 +170,20 @@ def make_guard(manager: ModelManager, ports: Collection[int] = ()) -> Callable[.
             supplied = request.headers.get("Authorization", "")
             expected = f"Bearer {key}"
             if not hmac.compare_digest(supplied.encode(), expected.encode()):
-                return error_response(401, "invalid_api_key",
+                return refuse(request, 401, "invalid_api_key",
                                       "missing or wrong API key: send Authorization: Bearer <SIESTA_API_KEY>")
         return await handler(request)
 
     return guard
+
+
+def refuse(request: web.Request, status: int, code: str, message: str) -> web.Response:
+    """The guard's refusal in the shape the route's clients read: Ollama's ``{"error": "..."}``
+    on Ollama's routes (``/`` and ``/api/`` outside ``/api/v1/``), else Siesta's own."""
+    path = request.path
+    if path == "/" or path.startswith("/api/") and not path.startswith("/api/v1/"):
+        return json_response({"error": message}, status=status)
+    return error_response(status, code, message)
 
 
 def _preflight_answer(request: web.Request) -> web.Response:

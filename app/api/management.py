@@ -88,7 +88,8 @@ class ManagementApi:
         """Local models, then remote ones (``remote`` names their remote). Another Siesta
         that uses this one as a remote gets only the local ones (no loops)."""
         local_only = _local_only(request)
-        out: dict[str, Any] = {"models": self.manager.snapshots(local_only=local_only)}
+        out: dict[str, Any] = {"models": self.manager.snapshots(local_only=local_only),
+                               "given_back": self.manager.metrics.given_back_summary()}
         if not local_only:
             out["remotes"] = self.manager.remotes.describe()
         return json_response(out)

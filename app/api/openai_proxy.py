@@ -16,11 +16,15 @@ A request that comes from another Siesta (:data:`HOP_HEADER`) only reaches local
 Upstream, a request goes by its path rebuilt from plain segments (:func:`~app.api.names.forward_path`:
 ``/v1/%2e%2e/slots`` is 400, never llama-server's ``/slots``), and its body as it came unless
 ``keep_alive`` or the model's name had to change.
+
+Ollama's ``/api/chat``, ``/api/generate`` and ``/api/embed`` (:mod:`app.api.ollama`) send their
+translated requests the same way, through :meth:`OpenAIProxy.route` with an answer of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -30,13 +34,19 @@ from app.api.bodies import MAX_V1_BODY, parse_object, read_body, request_name
 from app.api.error_mapping import remote_answer
 from app.api.errors import ApiError, error_response, unavailable_response
 from app.api.jsonio import dumps, json_response
+from app.api.metrics.routes import MODEL_KEY, model_label
 from app.api.names import check_model_name, forward_path
 from app.core.config.durations import NOT_GIVEN, DurationError, KeepAlive, parse_duration
 from app.core.errors import UnknownModel
 from app.core.manager import ModelManager
-from app.core.models.model import ModelUnavailable
+from app.core.models.model import Lease, ModelUnavailable
 from app.core.remotes import HOP_HEADER, AmbiguousModel, RemoteLease, RemoteUnreachable
 from app.core.remotes.engine_api import CONNECT_TIMEOUT, PROBE_AFTER, connection_failure_reason
+
+Relay = Callable[[web.Request, Any, str, "Lease | RemoteLease"], Awaitable[web.StreamResponse]]
+"""What answers a routed request (:meth:`OpenAIProxy.route`): from the client's request, the
+upstream request (sent or being sent: ``async with`` it for the answer), the model's name as
+shown, and the request's lease (a local model's :class:`Lease`, or a :class:`RemoteLease`)."""
 
 _FORWARD_REQUEST_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
@@ -99,12 +109,24 @@ class OpenAIProxy:
             check_model_name(name, what)
         except ApiError as exc:
             return exc.response()
+        name = self.manager.canonical_name(name, local_only=HOP_HEADER in request.headers)  # "tiny:latest" is tiny
         keep_alive: KeepAlive = NOT_GIVEN
         if "keep_alive" in data:
             try:
                 keep_alive = parse_duration(data["keep_alive"])
             except DurationError as exc:
                 return error_response(400, "invalid_keep_alive", f"field 'keep_alive': {exc}")
+        return await self.route(request, name, path, data, keep_alive, body=body)
+
+    async def route(self, request: web.Request, name: str, path: str, data: dict[str, Any], keep_alive: KeepAlive,
+                    *, body: bytes | None = None, relay: Relay | None = None) -> web.StreamResponse:
+        """Sends ``data`` (``body``: its bytes as they came, when it need not change) by ``path``
+        to model ``name``: a remote's through its remote (not for a request from another
+        Siesta), a local one's server under a lease taken with ``keep_alive``; ``relay``
+        answers from the upstream answer (default: passed on as it comes). What fails before
+        an upstream answer (unknown model, a load, a remote) is answered in OpenAI's shape."""
+        relay = relay or self._pass_on
+        request[MODEL_KEY] = model_label(self.manager, name, local_only=HOP_HEADER in request.headers)  # /metrics
         if not self.manager.is_local(name) and HOP_HEADER not in request.headers:
             try:
                 remote, remote_model = self.manager.find_remote(name)
@@ -113,9 +135,9 @@ class OpenAIProxy:
             except AmbiguousModel as exc:
                 return remote_answer(exc)  # type: ignore[return-value]
             else:
-                return await self._forward_remote(request, path, data, remote.acquire(remote_model, keep_alive))
-        if "keep_alive" in data:
-            del data["keep_alive"]  # llama-server does not know it
+                return await self._forward_remote(request, path, data, remote.acquire(remote_model, keep_alive), relay)
+        if body is None or "keep_alive" in data:
+            data.pop("keep_alive", None)  # llama-server does not know it
             body = dumps(data).encode()
         try:
             model = self.manager.get(name)
@@ -127,13 +149,18 @@ class OpenAIProxy:
             return unavailable_response(exc)
         try:
             url = lease.base_url + path
-            return await self._relay(request, self.manager.http.post(url, data=body, headers=self._headers(request, data)),
-                                     name, on_failure=lease.mark_upstream_failed)
+            return await relay(request, self.manager.http.post(url, data=body, headers=self._headers(request, data)),
+                               name, lease)
         finally:
             lease.release()
 
+    async def _pass_on(self, request: web.Request, opening: Any, name: str,
+                       lease: Lease | RemoteLease) -> web.StreamResponse:
+        return await self._relay(request, opening, name,
+                                 on_failure=lease.mark_upstream_failed if isinstance(lease, Lease) else None)
+
     async def _forward_remote(self, request: web.Request, path: str, data: dict[str, Any],
-                              lease: RemoteLease) -> web.StreamResponse:
+                              lease: RemoteLease, relay: Relay) -> web.StreamResponse:
         try:
             data["model"] = lease.model  # the remote's own name for it
             if not lease.remote.engine.passes_keep_alive:
@@ -145,7 +172,7 @@ class OpenAIProxy:
                 upstream = await self._open_remote(opening, lease)
             except RemoteUnreachable as exc:
                 return remote_answer(exc)  # type: ignore[return-value]
-            return await self._relay(request, upstream, lease.remote.qualified(lease.model))
+            return await relay(request, upstream, lease.remote.qualified(lease.model), lease)
         finally:
             lease.release()
 

@@ -25,6 +25,7 @@ from app import __version__
 from app.api.errors import _TYPES as ERROR_TYPES
 from app.api.jsonio import json_response
 from app.api.management import MAX_BODY
+from app.api.metrics.routes import DAY_PATTERN, HISTORY_PATH, METRICS_PATH
 from app.core.config.settings import FIELD_NAMES, RUNTIME_SETTABLE
 from app.core.models.model import ModelState
 
@@ -136,6 +137,9 @@ _MODEL: Schema = {
         "remote_model": {"type": "string"},
         "remote_status": {"type": "string"},
         "can_load": {"type": "boolean"},
+        "given_back": {"type": "number", "minimum": 0,
+                       "description": "byte-seconds of memory its idle and memory-pressure unloads gave back today "
+                                      "(local day): the bytes it held times how long they stayed free"},
     },
 }
 
@@ -274,7 +278,52 @@ _MODEL_EVENT: Schema = {
     },
 }
 
+_BYTE_SECONDS: Schema = {"type": "number", "minimum": 0}
+
+_GIVEN_BACK: Schema = {
+    "type": "object",
+    "description": "Memory given back by idle and memory-pressure unloads, in byte-seconds (the bytes a model held "
+                   "at its unload times the time until its next load, its recipe's removal, Siesta's stop, or now), "
+                   "from the history file",
+    "required": ["today", "total", "since", "by_device"],
+    "properties": {
+        "today": {**_BYTE_SECONDS, "description": "since local midnight"},
+        "total": {**_BYTE_SECONDS, "description": "in the whole history file"},
+        "since": {**_SECONDS_OR_NULL, "description": "when the history file begins (Unix seconds); null: empty"},
+        "by_device": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["today", "total"],
+            "properties": {"today": _BYTE_SECONDS, "total": _BYTE_SECONDS}}},
+    },
+}
+
+_SHARE: Schema = {"type": "number", "minimum": 0, "maximum": 1}
+
+_HISTORY: Schema = {
+    "type": "object",
+    "description": "One local day of the history file, up to now when it is today",
+    "required": ["day", "from", "to", "since", "models"],
+    "properties": {
+        "day": {"type": "string", "format": "date"},
+        "from": {"type": "number", "description": "the day's first moment (Unix seconds)"},
+        "to": {"type": "number", "description": "its end, or now"},
+        "since": {**_SECONDS_OR_NULL, "description": "when the history file begins"},
+        "models": {"type": "array", "items": {
+            "type": "object",
+            "required": ["name", "loads", "loads_failed", "loaded", "idle", "unloaded", "given_back"],
+            "properties": {
+                "name": {"type": "string"},
+                "loads": {"type": "integer", "minimum": 0, "description": "loads that ended ready"},
+                "loads_failed": {"type": "integer", "minimum": 0},
+                "loaded": {**_SHARE, "description": "share of the day (so far) its server was up"},
+                "idle": {**_SHARE, "description": "share of the day it was loaded with no request: a part of loaded"},
+                "unloaded": _SHARE,
+                "given_back": {**_BYTE_SECONDS, "description": "byte-seconds given back that day"},
+            }}},
+    },
+}
+
 SCHEMAS: dict[str, Schema] = {
+    "GivenBack": _GIVEN_BACK, "History": _HISTORY,
     "Error": _ERROR, "Model": _MODEL, "Remote": _REMOTE, "Settings": _SETTINGS, "Device": _DEVICE,
     "System": _SYSTEM, "Health": _HEALTH, "Duration": _DURATION, "OpenAIModel": _OPENAI_MODEL,
     "OpenAIRequest": _OPENAI_REQUEST, "ServerSentEvent": _SSE_EVENT, "ModelEvent": _MODEL_EVENT,
@@ -410,7 +459,8 @@ def _management_paths() -> dict[str, Any]:
             _json({"type": "object", "required": ["models"],
                    "properties": {"models": {"type": "array", "items": _ref("Model")},
                                   "remotes": {"type": "array", "items": _ref("Remote"),
-                                              "description": "absent with scope=local"}}}, "The models"),
+                                              "description": "absent with scope=local"},
+                                  "given_back": _ref("GivenBack")}}, "The models"),
             parameters=[_SCOPE_PARAM])},
         "/api/v1/models/{name}": {
             "parameters": [_NAME_PARAM],
@@ -457,6 +507,20 @@ def _management_paths() -> dict[str, Any]:
             "system", "RAM and each GPU: total, used, free, and what Siesta's models use there",
             _json(_ref("System"), "The machine's memory"))},
         PATH: {"get": _op("openapi", "This document", _json({"type": "object"}, "The OpenAPI 3.1 document"))},
+        HISTORY_PATH: {"get": _op(
+            "history", "One local day of the history of loads and unloads, per model: loads, the shares of the day "
+            "it was loaded, idle in memory and unloaded, and the memory it gave back",
+            _json(_ref("History"), "The day"), {400: ["invalid_day"]},
+            parameters=[{"name": "day", "in": "query", "required": False, "example": "today",
+                         "description": "today (the default), yesterday, or YYYY-MM-DD",
+                         "schema": {"type": "string", "pattern": DAY_PATTERN}}])},
+        METRICS_PATH: {"get": _op(
+            "metrics", "Prometheus metrics: models loaded, requests, loads, unloads, memory, remotes, memory "
+            "given back",
+            {"description": "Prometheus's text format (OpenMetrics when the Accept header asks for it)",
+             "content": {"text/plain": {"schema": {"type": "string"}},
+                         "application/openmetrics-text": {"schema": {"type": "string"}}}},
+            tag="metrics")},
     }
 
 
@@ -520,7 +584,8 @@ def document() -> dict[str, Any]:
             "license": {"name": "MIT", "identifier": "MIT"},
         },
         "tags": [{"name": "management", "description": "Siesta's own API"},
-                 {"name": "openai", "description": "The OpenAI-compatible front door"}],
+                 {"name": "openai", "description": "The OpenAI-compatible front door"},
+                 {"name": "metrics", "description": "Prometheus metrics"}],
         "security": [{}, {"apiKey": []}],
         "paths": {**_management_paths(), **_openai_paths()},
         "components": {

@@ -14,7 +14,11 @@ from app.api.error_mapping import management_errors
 from app.api.guard import add_cors_headers, make_guard
 from app.api.listen import bind_listeners, port_taken
 from app.api.management import ManagementApi
+from app.api.metrics.routes import MetricsApi
 from app.api.names import path_names
+from app.api.ollama import info as ollama_info
+from app.api.ollama.embed import OllamaEmbed
+from app.api.ollama.generate import OllamaGenerate
 from app.api.openai_proxy import OpenAIProxy
 from app.core.config.endpoint import client_url
 from app.core.manager import ModelManager
@@ -31,13 +35,19 @@ class PortInUse(Exception):
 def build_app(manager: ModelManager, ports: set[int] | None = None) -> web.Application:
     """The front door's routes and middlewares; ``ports``, filled once the sockets are bound,
     are those Siesta listens on (an Origin on one of them is Siesta's own)."""
-    # The guard first (it refuses before anything runs), then names in paths, then the
-    # management API's error answers.
-    middlewares = [make_guard(manager, set() if ports is None else ports), path_names, management_errors]
+    # Request timing first (for /metrics: the guard's refusals count too), then the guard (it
+    # refuses before anything runs), then names in paths, then the management API's error answers.
+    metrics = MetricsApi(manager)
+    middlewares = [metrics.middleware(), make_guard(manager, set() if ports is None else ports), path_names,
+                   management_errors]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_REQUEST_BODY)
     app.on_response_prepare.append(add_cors_headers)
+    app.on_response_prepare.append(metrics.on_prepare)  # a request is counted at its first byte
     app.add_routes(OpenAIProxy(manager).routes())
     app.add_routes(ManagementApi(manager).routes())
+    app.add_routes(ollama_info.routes(manager))  # Ollama's API: /, /api/version, /api/tags, /api/ps, /api/show
+    app.add_routes([*OllamaGenerate(manager).routes(), *OllamaEmbed(manager).routes()])  # /api/chat, generate, embed
+    app.add_routes(metrics.routes())  # GET /metrics, GET /api/v1/history
     app.add_routes(openapi.routes())  # GET /api/v1/openapi.json: the document of these routes
     return app
 

@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from app.cli.client import ApiClient, NotRunning
-from app.cli.table import format_table
+from app.cli.table import format_table, given_back_line
 
 if TYPE_CHECKING:
     from app.cli.context import Context
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 def ps_command(ctx: Context) -> int:
     client = ctx.client
     try:
-        models = client.call("GET", "/api/v1/models")["models"]
+        answer = client.call("GET", "/api/v1/models")
+        models = answer["models"]
     except NotRunning as exc:
         print(f"siesta: {exc}")
         return 3
@@ -26,6 +27,9 @@ def ps_command(ctx: Context) -> int:
         return 0
     if not ctx.args.watch:
         print(format_table(models) if models else "no recipes yet: add one to the recipes folder, or run `siesta demo`")
+        gave_back = given_back_line(answer.get("given_back"), time.time())
+        if gave_back:
+            print(gave_back)
         return 0
     return watch(client, {m["name"]: m for m in models})
 

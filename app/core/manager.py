@@ -50,14 +50,17 @@ from app.core.memory.book import MemoryBook
 from app.core.memory.gpus import GpuMemory
 from app.core.memory.pressure import PressureWatch
 from app.core.memory.relief import MemoryRelief
+from app.core.metrics.history import HistoryFile
+from app.core.metrics.recorder import Recorder, held_figures
 from app.core.models.backend import BackendProcess, BoundedLog, build_launch, free_port
 from app.core.models.model import ManagedModel, ModelState, ModelUnavailable, UnloadReason
 from app.core.models.reaper import ProcessReaper
-from app.core.remotes import Remote, RemoteSet, parse_remotes
+from app.core.remotes import AmbiguousModel, ModelNameTooLong, Remote, RemoteSet, parse_remotes
 
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
+LATEST_TAG = ":latest"  # the tag Ollama's clients give a model name that has none
 MAX_ORIGIN_NOTICES = 20  # distinct refused origins told per run: a page could make up many
 
 
@@ -87,6 +90,9 @@ class ModelManager:
         self._notice_subscribers: list[EventCallback] = []
         self._refused_origins: set[str] = set()
         self.memory = MemoryBook(paths.memory_file, gpus_factory, on_measured=self._measured)
+        # counts, the history file and memory given back (app/core/metrics), fed by every event
+        self.metrics = Recorder(HistoryFile(paths.history_file), self.clock.now,
+                                lambda name: held_figures(self.memory, self.models.get(name)))
         self._admission = Admission(lambda: list(self.models.values()), lambda: self.settings, self.memory,
                                     lambda: self._changed, lambda: self.closing, self.clock.now)
         self._relief = MemoryRelief(lambda: list(self.models.values()), lambda: self.settings, self.memory, self.emit,
@@ -146,6 +152,7 @@ class ModelManager:
         for model in self.models.values():
             if model.recipe is not None and model.recipe.preload:
                 self._spawn(self._preload(model), f"preload-{model.name}")
+        self.metrics.start()
         self._started = True
 
     async def close(self) -> None:
@@ -161,6 +168,7 @@ class ModelManager:
         if self._watcher_task is not None:
             await asyncio.gather(self._watcher_task, return_exceptions=True)
         await asyncio.gather(*(m.close() for m in models), self.remotes.close(), return_exceptions=True)
+        self.metrics.stop()
         await self._pressure.stop()
         await self.memory.close()
         if self.http is not None:
@@ -198,6 +206,7 @@ class ModelManager:
         self._changed.set()
         self._changed = asyncio.Event()
         self._observe(model, reason)
+        self.metrics.observe(model, reason)
         if not self._subscribers:
             return
         event = {"reason": reason, "model": self.snapshot_of(model), "time": self.clock.now()}
@@ -262,6 +271,7 @@ class ModelManager:
         data["memory_estimate"] = estimate.total if estimate is not None else None
         data["memory_estimate_source"] = estimate.source if estimate is not None else None
         data["log_file"] = str(self.paths.model_log(model.name))
+        data["given_back"] = self.metrics.given_back_of(model.name)  # byte-seconds today
         return data
 
     def _observe(self, model: ManagedModel, reason: str) -> None:
@@ -313,6 +323,29 @@ class ModelManager:
         if found is None:
             raise UnknownModel(str(name)[:200])
         return found
+
+    def canonical_name(self, name: str, *, local_only: bool = False) -> str:
+        """The name Siesta knows the model a request names by: ``name`` itself when a model
+        goes by it; else ``name`` without a trailing ``:latest``, which Ollama's clients add
+        to a name with no tag, when a model goes by that; else ``name`` unchanged (the
+        caller's lookup then says it is unknown). ``local_only``: remotes are not looked at
+        (a request from another Siesta)."""
+        if not isinstance(name, str) or self._goes_by(name, local_only) or not name.endswith(LATEST_TAG):
+            return name
+        bare = name[: -len(LATEST_TAG)]
+        return bare if bare and self._goes_by(bare, local_only) else name
+
+    def _goes_by(self, name: str, local_only: bool) -> bool:
+        """Whether a local model, or (unless ``local_only``) a model a remote lists, is named ``name``."""
+        if self.is_local(name):
+            return True
+        if local_only:
+            return False
+        try:
+            found = self.remotes.find(name)
+        except (AmbiguousModel, ModelNameTooLong):
+            return True  # it names remote models; the request's own lookup answers the error
+        return found is not None and found[1] in found[0].views
 
     def snapshot_by_name(self, name: str) -> dict[str, Any]:
         """A local or a remote model's snapshot (a remote one must be listed by its remote)."""

@@ -22,6 +22,16 @@ pytestmark = pytest.mark.timeout(60)
 
 NOT_DOCUMENTED: dict[tuple[str, str], str] = {
     # (method, path as the router writes it, without the regex of a variable): why it is left out
+    # Ollama's own API (app/api/ollama): its shapes are Ollama's, documented by Ollama (docs/api.md)
+    ("GET", "/"): "Ollama's API: 'Ollama is running'",
+    ("GET", "/api/version"): "Ollama's API, documented by Ollama",
+    ("GET", "/api/tags"): "Ollama's API, documented by Ollama",
+    ("GET", "/api/ps"): "Ollama's API, documented by Ollama",
+    ("POST", "/api/show"): "Ollama's API, documented by Ollama",
+    ("POST", "/api/chat"): "Ollama's API, documented by Ollama",
+    ("POST", "/api/generate"): "Ollama's API, documented by Ollama",
+    ("POST", "/api/embed"): "Ollama's API, documented by Ollama",
+    ("POST", "/api/embeddings"): "Ollama's API, documented by Ollama",
 }
 """Routes of the app that the document leaves out on purpose, each with its reason."""
 

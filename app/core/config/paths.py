@@ -39,6 +39,11 @@ class Paths:
         """What each recipe was measured to use after a load, remembered across restarts."""
         return (self.state_dir or self.data_dir / "state") / "memory.json"
 
+    @property
+    def history_file(self) -> Path:
+        """One line per load and unload (app/core/metrics/history.py), rotated at 1 MB."""
+        return (self.state_dir or self.data_dir / "state") / "history.jsonl"
+
     @classmethod
     def resolve(cls, config_dir: str | os.PathLike[str] | None = None) -> "Paths":
         """``--config-dir``, else ``SIESTA_CONFIG_DIR``, else the platform's user config dir."""

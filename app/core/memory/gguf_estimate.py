@@ -82,6 +82,8 @@ class GgufInfo:
     output_bytes: int  # output, output_norm and other model-level tensors
     token_embd_bytes: int
     tied_output: bool  # no output.weight: the output layer reads token_embd
+    parameters: int = 0  # elements of every tensor: the model's parameter count
+    unkept_arrays: frozenset[str] = frozenset()  # array keys whose meta value is only their length
 
     @property
     def weights(self) -> int:
@@ -138,12 +140,13 @@ class _Walker:
         return count  # an array not kept: its length
 
 
-def _read_one(path: Path) -> tuple[dict[str, Any], list[tuple[str, int]]]:
-    """(metadata, [(tensor name, bytes)]) of one GGUF file; touches only the header pages."""
+def _read_one(path: Path) -> tuple[dict[str, Any], list[tuple[str, int]], int, frozenset[str]]:
+    """(metadata, [(tensor name, bytes)], elements of all tensors, the array keys kept only as
+    their length) of one GGUF file; touches only the header pages."""
     from gguf.constants import GGML_QUANT_SIZES  # lazily: numpy comes with it
 
     try:
-        meta, infos, file_end = _walk(path)
+        meta, infos, file_end, unkept = _walk(path)
     except struct.error as exc:  # ran past the end of the file
         raise ValueError(f"{path}: truncated GGUF header ({exc})") from None
     offsets = sorted(o for *_, o in infos)
@@ -151,11 +154,12 @@ def _read_one(path: Path) -> tuple[dict[str, Any], list[tuple[str, int]]]:
     sizes = {int(t): bs for t, bs in GGML_QUANT_SIZES.items()}
     # a type newer than the gguf package: the room the tensor takes in the file
     return meta, [(name, -(-math.prod(dims) // sizes[t][0]) * sizes[t][1] if t in sizes else ends[o] - o)
-                  for name, dims, t, o in infos]
+                  for name, dims, t, o in infos], sum(math.prod(dims) for _, dims, _, _ in infos), unkept
 
 
-def _walk(path: Path) -> tuple[dict[str, Any], list[tuple[str, tuple[int, ...], int, int]], int]:
-    """Metadata, tensor infos (name, dims, type, offset) and the data section's length."""
+def _walk(path: Path) -> tuple[dict[str, Any], list[tuple[str, tuple[int, ...], int, int]], int, frozenset[str]]:
+    """Metadata, tensor infos (name, dims, type, offset), the data section's length, and the
+    array keys whose metadata value is only their length."""
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         if buf[:4] != b"GGUF":
             raise ValueError(f"{path}: not a GGUF file")
@@ -166,15 +170,19 @@ def _walk(path: Path) -> tuple[dict[str, Any], list[tuple[str, tuple[int, ...], 
         if version < 2:
             raise ValueError(f"{path}: GGUF version {version} is not supported")
         meta: dict[str, Any] = {}
+        unkept = set()
         for _ in range(n_kv):
             key = w.string()
-            meta[key] = w.value(w.take("I")[0], keep=not key.startswith("tokenizer."))
+            vtype = w.take("I")[0]
+            meta[key] = w.value(vtype, keep=not key.startswith("tokenizer."))
+            if vtype == 9 and not isinstance(meta[key], list):
+                unkept.add(key)
         infos = []
         for _ in range(n_tensors):
             name = w.string()
             infos.append((name, w.take(f"{w.take('I')[0]}Q"), *w.take("IQ")))
         align = int(meta.get("general.alignment", 32))
-        return meta, infos, len(buf) - -(-w.pos // align) * align
+        return meta, infos, len(buf) - -(-w.pos // align) * align, frozenset(unkept)
 
 
 _SHARD = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$", re.IGNORECASE)
@@ -191,11 +199,13 @@ def read_gguf(path: Path) -> GgufInfo:
     with _cache_lock:
         if key in _cache:
             return _cache[key]
-    meta, tensors = _read_one(path)
+    meta, tensors, parameters, unkept = _read_one(path)
     shard = _SHARD.match(path.name)
     if shard and int(meta.get("split.count", 1)) > 1:
         for i in range(2, int(shard["total"]) + 1):
-            tensors += _read_one(path.with_name(f"{shard['prefix']}-{i:05d}-of-{shard['total']}.gguf"))[1]
+            _, more, more_parameters, _ = _read_one(path.with_name(f"{shard['prefix']}-{i:05d}-of-{shard['total']}.gguf"))
+            tensors += more
+            parameters += more_parameters
     layers: dict[int, int] = {}
     for name, size in tensors:
         if name.startswith("blk.") and name.split(".")[1].isdigit():
@@ -205,7 +215,7 @@ def read_gguf(path: Path) -> GgufInfo:
     info = GgufInfo(meta, tuple(layers.get(i, 0) for i in range(n_layers)), input_bytes,
                     sum(size for _, size in tensors) - sum(layers.values()) - input_bytes,
                     sum(size for name, size in tensors if name.startswith("token_embd.")),
-                    not any(name == "output.weight" for name, _ in tensors))
+                    not any(name == "output.weight" for name, _ in tensors), parameters, unkept)
     with _cache_lock:
         if len(_cache) >= 64:  # forget the oldest
             _cache.pop(next(iter(_cache)))

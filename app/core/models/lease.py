@@ -24,6 +24,9 @@ class Lease:
     process: BackendProcess
     generation: int
     keep_alive: KeepAlive = NOT_GIVEN
+    load_wait: float = 0.0
+    """Seconds :meth:`~app.core.models.model.ManagedModel.acquire` waited for the model to be
+    ready (its load, or an unload then a load); 0 when it was ready: a request's load time."""
     released: bool = field(default=False)
     upstream_failed: bool = field(default=False)
 

@@ -308,6 +308,7 @@ class ManagedModel:
             await self._swap_gate.wait()
         self._waiting += 1
         self._stop_countdown()
+        cold_since = None if self.state is ModelState.READY else self._host.clock.now()  # for Lease.load_wait
         try:
             await self._until_ready(pinned=False)
         except BaseException as exc:
@@ -325,7 +326,8 @@ class ManagedModel:
         assert self._process is not None
         if self._active == 1:
             self._emit("busy")
-        return Lease(self, self._process, self._generation, keep_alive)
+        waited = 0.0 if cold_since is None else max(0.0, self._host.clock.now() - cold_since)
+        return Lease(self, self._process, self._generation, keep_alive, load_wait=waited)
 
     def _release(self, lease: Lease) -> None:
         if lease.released:

@@ -135,6 +135,7 @@ MODEL_FIELDS: Final[Mapping[str, FieldRule]] = MappingProxyType({
     "memory_by_device": per_device(BYTES),
     "memory_estimate": BYTES,
     "memory_estimate_source": text(64),
+    "given_back": number(0, MAX_BYTES * 2 * 86400.0, "byte-seconds"),  # what idle unloads freed today
 })
 """Every field Siesta takes of a remote's model, in Siesta's words, with what it may hold."""
 

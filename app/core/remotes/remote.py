@@ -257,6 +257,13 @@ class Remote:
         view = self.views.get(model)
         if view is not None:
             self._clear_countdown(view)
+        # a keep_alive still on its way would load the model again right after the unload
+        # (Ollama loads a model a keep_alive names): it is cancelled, and waited for
+        pending = [t for t in self._actions if t.get_name() == self._action_name(f"keep_alive {model}")]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
         await self.engine.unload(model)
         await self._refresh_now()
 
@@ -442,6 +449,9 @@ class Remote:
         if model in self.views:
             self._emit(self.snapshot(model), reason)
 
+    def _action_name(self, what: str) -> str:
+        return f"remote-{self.name}: {what}"
+
     def _spawn(self, coro: Any, what: str) -> None:
         async def guarded() -> None:
             try:
@@ -449,6 +459,6 @@ class Remote:
             except (RemoteUnreachable, RemoteRefused, RemoteUnsupported) as exc:
                 log.warning("remote %s: %s: %s", self.name, what, exc)
 
-        task = asyncio.create_task(guarded(), name=f"remote-{self.name}: {what}")
+        task = asyncio.create_task(guarded(), name=self._action_name(what))
         self._actions.add(task)
         task.add_done_callback(self._actions.discard)
