@@ -17,6 +17,9 @@ Upstream, a request goes by its path rebuilt from plain segments (:func:`~app.ap
 ``/v1/%2e%2e/slots`` is 400, never llama-server's ``/slots``), and its body as it came unless
 ``keep_alive`` or the model's name had to change.
 
+A streaming request (``"stream": true``) that waits for its model's load gets progress
+while it waits (:mod:`app.api.load_progress`).
+
 Ollama's ``/api/chat``, ``/api/generate`` and ``/api/embed`` (:mod:`app.api.ollama`) send their
 translated requests the same way, through :meth:`OpenAIProxy.route` with an answer of their own.
 """
@@ -34,12 +37,13 @@ from app.api.bodies import MAX_V1_BODY, parse_object, read_body, request_name
 from app.api.error_mapping import remote_answer
 from app.api.errors import ApiError, error_response, unavailable_response
 from app.api.jsonio import dumps, json_response
+from app.api.load_progress import CHAT_PATH, LoadProgress
 from app.api.metrics.routes import MODEL_KEY, model_label
 from app.api.names import check_model_name, forward_path
 from app.core.config.durations import NOT_GIVEN, DurationError, KeepAlive, parse_duration
 from app.core.errors import UnknownModel
 from app.core.manager import ModelManager
-from app.core.models.model import Lease, ModelUnavailable
+from app.core.models.model import Lease, ManagedModel, ModelState, ModelUnavailable
 from app.core.remotes import HOP_HEADER, AmbiguousModel, RemoteLease, RemoteUnreachable
 from app.core.remotes.engine_api import CONNECT_TIMEOUT, PROBE_AFTER, connection_failure_reason
 
@@ -116,15 +120,18 @@ class OpenAIProxy:
                 keep_alive = parse_duration(data["keep_alive"])
             except DurationError as exc:
                 return error_response(400, "invalid_keep_alive", f"field 'keep_alive': {exc}")
-        return await self.route(request, name, path, data, keep_alive, body=body)
+        return await self.route(request, name, path, data, keep_alive, body=body, progress=data.get("stream") is True)
 
     async def route(self, request: web.Request, name: str, path: str, data: dict[str, Any], keep_alive: KeepAlive,
-                    *, body: bytes | None = None, relay: Relay | None = None) -> web.StreamResponse:
+                    *, body: bytes | None = None, relay: Relay | None = None,
+                    progress: bool = False) -> web.StreamResponse:
         """Sends ``data`` (``body``: its bytes as they came, when it need not change) by ``path``
         to model ``name``: a remote's through its remote (not for a request from another
         Siesta), a local one's server under a lease taken with ``keep_alive``; ``relay``
         answers from the upstream answer (default: passed on as it comes). What fails before
-        an upstream answer (unknown model, a load, a remote) is answered in OpenAI's shape."""
+        an upstream answer (unknown model, a load, a remote) is answered in OpenAI's shape.
+        ``progress``: a stream of the default relay's, which shows a load it waits for."""
+        progress = progress and relay is None
         relay = relay or self._pass_on
         request[MODEL_KEY] = model_label(self.manager, name, local_only=HOP_HEADER in request.headers)  # /metrics
         if not self.manager.is_local(name) and HOP_HEADER not in request.headers:
@@ -143,6 +150,8 @@ class OpenAIProxy:
             model = self.manager.get(name)
         except UnknownModel as exc:
             return error_response(404, "model_not_found", str(exc))
+        if progress and model.state is not ModelState.READY:  # a ready model's request takes no detour
+            return await self._route_loading(request, model, path, body, data, keep_alive)
         try:
             lease = await model.acquire(keep_alive)
         except ModelUnavailable as exc:
@@ -151,6 +160,26 @@ class OpenAIProxy:
             url = lease.base_url + path
             return await relay(request, self.manager.http.post(url, data=body, headers=self._headers(request, data)),
                                name, lease)
+        finally:
+            lease.release()
+
+    async def _route_loading(self, request: web.Request, model: ManagedModel, path: str, body: bytes,
+                             data: dict[str, Any], keep_alive: KeepAlive) -> web.StreamResponse:
+        """:meth:`route`'s end for a stream whose model is not ready: the same, with progress."""
+        recipe = model.recipe
+        feedback = recipe.loading_feedback if recipe is not None and recipe.loading_feedback is not None \
+            else self.manager.settings.loading_feedback
+        chat = feedback and path.split("?", 1)[0] == CHAT_PATH
+        progress = LoadProgress(request, model.name, self.manager.clock.now, chat=chat)
+        try:
+            lease = await progress.wait(model.acquire(keep_alive), orphan=Lease.release)
+        except ModelUnavailable as exc:
+            return await progress.fail(unavailable_response(exc))
+        except ConnectionResetError:
+            return progress.response or web.Response(status=499)  # the client went away
+        try:
+            opening = self.manager.http.post(lease.base_url + path, data=body, headers=self._headers(request, data))
+            return await progress.relay(opening, model.name, lease.mark_upstream_failed)
         finally:
             lease.release()
 

@@ -75,8 +75,11 @@ _SETTING_VALUES: dict[str, Schema] = {
     "memory_budget": {"type": ["string", "object"], "additionalProperties": {"type": "string"}},
     "free_memory_floor": {"type": ["string", "object"], "additionalProperties": {"type": "string"}},
     "notify_memory_pressure": {"type": "boolean"},
+    "loading_feedback": {"type": "boolean"},
     "api_key": {"enum": ["(set)", None], "description": "never the key itself"},
     "engine_releases_url": {"type": "string"},
+    "ollama_port": {**_nullable("integer"), "description": "a second port for Ollama's clients; null = off"},
+    "allow_pull_over_http": {"type": "boolean"},
 }
 
 # What PATCH /api/v1/settings takes for each setting it may change.
@@ -249,7 +252,11 @@ _OPENAI_REQUEST: Schema = {
         "keep_alive": {**_DURATION, "description": "this model's timeout for the idle period that follows; "
                                                    "removed before forwarding"},
         "stream": {"description": "true: the answer streams as text/event-stream (read by the model's server, "
-                                  "not checked by Siesta)"},
+                                  "not checked by Siesta). A stream that has waited 2 s for its model's load "
+                                  "begins at once (200) with SSE comments ': loading NAME, 12 s' every second "
+                                  "until the model's first byte (with loading_feedback, a chat stream gets "
+                                  "chat.completion.chunk deltas of reasoning_content instead); a load that "
+                                  "fails after that ends it with one event data: {\"error\": {...}} (no [DONE])"},
     },
     "additionalProperties": True,
 }

@@ -19,6 +19,8 @@ from app.api.names import path_names
 from app.api.ollama import info as ollama_info
 from app.api.ollama.embed import OllamaEmbed
 from app.api.ollama.generate import OllamaGenerate
+from app.api.ollama.manage import OllamaManage
+from app.api.ollama.pull import OllamaPull
 from app.api.openai_proxy import OpenAIProxy
 from app.core.config.endpoint import client_url
 from app.core.manager import ModelManager
@@ -47,13 +49,16 @@ def build_app(manager: ModelManager, ports: set[int] | None = None) -> web.Appli
     app.add_routes(ManagementApi(manager).routes())
     app.add_routes(ollama_info.routes(manager))  # Ollama's API: /, /api/version, /api/tags, /api/ps, /api/show
     app.add_routes([*OllamaGenerate(manager).routes(), *OllamaEmbed(manager).routes()])  # /api/chat, generate, embed
+    app.add_routes([*OllamaPull(manager).routes(), *OllamaManage(manager).routes()])  # pull, delete; create... 501
     app.add_routes(metrics.routes())  # GET /metrics, GET /api/v1/history
     app.add_routes(openapi.routes())  # GET /api/v1/openapi.json: the document of these routes
     return app
 
 
 class ApiServer:
-    """The front door listening on ``host:port``; :meth:`stop` closes it."""
+    """The front door listening on ``host:port``, and on ``host:ollama_port`` too when that
+    setting is set (the same routes; a taken port there is logged, not fatal: Ollama itself
+    may hold it); :meth:`stop` closes it."""
 
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
@@ -61,6 +66,8 @@ class ApiServer:
         self.host: str | None = None
         self.port: int | None = None
         self.ports: set[int] = set()  # every port bound (the guard reads it)
+        self.ollama_port: int | None = None  # the second listener's port, once bound
+        self.ollama_problem: str | None = None  # why it is not listening, when ollama_port is set
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         settings = self.manager.settings
@@ -99,9 +106,38 @@ class ApiServer:
         self.host = host
         self.port = sockets[0].getsockname()[1] if sockets else port
         self.ports.update(sock.getsockname()[1] for sock in sockets)
+        if settings.ollama_port and settings.ollama_port != self.port:
+            await self._listen_for_ollama(host, settings.ollama_port)
         if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
             log.warning("LISTENING ON %s WITHOUT AN API KEY: anyone who can reach this address can use "
                         "your models. Set SIESTA_API_KEY.", host)
+
+    async def _listen_for_ollama(self, host: str, port: int) -> None:
+        """Listens on Ollama's port as well; when it cannot (taken, most likely by Ollama
+        itself, or refused), says so in one line and in ``loaded_settings.problems`` (the
+        Settings dialog shows it), and Siesta goes on with its main port."""
+        assert self._runner is not None
+        sockets: list[socket.socket] = []
+        try:
+            addresses = await asyncio.get_running_loop().getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            sockets = bind_listeners(addresses)
+            for sock in sockets:
+                await web.SockSite(self._runner, sock, backlog=512).start()
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            source = self.manager.loaded_settings.sources.get("ollama_port", "default")
+            why = "is already in use (is Ollama running?)" if port_taken(exc) else f"cannot be listened on ({exc})"
+            self.ollama_problem = (f"Ollama's port {port} on {host} {why}: Siesta answers on port {self.port} only "
+                                   f"(setting 'ollama_port', from {source})")
+            self.manager.loaded_settings.problems["ollama_port"] = self.ollama_problem
+            log.warning("%s", self.ollama_problem)
+            return
+        self.ollama_port = sockets[0].getsockname()[1] if sockets else port
+        self.ports.update(sock.getsockname()[1] for sock in sockets)
+        self.manager.loaded_settings.problems.pop("ollama_port", None)
+        log.info("also answering on Ollama's port: %s", client_url(host, self.ollama_port))
 
     @property
     def url(self) -> str:

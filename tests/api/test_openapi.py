@@ -32,6 +32,13 @@ NOT_DOCUMENTED: dict[tuple[str, str], str] = {
     ("POST", "/api/generate"): "Ollama's API, documented by Ollama",
     ("POST", "/api/embed"): "Ollama's API, documented by Ollama",
     ("POST", "/api/embeddings"): "Ollama's API, documented by Ollama",
+    ("POST", "/api/pull"): "Ollama's API, documented by Ollama",
+    ("DELETE", "/api/delete"): "Ollama's API, documented by Ollama",
+    ("POST", "/api/create"): "Ollama's API: 501, with what to do instead",
+    ("POST", "/api/copy"): "Ollama's API: 501, with what to do instead",
+    ("POST", "/api/push"): "Ollama's API: 501, with what to do instead",
+    ("HEAD", "/api/blobs/{digest}"): "Ollama's API: 501, with what to do instead",
+    ("POST", "/api/blobs/{digest}"): "Ollama's API: 501, with what to do instead",
 }
 """Routes of the app that the document leaves out on purpose, each with its reason."""
 

@@ -33,7 +33,7 @@ MAX_RECIPE_BYTES = 256 * 1024
 BACKENDS = ("llamacpp", "command")
 KNOWN_KEYS = {
     "backend", "model", "args", "unload_timeout", "group", "preload",
-    "command", "health_path", "env", "description", "memory_estimate",
+    "command", "health_path", "env", "description", "memory_estimate", "loading_feedback",
 }
 
 
@@ -62,6 +62,7 @@ class Recipe:
     group: str | None = None
     preload: bool = False
     memory_estimate: int | None = None  # bytes the user says the model needs when loaded
+    loading_feedback: bool | None = None  # this model's own loading_feedback (None: the setting's)
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -158,6 +159,9 @@ def parse_recipe(name: str, path: Path, data: dict[str, Any]) -> Recipe:
     preload = data.get("preload", False)
     if not isinstance(preload, bool):
         raise fail("preload", "true or false")
+    loading_feedback = data.get("loading_feedback")
+    if loading_feedback is not None and not isinstance(loading_feedback, bool):
+        raise fail("loading_feedback", "true or false")
     memory_estimate: int | None = None
     if "memory_estimate" in data:
         try:
@@ -177,6 +181,7 @@ def parse_recipe(name: str, path: Path, data: dict[str, Any]) -> Recipe:
         group=group,
         preload=preload,
         memory_estimate=memory_estimate,
+        loading_feedback=loading_feedback,
         unknown_keys=tuple(sorted(set(data) - KNOWN_KEYS)),
     )
 

@@ -67,6 +67,13 @@ def _origin_patterns(value: list[str]) -> list[str]:
     return patterns
 
 
+def _port_or_off(value: object) -> object:
+    """``ollama_port``: 0 (or an empty value) means off, as unset does."""
+    if isinstance(value, bool):
+        raise ValueError("must be a port number (0 = off), not true or false")
+    return None if value in (0, "0", "") else value
+
+
 def _timeout(value: object) -> Timeout:
     return None if value is None else parse_duration(value)
 
@@ -104,7 +111,13 @@ class Settings(BaseSettings):
     memory_budget: MemoryLimitField = parse_memory_limit("90%")
     free_memory_floor: MemoryLimitField = parse_memory_limit("5%")
     notify_memory_pressure: bool = True
+    # Streaming chats that wait for a load get its progress as "thinking" (app/api/load_progress.py).
+    loading_feedback: bool = False
     api_key: str | None = None
+    # A second listener on Ollama's port (11434), same host, same routes (see app/api/server.py).
+    ollama_port: Annotated[int | None, BeforeValidator(_port_or_off)] = Field(None, ge=1, le=65535)
+    # POST /api/pull from loopback clients, or with the API key (see app/api/ollama/manage.py).
+    allow_pull_over_http: bool = True
     engine_releases_url: str = "https://api.github.com/repos/ggml-org/llama.cpp"  # llama.cpp's releases API (or a mirror)
 
     @field_validator("host")
@@ -168,6 +181,8 @@ class LoadedSettings:
         self.values = values
         self.sources = sources
         self.settings_file = settings_file
+        # What this run could not do as a setting asks (field -> why, e.g. ollama_port taken).
+        self.problems: dict[str, str] = {}
 
     def fixed_by(self, field: str) -> str | None:
         """The flag or variable that pins ``field`` for this run, or None when it may change."""

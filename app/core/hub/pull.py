@@ -31,7 +31,7 @@ from app.core.config.recipes import RecipeError, is_valid_name, read_recipe
 from app.core.config.sizes import format_bytes
 from app.core.discovery import recipe_name_for, render_recipe, write_new_recipe
 from app.core.hub.choice import Choice, ModelRef, choose, parse_model_ref, split_info
-from app.core.hub.client import FileNotFound, HubClient, HubError
+from app.core.hub.client import FileNotFound, HubClient, HubError, HubFile
 from app.core.hub.download import (
     check_disk_space,
     download_file,
@@ -110,13 +110,15 @@ def plan(ref_text: str, *, name: str | None = None, client: HubClient | None = N
 
 def pull(ref_text: str, *, recipes_dir: Path, name: str | None = None, client: HubClient | None = None,
          progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
-         cache_dir: Path | None = None, status: Callable[[str], None] | None = None) -> PullResult:
+         cache_dir: Path | None = None, status: Callable[[str], None] | None = None,
+         file_progress: Callable[[HubFile, int], None] | None = None) -> PullResult:
     """Downloads the model ``ref_text`` names and writes its recipe (see the module's docstring).
 
     ``progress(done, total)`` counts bytes over all its files; ``status(line)`` gets a line
-    for people at each step. Raises HubError (and its kinds: RepoNotFound, FileNotFound,
-    GatedRepo, HubUnreachable, NotEnoughDiskSpace, IntegrityError, DownloadCancelled,
-    RecipeExists, ModelRefError).
+    for people at each step; ``file_progress(file, done)`` the bytes of each file in turn
+    (0, or its size when it is in the cache already, as it starts; its size once verified).
+    Raises HubError (and its kinds: RepoNotFound, FileNotFound, GatedRepo, HubUnreachable,
+    NotEnoughDiskSpace, IntegrityError, DownloadCancelled, RecipeExists, ModelRefError).
     """
     client = client or HubClient()
     cache_dir = hub_cache_dir() if cache_dir is None else Path(cache_dir)
@@ -137,16 +139,25 @@ def pull(ref_text: str, *, recipes_dir: Path, name: str | None = None, client: H
     total = choice.size
     finished = 0
     lock = threading.Lock()
+    current: list[HubFile] = []  # the file being fetched (for file_progress)
 
     def on_progress(done: int, _size: int) -> None:
         if progress:
             with lock:
                 progress(finished + done, total)
+        if file_progress and current:
+            file_progress(current[-1], done)
 
     for f in choice.files:
-        say(f"already in the cache: {f.name}" if is_cached(cache_dir, repo, f) else f"downloading {f.name}")
+        cached = is_cached(cache_dir, repo, f)
+        say(f"already in the cache: {f.name}" if cached else f"downloading {f.name}")
+        current.append(f)
+        if file_progress:
+            file_progress(f, f.size if cached else 0)
         download_file(client, repo, commit, f, progress=on_progress, cancel=cancel, cache_dir=cache_dir,
                       revision=p.ref.revision)
+        if file_progress:
+            file_progress(f, f.size)
         finished += f.size
 
     if reuse:

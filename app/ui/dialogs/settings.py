@@ -1,5 +1,9 @@
 """The Settings dialog: global and per-model idle timeouts, server, notifications, login,
-memory budget and floor, and which llama-server is used.
+memory budget and floor, Ollama's port, and which llama-server is used.
+
+"Also answer on Ollama's port 11434" writes ``ollama_port`` (or removes it): the second
+listener comes at the next start. When the port was taken as this Siesta started (Ollama
+itself running), the note under the checkbox says so.
 
 The dialog also shows which llama-server loads use, its version, backend and llama.cpp
 release, with Update, or that none was found, with a way to install one
@@ -75,6 +79,9 @@ from app.ui.platform.shell import Shell
 from app.ui.ticker import SecondTicker
 
 log = logging.getLogger(__name__)
+
+OLLAMA_PORT = 11434
+"""Ollama's own port, which apps that speak Ollama use unless told otherwise (setting ``ollama_port``)."""
 
 
 @dataclass
@@ -212,6 +219,22 @@ class SettingsDialog(QDialog):
         self.budget_edit = self.memory_box.edits["memory_budget"]
         self.floor_edit = self.memory_box.edits["free_memory_floor"]
 
+        # ---- a second listener on Ollama's port, for apps set to http://localhost:11434 ----
+        self.ollama_port = settings.ollama_port or OLLAMA_PORT
+        self.ollama_check = QCheckBox(f"Also ans&wer on Ollama's port {self.ollama_port}")
+        self.ollama_check.setObjectName("ollama-port")
+        self.ollama_check.setAccessibleName(f"Also answer on Ollama's port {self.ollama_port}")
+        self.ollama_note = QLabel()
+        self.ollama_note.setObjectName("ollama-note")
+        self.ollama_note.setWordWrap(True)
+        self._add_field("ollama_port", "Ollama's port", self.ollama_check,
+                        lambda: self.ollama_port if self.ollama_check.isChecked() else None,
+                        lambda value: self.ollama_check.setChecked(bool(value)))
+        ollama_box = QGroupBox("Apps that speak Ollama")
+        ollama_layout = QVBoxLayout(ollama_box)
+        ollama_layout.addWidget(self.ollama_check)
+        ollama_layout.addWidget(self.ollama_note)
+
         for name, field in self.fields.items():
             field.put(getattr(settings, name))
             field.baseline = field.get()
@@ -228,6 +251,8 @@ class SettingsDialog(QDialog):
             spin.valueChanged.connect(lambda _v: self._changed())
         for check in (self.notify_idle_check, self.notify_crash_check, self.notify_pressure_check):
             check.toggled.connect(lambda _c: self._changed())
+        self.ollama_check.toggled.connect(lambda _c: (self._show_ollama_note(), self._changed()))
+        self._show_ollama_note()
 
         # ---- errors and buttons ----
         self.error_label = QLabel()
@@ -262,12 +287,15 @@ class SettingsDialog(QDialog):
         layout.addWidget(idle_box, 1)
         layout.addLayout(lower)
         layout.addWidget(self.memory_box)
+        layout.addWidget(ollama_box)
         layout.addWidget(self.engine_box)
         layout.addWidget(self.error_label)
         layout.addLayout(bottom)
         self.resize(800, 0)
 
-        if bridge.target is not None:
+        if bridge.target is not None:  # a second port is set on that machine
+            self.fields.pop("ollama_port")
+            ollama_box.hide()
             self._only_what_can_change_remotely(bridge.target.label, server_form.setRowVisible, restart_note)
 
         self._apply_theme()
@@ -290,8 +318,8 @@ class SettingsDialog(QDialog):
         after: list[QWidget] = [
             self.host_edit, self.port_spin, self.max_spin,
             self.notify_idle_check, self.notify_crash_check, self.notify_pressure_check, self.autostart_check,
-            self.budget_edit, self.floor_edit, self.install_engine_button, self.engine_box.update_button,
-            self.diagnostics.button]
+            self.budget_edit, self.floor_edit, self.ollama_check, self.install_engine_button,
+            self.engine_box.update_button, self.diagnostics.button]
         box = self.buttons.layout()
         after += [w for i in range(box.count()) if isinstance(w := box.itemAt(i).widget(), QAbstractButton)]
         return [self.global_slider.slider, self.global_edit], after
@@ -357,6 +385,19 @@ class SettingsDialog(QDialog):
         self.autostart_check.hide()
         self.engine_box.hide()
         self.diagnostics.hide()  # it describes this machine's Siesta: `siesta doctor` there
+
+    def _show_ollama_note(self) -> None:
+        """Under the Ollama checkbox: what it does, when it applies, and whether the port was
+        taken when this Siesta started (it then answers on its main port only)."""
+        problems = getattr(getattr(self.bridge.manager, "loaded_settings", None), "problems", {})
+        problem = problems.get("ollama_port") if self.ollama_check.isChecked() else None
+        if problem:
+            text = f"{problem}. Stop the program that holds it, then restart Siesta."
+        else:
+            text = (f"Apps set to http://localhost:{self.ollama_port} (Open WebUI, editors, scripts) reach Siesta "
+                    "without a change. Takes effect the next time Siesta starts.")
+        self.ollama_note.setText(text)
+        self.ollama_check.setAccessibleDescription(text)
 
     def _add_field(self, name: str, label: str, widget: QWidget, get: Callable[[], Any],
                    put: Callable[[Any], None]) -> None:

@@ -38,7 +38,7 @@ def buttons_left_to_right(dialog: SettingsDialog) -> list[QAbstractButton]:
 
 def expected_order(dialog: SettingsDialog) -> list[QWidget]:
     """Top to bottom, left to right: the global timeout, each model's slider (unless it
-    follows the global one) and toggle, Server, Desktop, Memory, llama-server, Copy
+    follows the global one) and toggle, Server, Desktop, Memory, Ollama, llama-server, Copy
     diagnostics, the buttons."""
     rows = dialog.rows
     order: list[QWidget] = [dialog.global_slider.slider, dialog.global_edit,
@@ -47,7 +47,7 @@ def expected_order(dialog: SettingsDialog) -> list[QWidget]:
                             rows["gamma"].slider.slider, rows["gamma"].use_global,
                             dialog.host_edit, dialog.port_spin, dialog.max_spin,
                             dialog.notify_idle_check, dialog.notify_crash_check, dialog.notify_pressure_check,
-                            dialog.autostart_check, dialog.budget_edit, dialog.floor_edit]
+                            dialog.autostart_check, dialog.budget_edit, dialog.floor_edit, dialog.ollama_check]
     order += [b for b in (dialog.install_engine_button, dialog.engine_box.update_button, dialog.diagnostics.button)
               if b.isVisible() and b.isEnabled()]
     order += [b for b in buttons_left_to_right(dialog) if b.isEnabled()]
