@@ -59,6 +59,7 @@ NEVER = {
 UI_VOCABULARY = {
     "app.core.config.durations": "*",
     "app.core.config.sizes": "*",
+    "app.core.metrics.words": "*",  # memory given back in words, as siesta ps says it
     "app.core.config.memory_limits": "*",
     "app.core.models.llama_args": "*",
     "app.core.memory.fit": "*",

@@ -8,7 +8,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from app.cli.client import ApiClient, NotRunning
-from app.cli.table import format_table, given_back_line
+from app.cli.table import format_table
+from app.core.metrics.words import given_back_line
 
 if TYPE_CHECKING:
     from app.cli.context import Context

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
 from app.core.config.durations import format_countdown, format_duration
 from app.core.config.sizes import format_bytes
 
-__all__ = ["format_table", "given_back_line", "size_cell"]
+__all__ = ["format_table", "size_cell"]
 
 
 def size_cell(value: int | None) -> str:
@@ -37,23 +36,3 @@ def format_table(models: list[dict[str, Any]], now: float | None = None) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     errors = [f"  {m['name']}: {m['error']}" for m in models if m.get("error")]
     return "\n".join(lines + (["", "errors:"] + errors if errors else []))
-
-
-def given_back_line(summary: Any, now: float) -> str:
-    """``gave back 41.0 GB·h today, 310.0 GB·h since Tuesday``: what idle and memory-pressure
-    unloads gave back (``given_back`` of ``GET /api/v1/models``); "" when there is nothing to say."""
-    if not isinstance(summary, dict) or not summary.get("total") or summary.get("since") is None:
-        return ""
-    since = dt.datetime.fromtimestamp(summary["since"])
-    today = dt.datetime.fromtimestamp(now).date()
-    if since.date() == today:
-        when = f"since {since:%H:%M}"
-    elif (today - since.date()).days < 7:
-        when = f"since {since:%A}"
-    else:
-        when = f"since {since.day} {since:%B %Y}"
-    return f"gave back {_byte_hours(summary.get('today') or 0)} today, {_byte_hours(summary['total'])} {when}"
-
-
-def _byte_hours(byte_seconds: float) -> str:
-    return (format_bytes(byte_seconds / 3600) or "0 B") + "·h"

@@ -76,7 +76,7 @@ keep-alive comment every 15 s)."""
 REFRESH_SECONDS = 2.0
 """At most one re-read of the memory figures and settings per this many seconds."""
 
-_MEMORY_KEYS = ("memory", "vram", "memory_by_device", "memory_estimate", "memory_estimate_source")
+_MEMORY_KEYS = ("memory", "vram", "memory_by_device", "memory_estimate", "memory_estimate_source", "given_back")
 
 
 class ClientError(Exception):
@@ -214,6 +214,7 @@ class ManagerClient:
         self._refresh_task: asyncio.Task[None] | None = None
         self._refreshed_at = 0.0
         self._first_attempt: asyncio.Event | None = None
+        self._given_back: dict[str, Any] | None = None  # GET /api/v1/models' given_back, as last read
 
     def __repr__(self) -> str:  # never the key
         return f"ManagerClient({self.url!r}, {self.connection.state})"
@@ -286,6 +287,19 @@ class ManagerClient:
                 self._connection_watchers.remove(callback)
 
         return unwatch
+
+    def given_back_summary(self) -> dict[str, Any] | None:
+        """What that Siesta's idle and memory-pressure unloads gave back (``{"today", "total",
+        "since", ...}``, byte-seconds, its clock), as its list last said; None before it said
+        (or from a Siesta too old to count it)."""
+        return dict(self._given_back) if self._given_back is not None else None
+
+    async def history(self, day: str = "today") -> dict[str, Any]:
+        """``GET /api/v1/history?day=DAY``: each model's loads and shares of that local day there."""
+        data = await self._call("GET", f"/api/v1/history?day={quote(day)}", what="read its history")
+        if not isinstance(data, dict):
+            raise Refused(f"{self.url} answered GET /api/v1/history without a day", 502)
+        return data
 
     async def system_memory(self) -> dict[str, Any]:
         """``GET /api/v1/system``: the served machine's RAM and GPUs."""
@@ -416,6 +430,7 @@ class ManagerClient:
             raise Refused(f"{self.url} answered GET /api/v1/models without a list of models", 502)
         self.loaded_settings = RemoteSettings(described, self._api_key)
         self.remotes.update(listed.get("remotes"))
+        self._keep_given_back(listed)
         self._measure_offset_from(models)
         fresh = {m["name"]: self._localize(m) for m in models if isinstance(m, dict) and isinstance(m.get("name"), str)}
         self._refreshed_at = time.monotonic()
@@ -501,11 +516,16 @@ class ManagerClient:
         self.loaded_settings = RemoteSettings(described, self._api_key)
         if isinstance(listed, dict):
             self.remotes.update(listed.get("remotes"))
+            self._keep_given_back(listed)
         # Only the figures: states and countdowns come from the stream, which may be newer.
         for item in listed.get("models", []) if isinstance(listed, dict) else []:
             current = self._models.get(item.get("name")) if isinstance(item, dict) else None
             if current is not None:
                 current.update({k: item.get(k) for k in _MEMORY_KEYS if k in item})
+
+    def _keep_given_back(self, listed: Mapping[str, Any]) -> None:
+        summary = listed.get("given_back")
+        self._given_back = dict(summary) if isinstance(summary, dict) else None
 
     # ---- clocks ------------------------------------------------------------------------------
 

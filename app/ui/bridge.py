@@ -94,6 +94,9 @@ class ManagerBridge(QObject):
     connectionChanged = Signal()
     """The served Siesta elsewhere became reachable or not (see :attr:`connection_problem`)."""
 
+    historyChanged = Signal()
+    """:attr:`history` has a new reading of today's history (see :meth:`refresh_history`)."""
+
     originRefused = Signal(str)
     """The front door refused a page (its Origin, once per origin): the tray offers to allow it."""
 
@@ -113,6 +116,9 @@ class ManagerBridge(QObject):
             self._unwatch = manager.watch_connection(self.connectionChanged.emit)
         self.system: dict[str, Any] | None = None  # RAM and GPUs, as GET /api/v1/system gives them
         self._system_task: asyncio.Task[Any] | None = None
+        self.history: dict[str, Any] | None = None  # today's history, as GET /api/v1/history?day=today gives it
+        self.history_problem: str | None = None  # why it could not be read (an older Siesta elsewhere)
+        self._history_task: asyncio.Task[Any] | None = None
 
     # ---- what widgets read ----------------------------------------------------------------
 
@@ -176,6 +182,40 @@ class ManagerBridge(QObject):
 
         self._system_task = self.run(read(), "read memory figures", report=False)
         self._system_task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def given_back_summary(self) -> dict[str, Any] | None:
+        """What idle and memory-pressure unloads gave back: ``{"today", "total", "since", ...}``
+        in byte-seconds (the manager's in-memory history, or what the Siesta elsewhere last
+        listed); None when it is not known."""
+        if self.closing:
+            return None
+        if isinstance(self.manager, ManagerClient):
+            return self.manager.given_back_summary()
+        return self.manager.metrics.given_back_summary()
+
+    def refresh_history(self) -> None:
+        """Reads today's history per model in the background: :attr:`history` (``{"day",
+        "models": [{"name", "loads", "loads_failed", "loaded", "idle", "unloaded",
+        "given_back"}]}``) or :attr:`history_problem`; emits :attr:`historyChanged`. One
+        reading at a time."""
+        if self.closing or (self._history_task is not None and not self._history_task.done()):
+            return
+
+        async def read() -> None:
+            manager = self.manager
+            try:
+                if isinstance(manager, ManagerClient):
+                    self.history = await manager.history("today")
+                else:
+                    self.history = manager.metrics.day(None, [s["name"] for s in self.models.values()
+                                                              if not s.get("remote")])
+                self.history_problem = None
+            except (ClientError, ValueError, ModelUnavailable) as exc:  # 404 from a Siesta without it
+                self.history, self.history_problem = None, str(exc) or type(exc).__name__
+            self.historyChanged.emit()
+
+        self._history_task = self.run(read(), "read the history", report=False)
+        self._history_task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def snapshots(self, *, fresh: bool = False) -> list[Snapshot]:
         """Every model, sorted by name; ``fresh`` re-reads them (memory changes without events)."""

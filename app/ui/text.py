@@ -76,16 +76,15 @@ def failure_text(snapshot: Snapshot) -> str:
 
 def status_text(snapshot: Snapshot, now: float | None = None) -> str:
     """A model's live state in a few words, as the menu and the tables show it:
-    ``"idle, unloads in 4:12"``, ``"busy (2 requests)"``, ``"loading... 12 s"``,
+    ``"idle, unloads in 4:12"``, ``"busy (2 requests)"``, ``"loading... ~40%"`` (of its last
+    load time; ``"loading... 12 s"`` on a first load),
     ``"kept loaded"``, ``"crashed: exit 139"``, ``"unloading..."``, ``"not loaded"``."""
     now = time.time() if now is None else now
     state = snapshot["state"]
     if state == "failed":
         return failure_text(snapshot)
     if state == "loading":
-        since = snapshot.get("loading_since")
-        elapsed = max(0, int(now - since)) if since is not None else 0
-        return f"loading... {elapsed} s"
+        return "loading... " + load_progress(snapshot, now)
     if state == "unloading":
         return "unloading..."
     if state == "unloaded":
@@ -103,6 +102,17 @@ def status_text(snapshot: Snapshot, now: float | None = None) -> str:
     if snapshot.get("unload_timeout", 0) is None:
         return "kept loaded"
     return "idle"
+
+
+def load_progress(snapshot: Snapshot, now: float) -> str:
+    """How far a load has come: ``"~40%"`` of the model's last load time, or the seconds since
+    it began (``"12 s"``) on a first load, or once it takes longer than the last one did."""
+    since = snapshot.get("loading_since")
+    elapsed = max(0.0, now - since) if isinstance(since, (int, float)) else 0.0
+    last = snapshot.get("last_load_seconds")
+    if isinstance(last, (int, float)) and last >= 1.0 and elapsed < last:
+        return f"~{int(100 * elapsed / last)}%"
+    return f"{int(elapsed)} s"
 
 
 def unloaded_note(snapshot: Snapshot, now: float | None = None) -> str:

@@ -1,10 +1,10 @@
-"""`siesta ps`'s line on memory given back (app/cli/table.py: given_back_line)."""
+"""`siesta ps`'s line on memory given back (app/core/metrics/words.py: given_back_line)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from app.cli.table import given_back_line
+from app.core.metrics.words import given_back_line
 
 GBH = 2**30 * 3600
 

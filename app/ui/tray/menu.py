@@ -29,6 +29,12 @@ something on this machine is hidden: Find models, Download model, Import configu
 Install llama-server, Open logs folder, and each model's Show log, Open log in editor and
 Model settings.
 
+A loading model's line says how far it is, as a share of its last load time ("big:
+loading... ~40%", its seconds on a first load), ticking while the menu is open. Above
+"Models window...", one line gives the memory that idle and memory-pressure unloads gave back
+today ("Gave back 41.0 GB·h of memory today"; its tooltip: since when the history goes); none
+while nothing was given back today.
+
 A page the front door refused (its origin is neither Siesta's own nor in
 ``allowed_origins``) gets a notification, once per origin, and an "Allow page at ..." entry
 at the top of the menu (:mod:`.refused_pages`); clicking either allows it.
@@ -52,7 +58,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QCursor
 from PySide6.QtWidgets import QMenu, QStyle, QSystemTrayIcon
 
-from app.ui import icons, text
+from app.ui import history_text, icons, text
 from app.ui.bridge import ManagerBridge
 from app.ui.platform import desktop
 from app.ui.platform.shell import Shell
@@ -133,6 +139,11 @@ class TrayMenu(QObject):
         self.import_action = menu.addAction("&Import configuration...", self.shell.show_import)
         self.import_action.setToolTip("Add the models of a llama-swap or Lemonade configuration")
         menu.addSeparator()
+        # The day's memory given back, above the Models window that says more.
+        self.given_back_action = menu.addAction("")
+        self.given_back_action.setObjectName("given-back")
+        self.given_back_action.setEnabled(False)
+        self.given_back_action.setVisible(False)
         self.window_action = menu.addAction("&Models window...", self.shell.show_models_window)
         self.settings_action = menu.addAction("&Settings...", self.shell.show_settings)
         self.logs_action = menu.addAction("&Open logs folder", lambda: desktop.open_folder(self.bridge.paths.log_dir))
@@ -241,10 +252,20 @@ class TrayMenu(QObject):
         self.discover_action.setText("&Find models on this computer..." if first_run else "&Find models...")
         self._update_engine_entries(snapshots)
         self._rebuild_load_menu(groups, now)
+        self._update_given_back(now, problem is None)
         self.copy_action.setText(f"&Copy API URL ({self.api_url})" if self.api_url else "&Copy API URL")
         self.copy_action.setEnabled(bool(self.api_url))
         if self.groups.grouped:
             self._keep_on_screen()
+
+    def _update_given_back(self, now: float, reachable: bool) -> None:
+        """One line for the memory given back today; its tooltip has the whole history's figure."""
+        summary = self.bridge.given_back_summary() if reachable else None
+        line = history_text.given_back_today(summary)
+        if self.given_back_action.text() != line:
+            self.given_back_action.setText(line)
+            self.given_back_action.setToolTip(history_text.given_back_line(summary, now))
+        self.given_back_action.setVisible(bool(line))
 
     def _update_engine_entries(self, snapshots: list[text.Snapshot]) -> None:
         problem = None

@@ -22,6 +22,16 @@ Connected to a Siesta elsewhere (``siesta --connect URL``), the title names it, 
 acts on this machine only is hidden: Find models, Download, Import, Open logs folder, and
 each row's Log and Settings... buttons.
 
+Above the table, what idle and memory-pressure unloads gave back ("Gave back 41.0 GB·h today,
+310.0 GB·h since Tuesday", the words of ``siesta ps``). The table's Today column says how each
+model's day went so far ("3×, 42% in memory", with a bar of its busy and idle shares; the
+tooltip has the idle share and the memory it gave back today), read from the history (the
+core's ``metrics.day()``, or ``GET /api/v1/history`` for a Siesta elsewhere, or why it cannot
+be read) when the window shows, after loads and unloads, and every ten seconds. A loading
+model's state is its share of its last load time ("loading... ~40%"), or its seconds on a
+first load. The table and Try it share a splitter: the table gets up to eight rows at the
+window's default size (and keeps at least three), Try it the rest.
+
 Tab goes as the window is seen: the banner's button, each model's row left to right (headings
 are not stops), the Try it panel, then the buttons at the bottom; each of those buttons has its
 own Alt+letter (Try it keeps M, P, S, T and A). A row's controls say which model they act on
@@ -41,6 +51,7 @@ from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QSplitter,
     QComboBox,
     QFrame,
     QHBoxLayout,
@@ -54,19 +65,26 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.config.durations import USE_GLOBAL
-from app.ui import a11y, icons, text, theme
+from app.ui import a11y, history_text, icons, text, theme
 from app.ui.bridge import ManagerBridge
 from app.ui.platform import desktop
 from app.ui.platform.shell import Shell
 from app.ui.text import NEVER, timeout_key
 from app.ui.ticker import SecondTicker
 from app.ui.timeout_scale import MENU_PRESETS, short_label
+from app.ui.windows.day_bar import SHARES_ROLE, DayBarDelegate
 from app.ui.windows.try_it import TryItPanel
 
-COLUMNS = ("Model", "State", "Memory", "Idle timeout", "")
-COL_NAME, COL_STATE, COL_MEMORY, COL_TIMEOUT, COL_ACTIONS = range(5)
+COLUMNS = ("Model", "State", "Memory", "Today", "Idle timeout", "")
+COL_NAME, COL_STATE, COL_MEMORY, COL_TODAY, COL_TIMEOUT, COL_ACTIONS = range(6)
 MEMORY_EVERY = 10  # ticks between readings of the memory figures (they change without events)
-GROUPED_ROWS_SHOWN = 8  # table rows kept in view when models are grouped by machine
+ROWS_SHOWN = 8  # table rows (models and headings) in view without scrolling at the window's default size
+ROWS_KEPT = 3  # rows the table keeps however small the window or far the splitter is dragged
+DEFAULT_SIZE = (900, 660)
+TODAY_TIP = "Today so far: how often each model was loaded, and the share of the day it was in memory"
+HISTORY_EVENTS = ("loaded", "load_failed", "load_cancelled", "idle", "manual", "evicted", "group", "crashed",
+                  "memory_pressure", "removed", "added")
+"""Events after which the Today column is read again (else every :data:`MEMORY_EVERY` ticks)."""
 ACTION_NAMES = {"Load": "Load {}", "Cancel": "Cancel loading {}", "Unload": "Unload {}",
                 "Unloading": "Unloading {}", "Dismiss": "Dismiss the failure of {}"}
 """The accessible name of a row's action button, by its text: which model it acts on."""
@@ -86,7 +104,8 @@ class ModelTableRow:
         self.state_item = QTableWidgetItem("")
         self.memory_item = QTableWidgetItem("")
         self.memory_item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        for item in (self.name_item, self.state_item, self.memory_item):
+        self.today_item = QTableWidgetItem("")
+        for item in (self.name_item, self.state_item, self.memory_item, self.today_item):
             item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
         self.timeout_combo = QComboBox()
         self.timeout_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
@@ -138,6 +157,7 @@ class ModelTableRow:
         table.setItem(row, COL_NAME, self.name_item)
         table.setItem(row, COL_STATE, self.state_item)
         table.setItem(row, COL_MEMORY, self.memory_item)
+        table.setItem(row, COL_TODAY, self.today_item)
         if self.routed_only:  # no timeout to choose: the combo is left out of the table
             note = QTableWidgetItem("")
             note.setFlags(Qt.ItemFlag.ItemIsEnabled)
@@ -177,6 +197,23 @@ class ModelTableRow:
         log_file = snapshot.get("log_file")
         self.log_button.setEnabled(bool(log_file) and Path(log_file).exists())
         self._update_combo(snapshot, global_timeout)
+
+    def update_day(self, day: dict[str, Any] | None, problem: str | None = None) -> None:
+        """Today's loads and shares (``day()``'s entry for this model; None: not known), the
+        memory it gave back today in the tooltip; ``problem``: why the history is unavailable."""
+        if self.remote:  # another machine's or engine's model: not in this history
+            day, problem = None, None
+        words = history_text.day_cell(day)
+        tip = problem or history_text.day_tooltip(day, self.snapshot)
+        shares = history_text.day_shares(day) if day else None
+        if shares is not None and not any(shares):  # not in memory today: no bar, only the words
+            shares = None
+        if self.today_item.text() != words:
+            self.today_item.setText(words)
+        if self.today_item.toolTip() != tip:
+            self.today_item.setToolTip(tip)
+        if self.today_item.data(SHARES_ROLE) != shares:
+            self.today_item.setData(SHARES_ROLE, shares)
 
     def tick(self, now: float) -> None:
         """The once-a-second update: only the countdown in the state text (the rest changes
@@ -274,6 +311,10 @@ class ModelsWindow(QWidget):
         header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(COL_STATE, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(COL_MEMORY, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(COL_TODAY, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeaderItem(COL_TODAY).setToolTip(TODAY_TIP)
+        self.day_delegate = DayBarDelegate(self.table)
+        self.table.setItemDelegateForColumn(COL_TODAY, self.day_delegate)
         # Sized from their widgets in refresh(): ResizeToContents ignores cell widgets.
         header.setSectionResizeMode(COL_TIMEOUT, QHeaderView.ResizeMode.Fixed)
         header.setSectionResizeMode(COL_ACTIONS, QHeaderView.ResizeMode.Fixed)
@@ -337,6 +378,13 @@ class ModelsWindow(QWidget):
         self.url_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.copy_button = copy = QPushButton("&Copy API URL")
         copy.clicked.connect(self._copy_url)
+        # What idle and memory-pressure unloads gave back: the words of `siesta ps`.
+        self.given_back_label = QLabel()
+        self.given_back_label.setObjectName("given-back")
+        self.given_back_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.given_back_label.setToolTip("Memory that idle and memory-pressure unloads freed for other programs, "
+                                         "times how long it stayed free")
+        self.given_back_label.hide()
         self.message_label = QLabel()
         self.message_label.setObjectName("message")
         self.message_label.setWordWrap(True)
@@ -383,14 +431,25 @@ class ModelsWindow(QWidget):
         buttons.addWidget(self.quit_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.engine_banner)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.given_back_label)
         self.try_it = TryItPanel(bridge, self)  # a prompt box that chats through the front door
-        layout.addWidget(self.try_it)
+        # The table above Try it, the line between them draggable; the table gets the room
+        # (up to ROWS_SHOWN rows at the default size), Try it what is left.
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setObjectName("models-splitter")
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.addWidget(self.table)
+        self.splitter.addWidget(self.try_it)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 0)
+        layout.addWidget(self.splitter, 1)
         layout.addWidget(self.first_run, 1)
         layout.addWidget(self.message_label)
         layout.addLayout(url_row)
         layout.addLayout(buttons)
-        self.resize(760, 320)
+        self.resize(*DEFAULT_SIZE)
+        self._table_rows_given = -1  # rows the splitter last made room for
+        self._shown_once = False
         self.bottom_buttons = [self.unload_all_button, self.find_button, self.download_button, self.import_button,
                                settings, logs, self.quit_button]
         self._set_tab_order()
@@ -402,6 +461,7 @@ class ModelsWindow(QWidget):
         bridge.actionFailed.connect(self._on_action_failed)
         bridge.engineChanged.connect(self.refresh)
         bridge.connectionChanged.connect(self.refresh)
+        bridge.historyChanged.connect(self._update_days)
         self.refresh()
 
     # ---- contents ----------------------------------------------------------------------------
@@ -431,10 +491,11 @@ class ModelsWindow(QWidget):
                 if item.text() != title:
                     item.setText(title)
                 item.setToolTip((text.remote_problem(remote) if remote is not None else None) or "")
+        self._update_days()
         self._fit_widget_columns()
         first_run = not snapshots and not remotes
         self.first_run.setVisible(first_run)
-        self.table.setVisible(not first_run)
+        self.splitter.setVisible(not first_run)
         self.unload_all_button.setVisible(not first_run)
         for button in (self.find_button, self.download_button, self.import_button):
             button.setVisible(not first_run and self.bridge.is_local)
@@ -448,6 +509,19 @@ class ModelsWindow(QWidget):
         connection = self.bridge.connection_problem
         if connection:
             self.url_label.setText(f"<b>{html.escape(connection)}</b>")
+        gave_back = history_text.given_back_line(self.bridge.given_back_summary(), now)
+        if self.given_back_label.text() != gave_back:
+            self.given_back_label.setText(gave_back)
+        self.given_back_label.setVisible(bool(gave_back) and not first_run)
+
+    def _update_days(self) -> None:
+        """The Today column from the bridge's last reading of today's history."""
+        days = history_text.days_by_model(self.bridge.history)
+        problem = None
+        if self.bridge.history_problem is not None:
+            problem = f"{history_text.HISTORY_UNAVAILABLE}: {self.bridge.history_problem}"
+        for name, row in self.rows.items():
+            row.update_day(days.get(name), problem)
 
     def _rebuild(self, layout: list[tuple[Any, ...]], snapshots: dict[str, text.Snapshot]) -> None:
         # Clearing the table deletes its items and cell widgets, so every row is built anew.
@@ -465,14 +539,39 @@ class ModelsWindow(QWidget):
             row.place(self.table, i)
             self.rows[line[1]] = row
         self.table.resizeColumnsToContents()
-        # Headings add rows: keep several in view above the Try it panel (none: as it always was).
-        shown = min(len(layout), GROUPED_ROWS_SHOWN) if self.group_items else 0
-        frame = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
-        self.table.setMinimumHeight(frame + shown * self.table.verticalHeader().defaultSectionSize() if shown else 0)
+        self._give_table_room(len(layout))
         self._set_tab_order()
 
+    def table_height(self, rows: int) -> int:
+        """The table's height with ``rows`` rows in view, header and frame included."""
+        frame = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
+        return frame + rows * self.table.verticalHeader().defaultSectionSize()
+
+    def _give_table_room(self, rows: int) -> None:
+        """The table keeps at least :data:`ROWS_KEPT` rows in view (fewer models: all of them),
+        and the splitter gives it every row up to :data:`ROWS_SHOWN`, Try it the rest."""
+        self.table.setMinimumHeight(self.table_height(max(1, min(rows, ROWS_KEPT))))
+        wanted = min(rows, ROWS_SHOWN)
+        if wanted == self._table_rows_given:
+            return
+        self._table_rows_given = wanted
+        total = sum(self.splitter.sizes()) or self.splitter.height()
+        table = self.table_height(max(wanted, 1))
+        panel = max(total - table, self.try_it.minimumSizeHint().height())
+        self.splitter.setSizes([max(table, total - panel), panel])
+
     def _set_tab_order(self) -> None:
-        """Tab goes as the window is seen, whatever order the widgets were made in (the
+        """Above the table, what idle and memory-pressure unloads gave back ("Gave back 41.0 GB·h today,
+310.0 GB·h since Tuesday", the words of ``siesta ps``). The table's Today column says how each
+model's day went so far ("3×, 42% in memory", with a bar of its busy and idle shares; the
+tooltip has the idle share and the memory it gave back today), read from the history (the
+core's ``metrics.day()``, or ``GET /api/v1/history`` for a Siesta elsewhere, or why it cannot
+be read) when the window shows, after loads and unloads, and every ten seconds. A loading
+model's state is its share of its last load time ("loading... ~40%"), or its seconds on a
+first load. The table and Try it share a splitter: the table gets up to eight rows at the
+window's default size (and keeps at least three), Try it the rest.
+
+Tab goes as the window is seen, whatever order the widgets were made in (the
         rows are made anew as models come and go): the banner's button, each row left to
         right, Try it, the first-run buttons (shown instead of the table), Copy API URL and
         the bottom row. Hidden and greyed-out widgets are passed over."""
@@ -505,6 +604,8 @@ class ModelsWindow(QWidget):
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if self.isVisible():
+            if event.get("reason") in HISTORY_EVENTS:
+                self.bridge.refresh_history()
             self.refresh()
 
     def _on_action_failed(self, title: str, message: str) -> None:
@@ -544,6 +645,7 @@ class ModelsWindow(QWidget):
         about 0.8% of a core with five models counting down, against 0.06% for `siesta serve`."""
         self._ticks += 1
         if self._ticks % MEMORY_EVERY == 0:
+            self.bridge.refresh_history()
             self.refresh(fresh=True)
             return
         now = self.bridge.now()
@@ -552,10 +654,16 @@ class ModelsWindow(QWidget):
         self.try_it.tick()
 
     def showEvent(self, event: QShowEvent) -> None:
+        self.bridge.refresh_history()
         self.refresh(fresh=True)
         self._ticks = 0
         self.ticker.start()
         super().showEvent(event)
+        if not event.spontaneous() and self._table_rows_given >= 0 and not self._shown_once:
+            self._shown_once = True  # the splitter's sizes, now that the window has its own
+            self.layout().activate()
+            self._table_rows_given = -1
+            self._give_table_room(len(self._layout))
 
     def hideEvent(self, event: QHideEvent) -> None:
         self.ticker.stop()
