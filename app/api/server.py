@@ -83,19 +83,10 @@ class ApiServer:
         self._runner = slow_clients.HeaderTimeoutRunner(build_app(self.manager, self.ports), handler_cancellation=True,
                                                         access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        # The sockets are made here, not by aiohttp's TCPSite, for their options: one
-        # listener per port on every OS (see app/api/listen.py).
-        sockets: list[socket.socket] = []
         try:
-            addresses = await asyncio.get_running_loop().getaddrinfo(
-                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            sockets = bind_listeners(addresses)
-            for sock in sockets:
-                await web.SockSite(self._runner, sock, backlog=512).start()
+            sockets = await self._listen(host, port)
         except BaseException as exc:
             await self._runner.cleanup()
-            for sock in sockets:
-                sock.close()  # those no site had taken over yet (closing twice is harmless)
             if isinstance(exc, OSError) and port_taken(exc):
                 source = self.manager.loaded_settings.sources.get("port", "default")
                 raise PortInUse(
@@ -116,17 +107,9 @@ class ApiServer:
         """Listens on Ollama's port as well; when it cannot (taken, most likely by Ollama
         itself, or refused), says so in one line and in ``loaded_settings.problems`` (the
         Settings dialog shows it), and Siesta goes on with its main port."""
-        assert self._runner is not None
-        sockets: list[socket.socket] = []
         try:
-            addresses = await asyncio.get_running_loop().getaddrinfo(
-                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            sockets = bind_listeners(addresses)
-            for sock in sockets:
-                await web.SockSite(self._runner, sock, backlog=512).start()
+            sockets = await self._listen(host, port)
         except OSError as exc:
-            for sock in sockets:
-                sock.close()
             source = self.manager.loaded_settings.sources.get("ollama_port", "default")
             why = "is already in use (is Ollama running?)" if port_taken(exc) else f"cannot be listened on ({exc})"
             self.ollama_problem = (f"Ollama's port {port} on {host} {why}: Siesta answers on port {self.port} only "
@@ -138,6 +121,25 @@ class ApiServer:
         self.ports.update(sock.getsockname()[1] for sock in sockets)
         self.manager.loaded_settings.problems.pop("ollama_port", None)
         log.info("also answering on Ollama's port: %s", client_url(host, self.ollama_port))
+
+    async def _listen(self, host: str | None, port: int) -> list[socket.socket]:
+        """Binds ``host:port`` (every address it resolves to) and serves the app there. The
+        sockets are made here, not by aiohttp's TCPSite, for their options: one listener per
+        port on every OS (see app/api/listen.py). On failure, the sockets no site has taken
+        over yet are closed and the error is raised."""
+        assert self._runner is not None
+        sockets: list[socket.socket] = []
+        try:
+            addresses = await asyncio.get_running_loop().getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            sockets = bind_listeners(addresses)
+            for sock in sockets:
+                await web.SockSite(self._runner, sock, backlog=512).start()
+        except BaseException:
+            for sock in sockets:
+                sock.close()  # (closing one a site took over as well is harmless)
+            raise
+        return sockets
 
     @property
     def url(self) -> str:

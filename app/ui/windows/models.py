@@ -51,13 +51,13 @@ from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QSplitter,
     QComboBox,
     QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -561,17 +561,7 @@ class ModelsWindow(QWidget):
         self.splitter.setSizes([max(table, total - panel), panel])
 
     def _set_tab_order(self) -> None:
-        """Above the table, what idle and memory-pressure unloads gave back ("Gave back 41.0 GB·h today,
-310.0 GB·h since Tuesday", the words of ``siesta ps``). The table's Today column says how each
-model's day went so far ("3×, 42% in memory", with a bar of its busy and idle shares; the
-tooltip has the idle share and the memory it gave back today), read from the history (the
-core's ``metrics.day()``, or ``GET /api/v1/history`` for a Siesta elsewhere, or why it cannot
-be read) when the window shows, after loads and unloads, and every ten seconds. A loading
-model's state is its share of its last load time ("loading... ~40%"), or its seconds on a
-first load. The table and Try it share a splitter: the table gets up to eight rows at the
-window's default size (and keeps at least three), Try it the rest.
-
-Tab goes as the window is seen, whatever order the widgets were made in (the
+        """Tab goes as the window is seen, whatever order the widgets were made in (the
         rows are made anew as models come and go): the banner's button, each row left to
         right, Try it, the first-run buttons (shown instead of the table), Copy API URL and
         the bottom row. Hidden and greyed-out widgets are passed over."""
