@@ -9,7 +9,13 @@ import math
 
 import pytest
 
-from app.api.ollama.embed import dimensions_of, embed_inputs, embeddings_hint, unit_length, vectors_of
+from app.api.ollama.embed import (
+    dimensions_of,
+    embed_inputs,
+    embeddings_hint,
+    unit_length,
+    vectors_of,
+)
 from app.api.ollama.translate import TranslationError
 from app.core.models.model import ModelState
 from app.demo_model import N_EMBD

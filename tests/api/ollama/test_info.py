@@ -15,7 +15,6 @@ import pytest
 from app.api.ollama.info import NEVER_SECONDS, OLLAMA_VERSION, rfc3339
 from app.core.remotes import HOP_HEADER
 from app.demo_model import write_tiny_model
-from tests.fakes.ollama import FakeOllama
 from tests.fakes.remote import until
 from tests.synthetic_gguf import tensor_shapes, write_synthetic_model
 
@@ -173,15 +172,6 @@ async def test_ps_of_a_busy_model_counts_from_the_end_of_its_requests(front_door
         (busy,) = (await resp.json())["models"]
     assert 55 < _when(busy["expires_at"]) - time.time() <= 60
     (await request).release()
-
-
-@pytest.fixture
-async def ollama_remote(paths):
-    fake = FakeOllama({"llama3.2:latest": 2_000_000, "phi": 1_000})
-    await fake.start()
-    paths.settings_file.write_text(f'[remotes.ol]\nkind = "ollama"\nurl = "{fake.url}"\n', encoding="utf-8")
-    yield fake
-    await fake.stop()
 
 
 async def test_remotes_are_listed_after_local_models_except_for_a_hop(ollama_remote, front_door, write_recipe):

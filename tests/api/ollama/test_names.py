@@ -10,7 +10,6 @@ import pytest
 from app.api.errors import ApiError
 from app.api.ollama.common import model_not_found, ollama_error, ollama_name, resolve
 from app.core.remotes import HOP_HEADER
-from tests.fakes.ollama import FakeOllama
 from tests.fakes.remote import until
 
 pytestmark = pytest.mark.timeout(60)
@@ -53,15 +52,6 @@ async def test_resolve_refuses_a_name_over_the_caps(manager_factory):
         resolve(manager, "x" * 5000 + ":latest", hop=False, what="POST /api/show")
     assert info.value.status == 400 and info.value.code == "name_too_long"
     assert "POST /api/show" in info.value.message and "x" * 100 not in info.value.message
-
-
-@pytest.fixture
-async def ollama_remote(paths):
-    fake = FakeOllama({"llama3.2:latest": 2_000_000, "phi": 1_000})
-    await fake.start()
-    paths.settings_file.write_text(f'[remotes.ol]\nkind = "ollama"\nurl = "{fake.url}"\n', encoding="utf-8")
-    yield fake
-    await fake.stop()
 
 
 async def test_a_remotes_models_resolve_with_and_without_latest_but_not_for_a_hop(ollama_remote, manager_factory,
